@@ -1,0 +1,18 @@
+//! Parameter initialisation (BERT's: normal with std 0.02 for weights, zeros for biases).
+
+use crate::scalar::Scalar;
+use ndarray::{Array, Dimension, ShapeBuilder};
+use rand::Rng;
+
+/// A tensor of normal samples with mean 0 and standard deviation `std` (Box–Muller).
+pub fn normal<T: Scalar, D: Dimension, Sh: ShapeBuilder<Dim = D>>(
+    shape: Sh,
+    std: f64,
+    rng: &mut impl Rng,
+) -> Array<T, D> {
+    Array::from_shape_simple_fn(shape, || {
+        let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
+        let u2: f64 = rng.gen();
+        T::c(std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos())
+    })
+}

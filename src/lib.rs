@@ -1,0 +1,14 @@
+//! gp-lite: GlobalPointer named-entity recognition, a pure-Rust CPU trainer and runtime.
+//!
+//! Every component is written over `ndarray` with explicit forward and backward passes; every
+//! matrix product goes through [`matmul`].
+
+pub mod bert;
+pub mod gradcheck;
+pub mod init;
+pub mod matmul;
+pub mod nn;
+pub mod param;
+pub mod scalar;
+
+pub use scalar::Scalar;

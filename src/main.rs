@@ -1,0 +1,3 @@
+fn main() {
+    println!("gp-lite {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,116 @@
+//! Linear (dense) layer: `y = x Wᵀ + b`, W stored `[out, in]` as PyTorch and HF store it.
+
+use crate::matmul::{gemm, matmul_acc};
+use crate::param::{join, Param1, Param2, ParamMut, Params};
+use crate::scalar::Scalar;
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, ArrayViewMut2, Axis};
+use rand::Rng;
+
+/// Parameters of a dense layer.
+#[derive(Clone, Debug)]
+pub struct Linear<T> {
+    /// `[out, in]`
+    pub weight: Param2<T>,
+    /// `[out]`
+    pub bias: Param1<T>,
+}
+
+impl<T: Scalar> Linear<T> {
+    /// BERT initialisation: weights ~ N(0, std²), bias 0.
+    pub fn new(inp: usize, out: usize, std: f64, rng: &mut impl Rng) -> Self {
+        Linear::from_arrays(crate::init::normal((out, inp), std, rng), Array1::zeros(out))
+    }
+
+    /// Wraps given weight `[out, in]` and bias `[out]`.
+    pub fn from_arrays(weight: Array2<T>, bias: Array1<T>) -> Self {
+        assert_eq!(
+            weight.nrows(),
+            bias.len(),
+            "Linear: weight rows must equal bias length"
+        );
+        Linear {
+            weight: Param2::new(weight),
+            bias: Param1::new(bias),
+        }
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.weight.value.ncols()
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.weight.value.nrows()
+    }
+
+    /// `y = x Wᵀ + b`; x `[N, in]` -> y `[N, out]`. Backward needs only `x`, which the caller keeps.
+    pub fn forward(&self, x: ArrayView2<T>) -> Array2<T> {
+        let mut y = Array2::zeros((x.nrows(), self.out_features()));
+        self.forward_into(x, y.view_mut());
+        y
+    }
+
+    /// `forward` into a caller-owned buffer (reused across steps).
+    pub fn forward_into(&self, x: ArrayView2<T>, mut y: ArrayViewMut2<T>) {
+        y.assign(&self.bias.value.broadcast(y.raw_dim()).unwrap());
+        gemm(T::one(), x, self.weight.value.t(), T::one(), y);
+    }
+
+    /// Accumulates dW += dyᵀ x, db += Σ_rows dy and returns dx = dy W.
+    pub fn backward(&mut self, x: ArrayView2<T>, dy: ArrayView2<T>) -> Array2<T> {
+        self.backward_params(x, dy);
+        let mut dx = Array2::zeros(x.raw_dim());
+        gemm(T::one(), dy, self.weight.value.view(), T::zero(), dx.view_mut());
+        dx
+    }
+
+    /// The parameter half of `backward`, for a first layer whose input needs no gradient.
+    pub fn backward_params(&mut self, x: ArrayView2<T>, dy: ArrayView2<T>) {
+        matmul_acc(dy.t(), x, self.weight.grad.view_mut());
+        self.bias.grad += &dy.sum_axis(Axis(0));
+    }
+}
+
+impl<T: Scalar> Params<T> for Linear<T> {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, ArrayViewD<'_, T>)) {
+        f(&join(prefix, "weight"), self.weight.view_dyn());
+        f(&join(prefix, "bias"), self.bias.view_dyn());
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_, T>)) {
+        f(&join(prefix, "weight"), self.weight.views_mut_dyn());
+        f(&join(prefix, "bias"), self.bias.views_mut_dyn());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradcheck::{fixed_random, proj_loss, GradCheck};
+    use ndarray::{array, Ix2};
+
+    #[test]
+    fn forward_by_hand() {
+        let l = Linear::from_arrays(
+            array![[1.0, 2.0], [0.0, -1.0], [3.0, 0.5]],
+            array![0.5, 0.0, -1.0],
+        );
+        let y = l.forward(array![[1.0, 1.0], [2.0, -2.0]].view());
+        assert_eq!(y, array![[3.5, -1.0, 2.5], [-1.5, 2.0, 4.0]]);
+    }
+
+    #[test]
+    fn gradcheck() {
+        let mut rng = rand::rngs::mock::StepRng::new(1, 7);
+        let _ = &mut rng;
+        let mut l = Linear::<f64>::from_arrays(fixed_random(Ix2(3, 4), 1), fixed_random(ndarray::Ix1(3), 2));
+        let x = fixed_random(Ix2(5, 4), 3);
+        let proj = fixed_random(Ix2(5, 3), 4);
+        l.zero_grad();
+        let dx = l.backward(x.view(), proj.view());
+        let gc = GradCheck::default();
+        gc.params(&mut l, |l| proj_loss(&l.forward(x.view()), &proj))
+            .assert_below(1e-6);
+        let l2 = l.clone();
+        gc.input("x", &x, &dx, |x| proj_loss(&l2.forward(x.view()), &proj))
+            .assert_below(1e-6);
+    }
+}
