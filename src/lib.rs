@@ -10,5 +10,7 @@ pub mod matmul;
 pub mod nn;
 pub mod param;
 pub mod scalar;
+pub mod shared;
+pub mod tensor_io;
 
 pub use scalar::Scalar;

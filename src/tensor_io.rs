@@ -1,0 +1,145 @@
+//! Reading and writing safetensors tensors as ndarray arrays, converting between storage and
+//! compute types (F64, F32, F16, BF16 and integer buffers read into any [`Scalar`]).
+
+use crate::scalar::Scalar;
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use safetensors::{tensor::TensorView, Dtype};
+
+/// Why a stored tensor could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TensorReadError {
+    #[error("tensor `{0}` is missing")]
+    Missing(String),
+    #[error("tensor `{name}` has unsupported dtype {dtype:?}")]
+    Dtype { name: String, dtype: Dtype },
+    #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    Shape {
+        name: String,
+        found: Vec<usize>,
+        expected: Vec<usize>,
+    },
+}
+
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let mant = (h & 0x3ff) as u32;
+    let bits = match (exp, mant) {
+        (0, 0) => sign,
+        (0, m) => {
+            // Subnormal: value = m * 2^-24.
+            let v = m as f32 * 2f32.powi(-24);
+            return if sign != 0 { -v } else { v };
+        }
+        (0x1f, 0) => sign | 0x7f80_0000,
+        (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
+        (e, m) => sign | ((e + 127 - 15) << 23) | (m << 13),
+    };
+    f32::from_bits(bits)
+}
+
+/// Converts one stored tensor to an array of `T`.
+pub fn to_array<T: Scalar>(name: &str, view: &TensorView<'_>) -> Result<ArrayD<T>, TensorReadError> {
+    let b = view.data();
+    let vals: Vec<T> = match view.dtype() {
+        Dtype::F64 => b
+            .chunks_exact(8)
+            .map(|c| T::c(f64::from_le_bytes(c.try_into().unwrap())))
+            .collect(),
+        Dtype::F32 => b
+            .chunks_exact(4)
+            .map(|c| T::c(f32::from_le_bytes(c.try_into().unwrap()) as f64))
+            .collect(),
+        Dtype::F16 => b
+            .chunks_exact(2)
+            .map(|c| T::c(f16_to_f32(u16::from_le_bytes([c[0], c[1]])) as f64))
+            .collect(),
+        Dtype::BF16 => b
+            .chunks_exact(2)
+            .map(|c| T::c(f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16) as f64))
+            .collect(),
+        Dtype::I64 => b
+            .chunks_exact(8)
+            .map(|c| T::c(i64::from_le_bytes(c.try_into().unwrap()) as f64))
+            .collect(),
+        Dtype::I32 => b
+            .chunks_exact(4)
+            .map(|c| T::c(i32::from_le_bytes(c.try_into().unwrap()) as f64))
+            .collect(),
+        dtype => {
+            return Err(TensorReadError::Dtype {
+                name: name.to_string(),
+                dtype,
+            })
+        }
+    };
+    Ok(ArrayD::from_shape_vec(IxDyn(view.shape()), vals)
+        .expect("safetensors guarantees shape/data agreement"))
+}
+
+/// Reads tensor `name` from a parsed file.
+pub fn read<T: Scalar>(st: &safetensors::SafeTensors<'_>, name: &str) -> Result<ArrayD<T>, TensorReadError> {
+    let view = st
+        .tensor(name)
+        .map_err(|_| TensorReadError::Missing(name.to_string()))?;
+    to_array(name, &view)
+}
+
+/// Reads tensor `name` and checks its shape.
+pub fn read_shaped<T: Scalar>(
+    st: &safetensors::SafeTensors<'_>,
+    name: &str,
+    expected: &[usize],
+) -> Result<ArrayD<T>, TensorReadError> {
+    let a = read::<T>(st, name)?;
+    if a.shape() != expected {
+        return Err(TensorReadError::Shape {
+            name: name.to_string(),
+            found: a.shape().to_vec(),
+            expected: expected.to_vec(),
+        });
+    }
+    Ok(a)
+}
+
+/// Little-endian bytes of an array in `T`'s own dtype (row-major), for writing.
+pub fn to_bytes<T: Scalar>(a: ArrayViewD<'_, T>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(a.len() * std::mem::size_of::<T>());
+    for &v in a.iter() {
+        match T::DTYPE {
+            Dtype::F32 => out.extend_from_slice(&(v.f64() as f32).to_le_bytes()),
+            _ => out.extend_from_slice(&v.f64().to_le_bytes()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_precision_decodes() {
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
+        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+        assert!(f16_to_f32(0x7c00).is_infinite());
+    }
+
+    #[test]
+    fn round_trip_through_safetensors() {
+        let a = ndarray::Array::from_shape_fn((2, 3), |(i, j)| (i * 3 + j) as f32 * 0.5).into_dyn();
+        let bytes = to_bytes(a.view());
+        let view = TensorView::new(Dtype::F32, vec![2, 3], &bytes).unwrap();
+        let data = safetensors::serialize([("x", view)], &None).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&data).unwrap();
+        let back: ArrayD<f64> = read(&st, "x").unwrap();
+        assert_eq!(back.mapv(|v| v as f32), a);
+        assert!(matches!(
+            read_shaped::<f32>(&st, "x", &[3, 2]),
+            Err(TensorReadError::Shape { .. })
+        ));
+        assert!(matches!(read::<f32>(&st, "y"), Err(TensorReadError::Missing(_))));
+    }
+}
