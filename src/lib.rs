@@ -4,10 +4,15 @@
 //! matrix product goes through [`matmul`].
 
 pub mod bert;
+pub mod decode;
 pub mod gradcheck;
+pub mod head;
 pub mod init;
+pub mod loss;
 pub mod matmul;
+pub mod metrics;
 pub mod nn;
+pub mod optim;
 pub mod param;
 pub mod scalar;
 pub mod shared;
