@@ -52,7 +52,7 @@ impl<T: Scalar> EfficientGlobalPointer<T> {
     pub fn from_dense(p_dense: Linear<T>, c_dense: Linear<T>, rope: bool) -> Self {
         let two_d = p_dense.out_features();
         assert!(
-            two_d % 2 == 0,
+            two_d.is_multiple_of(2),
             "EfficientGlobalPointer: p_dense output must be 2d"
         );
         assert_eq!(
@@ -61,12 +61,12 @@ impl<T: Scalar> EfficientGlobalPointer<T> {
             "EfficientGlobalPointer: c_dense input must be 2d"
         );
         assert!(
-            c_dense.out_features() % 2 == 0,
+            c_dense.out_features().is_multiple_of(2),
             "EfficientGlobalPointer: c_dense output must be 2C"
         );
         let head_size = two_d / 2;
         assert!(
-            !rope || head_size % 2 == 0,
+            !rope || head_size.is_multiple_of(2),
             "EfficientGlobalPointer: RoPE needs an even head size"
         );
         EfficientGlobalPointer {

@@ -47,7 +47,7 @@ impl<T: Scalar> GlobalPointer<T> {
             "GlobalPointer: dense output must be C*2d"
         );
         assert!(
-            !rope || head_size % 2 == 0,
+            !rope || head_size.is_multiple_of(2),
             "GlobalPointer: RoPE needs an even head size"
         );
         GlobalPointer {

@@ -143,6 +143,8 @@ pub(crate) fn mask_invalid<T: Scalar>(mut scores: ArrayViewMut4<'_, T>, valid: A
 }
 
 /// Either head, so a model can hold one chosen at run time.
+// A model holds one head: the size difference of the variants (a few hundred bytes) is moot.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Head<T> {
     GlobalPointer(GlobalPointer<T>),

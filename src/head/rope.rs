@@ -19,7 +19,7 @@ pub struct RopeTable<T> {
 impl<T: Scalar> RopeTable<T> {
     /// An empty table for vectors of size `dim` (must be even).
     pub fn new(dim: usize) -> Self {
-        assert!(dim % 2 == 0, "RoPE needs an even head size, got {dim}");
+        assert!(dim.is_multiple_of(2), "RoPE needs an even head size, got {dim}");
         RopeTable {
             dim,
             cos: Vec::new(),
