@@ -4,9 +4,10 @@
 //! `L = log(1 + Σ_P e^{-s}) + log(1 + Σ_Q e^{s})`; the loss is the mean over (text, type).
 //! Gradient: `-e^{-s}/Z_P` on P, `e^{s}/Z_Q` on Q, 0 on spans that take no part.
 //!
-//! Both sums are log-sum-exps including the implicit 0 logit, computed online (running max), so
-//! the loss is finite for any finite scores. Each (text, type) block is one rayon task: one pass
-//! over its scores for the two log-sum-exps and the loss, one pass writing the gradient.
+//! Both sums are log-sum-exps including the implicit 0 logit, shifted by their maxima, so the
+//! loss is finite for any finite scores. Each (text, type) block is one rayon task: one pass over
+//! its scores for the maxima, one computing each exponential once (loss sums and gradient
+//! numerators together), one scaling the gradient.
 //!
 //! The sparse form takes gold spans as per-text lists and walks them with a cursor in the same
 //! (i, j) order as the scores, so it computes exactly Q (no `log(1 - e^{lse_P - lse_all})`
@@ -171,35 +172,9 @@ fn for_each_span(n: usize, valid: Option<ArrayView1<bool>>, mut f: impl FnMut(us
     }
 }
 
-/// Online log-sum-exp including the implicit 0 logit: state (max m, Σ e^{x - m}).
-#[derive(Clone, Copy)]
-struct Lse<T> {
-    m: T,
-    sum: T,
-}
-
-impl<T: Scalar> Lse<T> {
-    fn new() -> Self {
-        Lse {
-            m: T::zero(),
-            sum: T::one(),
-        }
-    }
-    #[inline]
-    fn push(&mut self, x: T) {
-        if x <= self.m {
-            self.sum += (x - self.m).exp();
-        } else {
-            self.sum = self.sum * (self.m - x).exp() + T::one();
-            self.m = x;
-        }
-    }
-    fn value(&self) -> T {
-        self.m + self.sum.ln()
-    }
-}
-
 /// One (text, type) block: returns L and writes `scale · dL/ds` into `g` (0 where excluded).
+/// One exponential per span: pass 1 takes the maxima, pass 2 writes `±e^{±s - max}` and sums
+/// them, pass 3 (over `g` only) divides by the sums.
 fn block<T: Scalar, G: Gold>(
     s: ArrayView2<T>,
     valid: Option<ArrayView1<bool>>,
@@ -208,32 +183,39 @@ fn block<T: Scalar, G: Gold>(
     mut g: ArrayViewMut2<T>,
 ) -> f64 {
     let n = s.nrows();
-    // Pass 1: log Z_P over -s on gold spans, log Z_Q over s on the others.
-    let (mut pos, mut neg) = (Lse::new(), Lse::new());
+    // Pass 1: maxima of -s over P and of s over Q, starting from the implicit 0 logit.
+    let (mut mp, mut mq) = (T::zero(), T::zero());
     let mut gold = gold_of();
     for_each_span(n, valid, |i, j| {
         let x = s[[i, j]];
         if gold.is_gold(i, j) {
-            pos.push(-x);
+            mp = mp.max(-x);
         } else {
-            neg.push(x);
+            mq = mq.max(x);
         }
     });
-    let (lp, lq) = (pos.value(), neg.value());
-    // Pass 2: dL/ds = -e^{-s - log Z_P} on P, e^{s - log Z_Q} on Q.
+    // Pass 2: Z_P e^{-mp} = e^{-mp} + Σ_P e^{-s - mp}, likewise Z_Q; g holds -e on P, +e on Q.
     if valid.is_some() {
         g.fill(T::zero());
     }
+    let (mut zp, mut zq) = ((-mp).exp(), (-mq).exp());
     let mut gold = gold_of();
     for_each_span(n, valid, |i, j| {
         let x = s[[i, j]];
         g[[i, j]] = if gold.is_gold(i, j) {
-            -(-x - lp).exp() * scale
+            let e = (-x - mp).exp();
+            zp += e;
+            -e
         } else {
-            (x - lq).exp() * scale
+            let e = (x - mq).exp();
+            zq += e;
+            e
         };
     });
-    (lp + lq).f64()
+    // Pass 3: dL/ds = -e^{-s}/Z_P on P, e^{s}/Z_Q on Q (the sign tells which).
+    let (cp, cq) = (scale / zp, scale / zq);
+    g.mapv_inplace(|v| if v < T::zero() { v * cp } else { v * cq });
+    (mp + zp.ln() + mq + zq.ln()).f64()
 }
 
 #[cfg(test)]
