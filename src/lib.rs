@@ -4,6 +4,7 @@
 //! matrix product goes through [`matmul`].
 
 pub mod bert;
+pub mod data;
 pub mod gradcheck;
 pub mod init;
 pub mod matmul;
@@ -12,5 +13,6 @@ pub mod param;
 pub mod scalar;
 pub mod shared;
 pub mod tensor_io;
+pub mod tokenize;
 
 pub use scalar::Scalar;
