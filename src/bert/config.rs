@@ -168,7 +168,7 @@ impl BertConfig {
                 "only absolute position embeddings are supported",
             );
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return bad(
                 "hidden_size",
                 self.hidden_size.to_string(),

@@ -11,7 +11,7 @@ pub enum DataError {
     At {
         path: PathBuf,
         line: usize,
-        problem: Problem,
+        problem: Box<Problem>,
     },
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
@@ -24,7 +24,7 @@ impl DataError {
         DataError::At {
             path: path.to_path_buf(),
             line,
-            problem,
+            problem: Box::new(problem),
         }
     }
 }

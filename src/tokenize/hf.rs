@@ -17,7 +17,7 @@ const BERT_SPECIALS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
 /// An HF tokenizer and the id it pads with.
 #[derive(Clone, Debug)]
 pub struct HfTokenizer {
-    inner: tokenizers::Tokenizer,
+    inner: Box<tokenizers::Tokenizer>,
     pad_id: u32,
 }
 
@@ -46,7 +46,10 @@ impl HfTokenizer {
         };
         inner.with_padding(None);
         inner.with_truncation(None).map_err(|e| hf_error(path, e))?;
-        Ok(HfTokenizer { inner, pad_id })
+        Ok(HfTokenizer {
+            inner: Box::new(inner),
+            pad_id,
+        })
     }
 
     /// BERT WordPiece over `vocab.txt`: BertNormalizer (clean text, CJK characters split, accents
@@ -81,7 +84,10 @@ impl HfTokenizer {
             ("[SEP]".into(), sep),
             ("[CLS]".into(), cls),
         )));
-        Ok(HfTokenizer { inner, pad_id: pad })
+        Ok(HfTokenizer {
+            inner: Box::new(inner),
+            pad_id: pad,
+        })
     }
 
     /// Writes `dir/tokenizer.json`.
