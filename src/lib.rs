@@ -4,6 +4,7 @@
 //! matrix product goes through [`matmul`].
 
 pub mod bert;
+pub mod data;
 pub mod decode;
 pub mod gradcheck;
 pub mod head;
@@ -17,5 +18,6 @@ pub mod param;
 pub mod scalar;
 pub mod shared;
 pub mod tensor_io;
+pub mod tokenize;
 
 pub use scalar::Scalar;

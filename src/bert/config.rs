@@ -1,6 +1,35 @@
 //! BERT encoder configuration: HF's config.json fields, plus named presets for training from scratch.
 
+use std::path::{Path, PathBuf};
+
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Why a configuration could not be read or is not supported.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: malformed config: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    /// `origin` is the file the configuration came from (or `<in-memory config>`).
+    #[error("{origin}: field `{field}` = {value}: {reason}")]
+    Unsupported {
+        origin: String,
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+/// Activations the encoder implements (all three are GELU; the tanh forms share one code path).
+pub const SUPPORTED_ACTS: [&str; 3] = ["gelu", "gelu_new", "gelu_pytorch_tanh"];
+
+/// Name used in errors for a configuration that did not come from a file.
+const IN_MEMORY: &str = "<in-memory config>";
 
 /// The encoder hyper-parameters (field names as in HF's config.json).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -78,8 +107,199 @@ impl BertConfig {
         })
     }
 
+    /// Reads HF's config.json (unknown fields are ignored, missing optional ones take HF's
+    /// defaults) and validates it, naming `path` in every error.
+    pub fn from_json_file(path: impl AsRef<Path>) -> Result<BertConfig, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: BertConfig = serde_json::from_str(&text).map_err(|source| ConfigError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        config.validate_from(&path.display().to_string())?;
+        Ok(config)
+    }
+
+    /// Refuses settings the encoder does not implement (see [`BertConfig::validate_from`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_from(IN_MEMORY)
+    }
+
+    /// As [`BertConfig::validate`], naming `origin` (usually the file) in the error: refuses zero
+    /// sizes, `hidden_act` other than GELU, `position_embedding_type` other than `absolute`, and a
+    /// `hidden_size` not divisible by `num_attention_heads`.
+    pub fn validate_from(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, value: String, reason: &'static str| {
+            Err(ConfigError::Unsupported {
+                origin: origin.to_string(),
+                field,
+                value,
+                reason,
+            })
+        };
+        let sizes = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ];
+        for (field, value) in sizes {
+            if value == 0 {
+                return bad(field, "0".into(), "must be positive");
+            }
+        }
+        if !SUPPORTED_ACTS.contains(&self.hidden_act.as_str()) {
+            return bad(
+                "hidden_act",
+                format!("{:?}", self.hidden_act),
+                "only gelu, gelu_new and gelu_pytorch_tanh are supported",
+            );
+        }
+        if self.position_embedding_type != "absolute" {
+            return bad(
+                "position_embedding_type",
+                format!("{:?}", self.position_embedding_type),
+                "only absolute position embeddings are supported",
+            );
+        }
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+            return bad(
+                "hidden_size",
+                self.hidden_size.to_string(),
+                "must be divisible by num_attention_heads",
+            );
+        }
+        if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
+            return bad(
+                "layer_norm_eps",
+                self.layer_norm_eps.to_string(),
+                "must be positive",
+            );
+        }
+        Ok(())
+    }
+
     /// Size of one attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_temp(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("gp-lite-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    const BASE: &str = r#"{"vocab_size": 100, "hidden_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "intermediate_size": 128, "model_type": "bert", "extra": [1, 2]}"#;
+
+    #[test]
+    fn minimal_config_takes_defaults_and_ignores_unknown_fields() {
+        let path = write_temp("ok.json", BASE);
+        let c = BertConfig::from_json_file(&path).unwrap();
+        assert_eq!(c.hidden_act, "gelu");
+        assert_eq!(c.max_position_embeddings, 512);
+        assert_eq!(c.type_vocab_size, 2);
+        assert_eq!(c.layer_norm_eps, 1e-12);
+        assert_eq!(c.position_embedding_type, "absolute");
+        assert_eq!(c.head_dim(), 16);
+    }
+
+    fn error_for(name: &str, replace: (&str, &str)) -> String {
+        let text = BASE.replace(replace.0, replace.1);
+        assert_ne!(text, BASE, "replacement {replace:?} did not apply");
+        let path = write_temp(name, &text);
+        let err = BertConfig::from_json_file(&path).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&path.display().to_string()),
+            "error does not name the file: {msg}"
+        );
+        msg
+    }
+
+    #[test]
+    fn unsupported_settings_are_refused_by_field() {
+        let msg = error_for(
+            "act.json",
+            ("\"model_type\"", "\"hidden_act\": \"relu\", \"model_type\""),
+        );
+        assert!(
+            msg.ends_with(
+                "field `hidden_act` = \"relu\": only gelu, gelu_new and gelu_pytorch_tanh are supported"
+            ),
+            "{msg}"
+        );
+        let msg = error_for(
+            "pos.json",
+            (
+                "\"model_type\"",
+                "\"position_embedding_type\": \"relative_key\", \"model_type\"",
+            ),
+        );
+        assert!(
+            msg.contains("field `position_embedding_type` = \"relative_key\""),
+            "{msg}"
+        );
+        let msg = error_for(
+            "heads.json",
+            ("\"num_attention_heads\": 4", "\"num_attention_heads\": 5"),
+        );
+        assert!(
+            msg.ends_with("field `hidden_size` = 64: must be divisible by num_attention_heads"),
+            "{msg}"
+        );
+        let msg = error_for(
+            "zero.json",
+            ("\"intermediate_size\": 128", "\"intermediate_size\": 0"),
+        );
+        assert!(
+            msg.ends_with("field `intermediate_size` = 0: must be positive"),
+            "{msg}"
+        );
+        let msg = error_for("missing.json", ("\"vocab_size\": 100,", ""));
+        assert!(msg.contains("missing field `vocab_size`"), "{msg}");
+        let msg = error_for("type.json", ("\"hidden_size\": 64", "\"hidden_size\": \"64\""));
+        assert!(msg.contains("malformed config"), "{msg}");
+    }
+
+    #[test]
+    fn gelu_variants_are_accepted() {
+        for act in SUPPORTED_ACTS {
+            let mut c = BertConfig::preset("tiny", 10).unwrap();
+            c.hidden_act = act.into();
+            c.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn minilm_config_reads() {
+        let Some(path) = crate::shared::shared_file(
+            "models/minilm-l6/config.json",
+            "bert::config::tests::minilm_config_reads",
+        ) else {
+            return;
+        };
+        let c = BertConfig::from_json_file(path).unwrap();
+        assert_eq!(
+            c,
+            BertConfig {
+                vocab_size: 30522,
+                ..BertConfig::preset("minilm", 30522).unwrap()
+            }
+        );
     }
 }
