@@ -284,7 +284,7 @@ fn check_config(cfg: &BertConfig) -> Result<Gelu, EncoderError> {
             cfg.position_embedding_type.clone(),
         ));
     }
-    if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+    if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
         return Err(EncoderError::Heads {
             hidden: cfg.hidden_size,
             heads: cfg.num_attention_heads,

@@ -98,7 +98,7 @@ impl<T: Scalar> SelfAttention<T> {
     ) -> (Array2<T>, AttentionCache<T>) {
         let bsz = lengths.len();
         assert!(
-            bsz > 0 && x.nrows() % bsz == 0,
+            bsz > 0 && x.nrows().is_multiple_of(bsz),
             "attention: rows not a multiple of the batch"
         );
         let n = x.nrows() / bsz;

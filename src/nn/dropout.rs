@@ -28,8 +28,10 @@ impl Dropout {
     /// The mask for a tensor of `shape`: 1/(1-p) with probability 1-p, else 0.
     pub fn sample_mask<T: Scalar, D: Dimension>(&self, shape: D, rng: &mut impl Rng) -> Array<T, D> {
         let keep = T::c(1.0 / (1.0 - self.p));
+        // Drop when a uniform u32 falls below p · 2³² (one cheap draw per element).
+        let threshold = (self.p * 4_294_967_296.0) as u64;
         Array::from_shape_simple_fn(shape, || {
-            if rng.gen::<f64>() < self.p {
+            if (rng.next_u32() as u64) < threshold {
                 T::zero()
             } else {
                 keep
