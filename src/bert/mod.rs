@@ -3,3 +3,7 @@
 pub mod config;
 
 pub use config::BertConfig;
+pub mod checkpoint;
+pub mod encoder;
+
+pub use encoder::{BertEncoder, EncoderError, EncoderInput};

@@ -1,5 +1,18 @@
 //! Neural-network layers, each a struct of its parameters with `forward` and `backward`.
 
+pub mod attention;
+pub mod dropout;
+pub mod embedding;
+pub mod feed_forward;
+pub mod gelu;
+pub mod layer_norm;
 pub mod linear;
+pub mod softmax;
 
+pub use attention::SelfAttention;
+pub use dropout::Dropout;
+pub use embedding::Embedding;
+pub use feed_forward::FeedForward;
+pub use gelu::Gelu;
+pub use layer_norm::LayerNorm;
 pub use linear::Linear;

@@ -1,0 +1,365 @@
+//! Loading a [`BertEncoder`] from an HF `model.safetensors` (+ `config.json`) and saving it back.
+//!
+//! Loading is one walk over the encoder's parameters by HF name, each filled from the file tensor
+//! of that name (with or without a `bert.` prefix), converted from f32/f16/bf16/f64 to `T`.
+//! Integer buffers (`embeddings.position_ids`) and tensors outside the encoder (`pooler.*`,
+//! `cls.*`) are skipped and listed in the [`LoadReport`].
+
+use crate::bert::config::BertConfig;
+use crate::bert::encoder::{BertEncoder, EncoderError};
+use crate::param::Params;
+use crate::scalar::Scalar;
+use crate::tensor_io::{self, TensorReadError};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Why a checkpoint could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a safetensors file: {source}")]
+    Format {
+        path: PathBuf,
+        source: safetensors::SafeTensorError,
+    },
+    #[error("{path}: bad config: {source}")]
+    Config {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{path}: tensor `{tensor}` is missing")]
+    Missing { tensor: String, path: PathBuf },
+    #[error("{path}: tensor `{tensor}` has shape {found:?}, expected {expected:?}")]
+    Shape {
+        tensor: String,
+        path: PathBuf,
+        found: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    #[error("{path}: tensor `{tensor}` is not a parameter of this encoder")]
+    Unknown { tensor: String, path: PathBuf },
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: TensorReadError },
+    #[error("{path}: {source}")]
+    Encoder { path: PathBuf, source: EncoderError },
+}
+
+/// What loading left aside: file tensors gp-lite does not use (pooler, heads, integer buffers).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoadReport {
+    /// file names, sorted
+    pub skipped: Vec<String>,
+}
+
+/// Reads HF's config.json.
+pub fn load_config(path: &Path) -> Result<BertConfig, CheckpointError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| CheckpointError::Config {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes the configuration as HF's config.json.
+pub fn save_config(cfg: &BertConfig, path: &Path) -> Result<(), CheckpointError> {
+    let text = serde_json::to_string_pretty(cfg).expect("a config always serialises");
+    std::fs::write(path, text).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Loads an encoder of configuration `cfg` from a safetensors file.
+pub fn load_encoder<T: Scalar>(
+    cfg: &BertConfig,
+    path: &Path,
+) -> Result<(BertEncoder<T>, LoadReport), CheckpointError> {
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_encoder_from_bytes(cfg, &bytes, path)
+}
+
+/// [`load_encoder`] from the file's bytes; `path` names the file in errors.
+pub fn load_encoder_from_bytes<T: Scalar>(
+    cfg: &BertConfig,
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(BertEncoder<T>, LoadReport), CheckpointError> {
+    let err_path = || path.to_path_buf();
+    let st = SafeTensors::deserialize(bytes).map_err(|source| CheckpointError::Format {
+        path: err_path(),
+        source,
+    })?;
+    let mut enc = BertEncoder::<T>::zeroed(cfg).map_err(|source| CheckpointError::Encoder {
+        path: err_path(),
+        source,
+    })?;
+    // Model name (without `bert.`) -> name in the file.
+    let file_names: BTreeMap<String, String> = st
+        .names()
+        .into_iter()
+        .map(|n| (n.strip_prefix("bert.").unwrap_or(n).to_string(), n.to_string()))
+        .collect();
+    let mut used = BTreeSet::new();
+    let mut result = Ok(());
+    enc.visit_mut("", &mut |name, mut p| {
+        if result.is_err() {
+            return;
+        }
+        let Some(file_name) = file_names.get(name) else {
+            result = Err(CheckpointError::Missing {
+                tensor: name.to_string(),
+                path: err_path(),
+            });
+            return;
+        };
+        used.insert(name.to_string());
+        match tensor_io::read_shaped::<T>(&st, file_name, p.value.shape()) {
+            Ok(a) => p.value.assign(&a),
+            Err(TensorReadError::Shape {
+                name,
+                found,
+                expected,
+            }) => {
+                result = Err(CheckpointError::Shape {
+                    tensor: name,
+                    path: err_path(),
+                    found,
+                    expected,
+                })
+            }
+            Err(source) => {
+                result = Err(CheckpointError::Read {
+                    path: err_path(),
+                    source,
+                })
+            }
+        }
+    });
+    result?;
+    let mut report = LoadReport::default();
+    for (name, file_name) in &file_names {
+        if used.contains(name) {
+            continue;
+        }
+        let integer = st
+            .tensor(file_name)
+            .map(|t| is_integer(t.dtype()))
+            .unwrap_or(false);
+        if !integer && (name.starts_with("embeddings.") || name.starts_with("encoder.")) {
+            return Err(CheckpointError::Unknown {
+                tensor: file_name.clone(),
+                path: err_path(),
+            });
+        }
+        report.skipped.push(file_name.clone());
+    }
+    report.skipped.sort();
+    Ok((enc, report))
+}
+
+fn is_integer(d: Dtype) -> bool {
+    matches!(
+        d,
+        Dtype::I64
+            | Dtype::I32
+            | Dtype::I16
+            | Dtype::I8
+            | Dtype::U8
+            | Dtype::U16
+            | Dtype::U32
+            | Dtype::U64
+            | Dtype::BOOL
+    )
+}
+
+/// The encoder's tensors as safetensors bytes, HF names, in `T`'s dtype (f32 for f32).
+pub fn encoder_to_bytes<T: Scalar>(enc: &BertEncoder<T>) -> Vec<u8> {
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    enc.visit("", &mut |name, v| {
+        tensors.push((name.to_string(), v.shape().to_vec(), tensor_io::to_bytes(v)))
+    });
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, shape, data)| {
+            let view = TensorView::new(T::DTYPE, shape.clone(), data).expect("shape matches data");
+            (name.clone(), view)
+        })
+        .collect();
+    let meta = Some(std::collections::HashMap::from([(
+        "format".to_string(),
+        "pt".to_string(),
+    )]));
+    safetensors::serialize(views, &meta).expect("in-memory tensors always serialise")
+}
+
+/// Saves the encoder as a safetensors file HF's BertModel loads.
+pub fn save_encoder<T: Scalar>(enc: &BertEncoder<T>, path: &Path) -> Result<(), CheckpointError> {
+    std::fs::write(path, encoder_to_bytes(enc)).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bert::encoder::tests::{tiny_config, tiny_input};
+    use ndarray::ArrayD;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn tiny() -> BertEncoder<f32> {
+        BertEncoder::new(&tiny_config(), &mut ChaCha8Rng::seed_from_u64(1)).unwrap()
+    }
+
+    /// Serialises named f32 tensors.
+    fn file(tensors: &[(String, ArrayD<f32>, Dtype)]) -> Vec<u8> {
+        let data: Vec<(String, Vec<usize>, Vec<u8>, Dtype)> = tensors
+            .iter()
+            .map(|(n, a, d)| {
+                let bytes = match d {
+                    Dtype::I64 => a.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect(),
+                    _ => tensor_io::to_bytes(a.view()),
+                };
+                (n.clone(), a.shape().to_vec(), bytes, *d)
+            })
+            .collect();
+        let views: Vec<(String, TensorView<'_>)> = data
+            .iter()
+            .map(|(n, s, b, d)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+            .collect();
+        safetensors::serialize(views, &None).unwrap()
+    }
+
+    /// The encoder's tensors, renamed by `rename`, plus `extra`.
+    fn tensors_of(
+        enc: &BertEncoder<f32>,
+        rename: impl Fn(&str) -> String,
+    ) -> Vec<(String, ArrayD<f32>, Dtype)> {
+        let mut out = Vec::new();
+        enc.visit("", &mut |n, v| out.push((rename(n), v.to_owned(), Dtype::F32)));
+        out
+    }
+
+    fn load(bytes: &[u8]) -> Result<(BertEncoder<f32>, LoadReport), CheckpointError> {
+        load_encoder_from_bytes(&tiny_config(), bytes, Path::new("test.safetensors"))
+    }
+
+    #[test]
+    fn round_trip_through_a_file() {
+        let enc = tiny();
+        let path = std::env::temp_dir().join(format!("gp_lite_ckpt_{}.safetensors", std::process::id()));
+        save_encoder(&enc, &path).unwrap();
+        let (back, report) = load_encoder::<f32>(&tiny_config(), &path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(report.skipped.is_empty());
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        enc.visit("", &mut |n, v| a.push((n.to_string(), v.to_owned())));
+        back.visit("", &mut |n, v| b.push((n.to_string(), v.to_owned())));
+        assert_eq!(a, b);
+        assert_eq!(
+            enc.encode(&tiny_input()).unwrap(),
+            back.encode(&tiny_input()).unwrap()
+        );
+    }
+
+    #[test]
+    fn accepts_bert_prefix_and_skips_unused_tensors() {
+        let enc = tiny();
+        let mut t = tensors_of(&enc, |n| format!("bert.{n}"));
+        t.push((
+            "bert.embeddings.position_ids".into(),
+            ArrayD::zeros(vec![1, 12]),
+            Dtype::I64,
+        ));
+        t.push((
+            "bert.pooler.dense.bias".into(),
+            ArrayD::zeros(vec![8]),
+            Dtype::F32,
+        ));
+        t.push(("cls.predictions.bias".into(), ArrayD::zeros(vec![20]), Dtype::F32));
+        let (back, report) = load(&file(&t)).unwrap();
+        assert_eq!(
+            report.skipped,
+            vec![
+                "bert.embeddings.position_ids",
+                "bert.pooler.dense.bias",
+                "cls.predictions.bias"
+            ]
+        );
+        assert_eq!(
+            enc.encode(&tiny_input()).unwrap(),
+            back.encode(&tiny_input()).unwrap()
+        );
+        // f64 storage converts to f32 compute.
+        let bytes64 = {
+            let e64 = BertEncoder::<f64>::new(&tiny_config(), &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
+            encoder_to_bytes(&e64)
+        };
+        let (from64, _) = load(&bytes64).unwrap();
+        assert!(
+            (enc.encode(&tiny_input()).unwrap() - from64.encode(&tiny_input()).unwrap())
+                .iter()
+                .all(|d| d.abs() < 1e-5)
+        );
+    }
+
+    #[test]
+    fn missing_mismatched_and_unknown_tensors_are_errors() {
+        let enc = tiny();
+        let all = tensors_of(&enc, |n| n.to_string());
+        let missing: Vec<_> = all
+            .iter()
+            .filter(|t| t.0 != "encoder.layer.1.output.dense.bias")
+            .cloned()
+            .collect();
+        match load(&file(&missing)) {
+            Err(CheckpointError::Missing { tensor, path }) => {
+                assert_eq!(tensor, "encoder.layer.1.output.dense.bias");
+                assert_eq!(path, Path::new("test.safetensors"));
+            }
+            other => panic!("expected Missing, got {:?}", other.map(|r| r.1)),
+        }
+        let mut wrong = all.clone();
+        let i = wrong
+            .iter()
+            .position(|t| t.0 == "embeddings.LayerNorm.weight")
+            .unwrap();
+        wrong[i].1 = ArrayD::zeros(vec![9]);
+        match load(&file(&wrong)) {
+            Err(CheckpointError::Shape {
+                tensor,
+                found,
+                expected,
+                ..
+            }) => {
+                assert_eq!(
+                    (tensor.as_str(), found, expected),
+                    ("embeddings.LayerNorm.weight", vec![9], vec![8])
+                );
+            }
+            other => panic!("expected Shape, got {:?}", other.map(|r| r.1)),
+        }
+        let mut unknown = all.clone();
+        unknown.push((
+            "encoder.layer.2.output.dense.bias".into(),
+            ArrayD::zeros(vec![8]),
+            Dtype::F32,
+        ));
+        match load(&file(&unknown)) {
+            Err(CheckpointError::Unknown { tensor, .. }) => {
+                assert_eq!(tensor, "encoder.layer.2.output.dense.bias")
+            }
+            other => panic!("expected Unknown, got {:?}", other.map(|r| r.1)),
+        }
+    }
+}

@@ -1,0 +1,609 @@
+//! The BERT encoder exactly as HF's `BertModel` computes `last_hidden_state` (post-LN, no pooler):
+//! embeddings (word + position + token type, LayerNorm, dropout) and N layers of
+//! `LN(x + dropout(dense(attention(x))))` then `LN(h + dropout(FFN(h)))`.
+//!
+//! Activations are `[B*n, H]`: text b's token i in row b*n+i, texts right-padded to n tokens.
+
+use crate::bert::config::BertConfig;
+use crate::nn::attention::{AttentionCache, SelfAttention};
+use crate::nn::dropout::{Dropout, DropoutMask};
+use crate::nn::feed_forward::{FeedForward, FeedForwardCache};
+use crate::nn::layer_norm::{LayerNormCache, ResidualNormCache};
+use crate::nn::{Embedding, Gelu, LayerNorm, Linear};
+use crate::param::{join, ParamMut, Params};
+use crate::scalar::Scalar;
+use ndarray::{s, Array2, ArrayView2, ArrayViewD, Ix2};
+use rand::Rng;
+
+/// Why an encoder cannot be built or run.
+#[derive(Debug, thiserror::Error)]
+pub enum EncoderError {
+    #[error("hidden_act `{0}` is not supported (gelu, gelu_new, gelu_pytorch_tanh)")]
+    Activation(String),
+    #[error("position_embedding_type `{0}` is not supported (absolute)")]
+    PositionEmbedding(String),
+    #[error("hidden_size {hidden} is not a multiple of num_attention_heads {heads}")]
+    Heads { hidden: usize, heads: usize },
+    #[error("dropout probability {0} outside [0, 1)")]
+    Dropout(f64),
+    #[error("text {text} has {len} tokens, more than max_position_embeddings = {max}")]
+    TooLong { text: usize, len: usize, max: usize },
+    #[error("bad encoder input: {0}")]
+    Input(String),
+    #[error("text {text}, position {pos}: {what} id {id} is outside the table of {size}")]
+    Id {
+        text: usize,
+        pos: usize,
+        what: &'static str,
+        id: u32,
+        size: usize,
+    },
+}
+
+/// A right-padded batch of token ids.
+#[derive(Clone, Debug)]
+pub struct EncoderInput {
+    /// `[B, n]`, padded with 0
+    pub input_ids: ndarray::Array2<u32>,
+    /// `[B, n]`, padded with 0
+    pub token_type_ids: ndarray::Array2<u32>,
+    /// real tokens per text (`[B]`)
+    pub lengths: Vec<usize>,
+}
+
+impl EncoderInput {
+    pub fn batch(&self) -> usize {
+        self.input_ids.nrows()
+    }
+
+    /// The padded length n.
+    pub fn width(&self) -> usize {
+        self.input_ids.ncols()
+    }
+}
+
+/// `embeddings.*`: the sum of three lookups, normalised.
+#[derive(Clone, Debug)]
+pub struct BertEmbeddings<T> {
+    pub word: Embedding<T>,
+    pub position: Embedding<T>,
+    pub token_type: Embedding<T>,
+    pub layer_norm: LayerNorm<T>,
+    pub dropout: Dropout,
+}
+
+#[derive(Clone, Debug)]
+pub struct EmbeddingsCache<T> {
+    /// `[B*n, H]`: word + position + token type, the LayerNorm input
+    pub sum: Array2<T>,
+    pub stats: LayerNormCache<T>,
+    pub drop: DropoutMask<T, Ix2>,
+}
+
+/// Row-major ids of a `[B, n]` array, and the matching position ids.
+fn flat_ids(a: &ndarray::Array2<u32>) -> Vec<u32> {
+    a.iter().copied().collect()
+}
+
+impl<T: Scalar> BertEmbeddings<T> {
+    /// x `[B*n, H]` for the batch; `rng` given = training.
+    pub fn forward<R: Rng>(
+        &self,
+        input: &EncoderInput,
+        rng: Option<&mut R>,
+    ) -> (Array2<T>, EmbeddingsCache<T>) {
+        let (bsz, n) = input.input_ids.dim();
+        let positions: Vec<u32> = (0..bsz * n).map(|r| (r % n) as u32).collect();
+        let mut sum = Array2::zeros((bsz * n, self.word.dim()));
+        self.word.forward_acc(&flat_ids(&input.input_ids), &mut sum);
+        self.position.forward_acc(&positions, &mut sum);
+        self.token_type
+            .forward_acc(&flat_ids(&input.token_type_ids), &mut sum);
+        let (mut y, stats) = self.layer_norm.forward(sum.view());
+        let drop = self.dropout.forward_inplace(&mut y, rng);
+        (y, EmbeddingsCache { sum, stats, drop })
+    }
+
+    /// Accumulates the three tables' rows that were used and the LayerNorm's gradients.
+    pub fn backward(&mut self, input: &EncoderInput, cache: &EmbeddingsCache<T>, mut dy: Array2<T>) {
+        let (bsz, n) = input.input_ids.dim();
+        Dropout::backward_inplace(&cache.drop, &mut dy);
+        let de = self
+            .layer_norm
+            .backward(cache.sum.view(), &cache.stats, dy.view());
+        let positions: Vec<u32> = (0..bsz * n).map(|r| (r % n) as u32).collect();
+        self.word.backward(&flat_ids(&input.input_ids), de.view());
+        self.position.backward(&positions, de.view());
+        self.token_type
+            .backward(&flat_ids(&input.token_type_ids), de.view());
+    }
+}
+
+impl<T: Scalar> Params<T> for BertEmbeddings<T> {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, ArrayViewD<'_, T>)) {
+        self.word.visit(&join(prefix, "word_embeddings"), f);
+        self.position.visit(&join(prefix, "position_embeddings"), f);
+        self.token_type.visit(&join(prefix, "token_type_embeddings"), f);
+        self.layer_norm.visit(&join(prefix, "LayerNorm"), f);
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_, T>)) {
+        self.word.visit_mut(&join(prefix, "word_embeddings"), f);
+        self.position.visit_mut(&join(prefix, "position_embeddings"), f);
+        self.token_type
+            .visit_mut(&join(prefix, "token_type_embeddings"), f);
+        self.layer_norm.visit_mut(&join(prefix, "LayerNorm"), f);
+    }
+}
+
+/// `encoder.layer.N`: attention and feed-forward sublayers, each followed by residual + LN.
+#[derive(Clone, Debug)]
+pub struct BertLayer<T> {
+    /// `attention.self`
+    pub attention: SelfAttention<T>,
+    /// `attention.output.dense`
+    pub attention_output: Linear<T>,
+    /// `attention.output.LayerNorm`
+    pub attention_norm: LayerNorm<T>,
+    /// `intermediate.dense`, `output.dense`
+    pub ffn: FeedForward<T>,
+    /// `output.LayerNorm`
+    pub output_norm: LayerNorm<T>,
+    pub dropout: Dropout,
+}
+
+/// Everything one layer's backward needs besides its input.
+#[derive(Clone, Debug)]
+pub struct LayerCache<T> {
+    pub attention: AttentionCache<T>,
+    /// `[B*n, H]`: attention context (input of `attention.output.dense`)
+    pub context: Array2<T>,
+    pub attention_drop: DropoutMask<T, Ix2>,
+    pub attention_norm: ResidualNormCache<T>,
+    /// `[B*n, H]`: LN(x + attention), the FFN input
+    pub hidden: Array2<T>,
+    pub ffn: FeedForwardCache<T>,
+    pub ffn_drop: DropoutMask<T, Ix2>,
+    pub output_norm: ResidualNormCache<T>,
+}
+
+impl<T: Scalar> BertLayer<T> {
+    pub fn new(cfg: &BertConfig, act: Gelu, rng: &mut impl Rng) -> Self {
+        let (h, std, eps) = (cfg.hidden_size, cfg.initializer_range, cfg.layer_norm_eps);
+        BertLayer {
+            attention: SelfAttention::new(
+                h,
+                cfg.num_attention_heads,
+                cfg.attention_probs_dropout_prob,
+                std,
+                rng,
+            ),
+            attention_output: Linear::new(h, h, std, rng),
+            attention_norm: LayerNorm::new(h, eps),
+            ffn: FeedForward::new(h, cfg.intermediate_size, act, std, rng),
+            output_norm: LayerNorm::new(h, eps),
+            dropout: Dropout::new(cfg.hidden_dropout_prob),
+        }
+    }
+
+    /// y `[B*n, H]` of x `[B*n, H]`.
+    pub fn forward<R: Rng>(
+        &self,
+        x: ArrayView2<T>,
+        lengths: &[usize],
+        mut rng: Option<&mut R>,
+    ) -> (Array2<T>, LayerCache<T>) {
+        let (context, attention) = self.attention.forward(x, lengths, rng.as_deref_mut());
+        let mut a = self.attention_output.forward(context.view());
+        let attention_drop = self.dropout.forward_inplace(&mut a, rng.as_deref_mut());
+        let (hidden, attention_norm) = self.attention_norm.forward_residual(x, a.view());
+        let (mut f, ffn) = self.ffn.forward(hidden.view());
+        let ffn_drop = self.dropout.forward_inplace(&mut f, rng);
+        let (y, output_norm) = self.output_norm.forward_residual(hidden.view(), f.view());
+        let cache = LayerCache {
+            attention,
+            context,
+            attention_drop,
+            attention_norm,
+            hidden,
+            ffn,
+            ffn_drop,
+            output_norm,
+        };
+        (y, cache)
+    }
+
+    /// Accumulates every parameter gradient of the layer and returns dx.
+    pub fn backward(
+        &mut self,
+        x: ArrayView2<T>,
+        lengths: &[usize],
+        c: &LayerCache<T>,
+        dy: ArrayView2<T>,
+    ) -> Array2<T> {
+        // y = LN2(h + drop(FFN(h))): d(sum) flows to h and to the FFN branch.
+        let mut dh = self.output_norm.backward_residual(&c.output_norm, dy);
+        let mut df = dh.clone();
+        Dropout::backward_inplace(&c.ffn_drop, &mut df);
+        dh += &self.ffn.backward(c.hidden.view(), &c.ffn, df.view());
+        // h = LN1(x + drop(dense(attn(x)))).
+        let mut dx = self
+            .attention_norm
+            .backward_residual(&c.attention_norm, dh.view());
+        let mut da = dx.clone();
+        Dropout::backward_inplace(&c.attention_drop, &mut da);
+        let dctx = self.attention_output.backward(c.context.view(), da.view());
+        dx += &self.attention.backward(x, lengths, &c.attention, dctx.view());
+        dx
+    }
+}
+
+impl<T: Scalar> Params<T> for BertLayer<T> {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, ArrayViewD<'_, T>)) {
+        self.attention.visit(&join(prefix, "attention.self"), f);
+        self.attention_output
+            .visit(&join(prefix, "attention.output.dense"), f);
+        self.attention_norm
+            .visit(&join(prefix, "attention.output.LayerNorm"), f);
+        self.ffn.visit(prefix, f);
+        self.output_norm.visit(&join(prefix, "output.LayerNorm"), f);
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_, T>)) {
+        self.attention.visit_mut(&join(prefix, "attention.self"), f);
+        self.attention_output
+            .visit_mut(&join(prefix, "attention.output.dense"), f);
+        self.attention_norm
+            .visit_mut(&join(prefix, "attention.output.LayerNorm"), f);
+        self.ffn.visit_mut(prefix, f);
+        self.output_norm.visit_mut(&join(prefix, "output.LayerNorm"), f);
+    }
+}
+
+/// The encoder: embeddings and `num_hidden_layers` layers.
+#[derive(Clone, Debug)]
+pub struct BertEncoder<T> {
+    cfg: BertConfig,
+    pub embeddings: BertEmbeddings<T>,
+    pub layers: Vec<BertLayer<T>>,
+}
+
+/// What the encoder's backward needs.
+#[derive(Clone, Debug)]
+pub struct EncoderCache<T> {
+    pub embeddings: EmbeddingsCache<T>,
+    /// the input `[B*n, H]` of each layer
+    pub layer_inputs: Vec<Array2<T>>,
+    pub layers: Vec<LayerCache<T>>,
+}
+
+/// Checks the configuration gp-lite can run; returns the activation.
+fn check_config(cfg: &BertConfig) -> Result<Gelu, EncoderError> {
+    let act = Gelu::from_hidden_act(&cfg.hidden_act)
+        .ok_or_else(|| EncoderError::Activation(cfg.hidden_act.clone()))?;
+    if cfg.position_embedding_type != "absolute" {
+        return Err(EncoderError::PositionEmbedding(
+            cfg.position_embedding_type.clone(),
+        ));
+    }
+    if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
+        return Err(EncoderError::Heads {
+            hidden: cfg.hidden_size,
+            heads: cfg.num_attention_heads,
+        });
+    }
+    for p in [cfg.hidden_dropout_prob, cfg.attention_probs_dropout_prob] {
+        if !(0.0..1.0).contains(&p) {
+            return Err(EncoderError::Dropout(p));
+        }
+    }
+    Ok(act)
+}
+
+impl<T: Scalar> BertEncoder<T> {
+    /// BERT initialisation: weights and tables ~ N(0, initializer_range²), biases 0, LN weight 1.
+    pub fn new(cfg: &BertConfig, rng: &mut impl Rng) -> Result<Self, EncoderError> {
+        let act = check_config(cfg)?;
+        let (h, std) = (cfg.hidden_size, cfg.initializer_range);
+        let embeddings = BertEmbeddings {
+            word: Embedding::new(cfg.vocab_size, h, std, rng),
+            position: Embedding::new(cfg.max_position_embeddings, h, std, rng),
+            token_type: Embedding::new(cfg.type_vocab_size, h, std, rng),
+            layer_norm: LayerNorm::new(h, cfg.layer_norm_eps),
+            dropout: Dropout::new(cfg.hidden_dropout_prob),
+        };
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|_| BertLayer::new(cfg, act, rng))
+            .collect();
+        Ok(BertEncoder {
+            cfg: cfg.clone(),
+            embeddings,
+            layers,
+        })
+    }
+
+    /// An encoder whose weights are all 0 (to be filled from a checkpoint), without sampling.
+    pub fn zeroed(cfg: &BertConfig) -> Result<Self, EncoderError> {
+        let mut zero = rand::rngs::mock::StepRng::new(0, 0);
+        let mut cfg0 = cfg.clone();
+        cfg0.initializer_range = 0.0;
+        let mut enc = BertEncoder::new(&cfg0, &mut zero)?;
+        enc.cfg = cfg.clone();
+        Ok(enc)
+    }
+
+    pub fn config(&self) -> &BertConfig {
+        &self.cfg
+    }
+
+    /// Checks shapes, lengths and ids against the configuration.
+    pub fn check_input(&self, input: &EncoderInput) -> Result<(), EncoderError> {
+        let (bsz, n) = input.input_ids.dim();
+        if input.token_type_ids.dim() != (bsz, n) || input.lengths.len() != bsz || bsz == 0 {
+            return Err(EncoderError::Input(format!(
+                "input_ids {:?}, token_type_ids {:?}, {} lengths",
+                input.input_ids.dim(),
+                input.token_type_ids.dim(),
+                input.lengths.len()
+            )));
+        }
+        let max = self.cfg.max_position_embeddings;
+        for (text, &len) in input.lengths.iter().enumerate() {
+            if len > max {
+                return Err(EncoderError::TooLong { text, len, max });
+            }
+            if len > n {
+                return Err(EncoderError::Input(format!(
+                    "text {text}: length {len} > padded width {n}"
+                )));
+            }
+        }
+        if n > max {
+            return Err(EncoderError::Input(format!(
+                "padded width {n} > max_position_embeddings {max}"
+            )));
+        }
+        let tables = [
+            ("token", &input.input_ids, self.cfg.vocab_size),
+            ("token type", &input.token_type_ids, self.cfg.type_vocab_size),
+        ];
+        for (what, ids, size) in tables {
+            if let Some(((text, pos), &id)) = ids.indexed_iter().find(|(_, &id)| id as usize >= size) {
+                return Err(EncoderError::Id {
+                    text,
+                    pos,
+                    what,
+                    id,
+                    size,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// last_hidden_state `[B*n, H]`; `train` = Some(rng) turns dropout on. Padded rows hold
+    /// finite values that real rows do not depend on.
+    pub fn forward<R: Rng>(
+        &self,
+        input: &EncoderInput,
+        mut train: Option<&mut R>,
+    ) -> Result<(Array2<T>, EncoderCache<T>), EncoderError> {
+        self.check_input(input)?;
+        let (mut x, embeddings) = self.embeddings.forward(input, train.as_deref_mut());
+        let mut layer_inputs = Vec::with_capacity(self.layers.len());
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let (y, c) = layer.forward(x.view(), &input.lengths, train.as_deref_mut());
+            layer_inputs.push(std::mem::replace(&mut x, y));
+            layers.push(c);
+        }
+        let cache = EncoderCache {
+            embeddings,
+            layer_inputs,
+            layers,
+        };
+        Ok((x, cache))
+    }
+
+    /// Inference: `forward` with dropout off, output only.
+    pub fn encode(&self, input: &EncoderInput) -> Result<Array2<T>, EncoderError> {
+        Ok(self.forward(input, None::<&mut rand::rngs::mock::StepRng>)?.0)
+    }
+
+    /// Accumulates every parameter gradient for output gradient dh `[B*n, H]`. Gradient given at
+    /// padded rows is ignored.
+    pub fn backward(&mut self, input: &EncoderInput, cache: &EncoderCache<T>, dh: ArrayView2<T>) {
+        let n = input.width();
+        let mut d = dh.to_owned();
+        for (b, &len) in input.lengths.iter().enumerate() {
+            d.slice_mut(s![b * n + len..(b + 1) * n, ..]).fill(T::zero());
+        }
+        for (i, layer) in self.layers.iter_mut().enumerate().rev() {
+            d = layer.backward(
+                cache.layer_inputs[i].view(),
+                &input.lengths,
+                &cache.layers[i],
+                d.view(),
+            );
+        }
+        self.embeddings.backward(input, &cache.embeddings, d);
+    }
+}
+
+impl<T: Scalar> Params<T> for BertEncoder<T> {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, ArrayViewD<'_, T>)) {
+        self.embeddings.visit(&join(prefix, "embeddings"), f);
+        for (i, layer) in self.layers.iter().enumerate() {
+            layer.visit(&join(prefix, &format!("encoder.layer.{i}")), f);
+        }
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_, T>)) {
+        self.embeddings.visit_mut(&join(prefix, "embeddings"), f);
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            layer.visit_mut(&join(prefix, &format!("encoder.layer.{i}")), f);
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::gradcheck::{fixed_random, GradCheck};
+    use ndarray::{array, Array2};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    /// 2 layers, hidden 8, 2 heads, FFN 16, vocabulary 20, 12 positions.
+    pub(crate) fn tiny_config() -> BertConfig {
+        let mut cfg = BertConfig::preset("tiny", 20).unwrap();
+        cfg.hidden_size = 8;
+        cfg.num_attention_heads = 2;
+        cfg.intermediate_size = 16;
+        cfg.max_position_embeddings = 12;
+        cfg.initializer_range = 0.5;
+        cfg
+    }
+
+    /// Two texts of 5 and 3 tokens, padded to 5.
+    pub(crate) fn tiny_input() -> EncoderInput {
+        EncoderInput {
+            input_ids: array![[2, 7, 19, 4, 3], [2, 11, 3, 0, 0]],
+            token_type_ids: array![[0, 0, 0, 1, 1], [0, 1, 1, 0, 0]],
+            lengths: vec![5, 3],
+        }
+    }
+
+    fn masked_loss(h: &Array2<f64>, proj: &Array2<f64>) -> f64 {
+        (h * proj).sum()
+    }
+
+    /// A projection that is 0 on padded rows.
+    fn projection(input: &EncoderInput, h: usize) -> Array2<f64> {
+        let n = input.width();
+        let mut p = fixed_random(ndarray::Ix2(input.batch() * n, h), 9);
+        for (b, &l) in input.lengths.iter().enumerate() {
+            p.slice_mut(s![b * n + l..(b + 1) * n, ..]).fill(0.0);
+        }
+        p
+    }
+
+    #[test]
+    fn parameter_names_are_hf_names() {
+        let enc = BertEncoder::<f32>::new(&tiny_config(), &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
+        let names: Vec<String> = enc.param_shapes().into_iter().map(|(n, _)| n).collect();
+        for want in [
+            "embeddings.word_embeddings.weight",
+            "embeddings.position_embeddings.weight",
+            "embeddings.token_type_embeddings.weight",
+            "embeddings.LayerNorm.weight",
+            "embeddings.LayerNorm.bias",
+            "encoder.layer.1.attention.self.query.weight",
+            "encoder.layer.1.attention.self.key.bias",
+            "encoder.layer.1.attention.self.value.weight",
+            "encoder.layer.1.attention.output.dense.weight",
+            "encoder.layer.1.attention.output.LayerNorm.bias",
+            "encoder.layer.1.intermediate.dense.weight",
+            "encoder.layer.1.output.dense.bias",
+            "encoder.layer.1.output.LayerNorm.weight",
+        ] {
+            assert!(names.iter().any(|n| n == want), "missing {want}");
+        }
+        // 5 embedding tensors + 16 per layer.
+        assert_eq!(names.len(), 5 + 2 * 16);
+    }
+
+    #[test]
+    fn gradcheck_whole_encoder() {
+        let cfg = tiny_config();
+        let input = tiny_input();
+        let mut enc = BertEncoder::<f64>::new(&cfg, &mut ChaCha8Rng::seed_from_u64(2)).unwrap();
+        let proj = projection(&input, cfg.hidden_size);
+        for train in [false, true] {
+            // Training reseeds every evaluation, so the dropout masks are the same each time.
+            let run = |e: &BertEncoder<f64>| {
+                let mut rng = ChaCha8Rng::seed_from_u64(5);
+                e.forward(&input, if train { Some(&mut rng) } else { None })
+                    .unwrap()
+            };
+            let (_, cache) = run(&enc);
+            enc.zero_grad();
+            enc.backward(&input, &cache, proj.view());
+            // Some gradients are exactly 0 (key biases: softmax ignores a per-row shift); the
+            // central difference's rounding noise (~1e-10 at this loss scale) needs a floor.
+            let report = GradCheck {
+                max_elems: 40,
+                floor: 1e-3,
+                ..GradCheck::default()
+            }
+            .params(&mut enc, |e| masked_loss(&run(e).0, &proj));
+            report.assert_below(1e-6);
+        }
+    }
+
+    #[test]
+    fn padding_does_not_change_real_outputs() {
+        let cfg = tiny_config();
+        let enc = BertEncoder::<f64>::new(&cfg, &mut ChaCha8Rng::seed_from_u64(3)).unwrap();
+        let input = tiny_input();
+        let h = enc.encode(&input).unwrap();
+        assert!(h.iter().all(|v| v.is_finite()));
+        // Other ids and types at the padded positions, and a wider padding.
+        let other = EncoderInput {
+            input_ids: array![[2, 7, 19, 4, 3, 0, 0], [2, 11, 3, 17, 5, 9, 1]],
+            token_type_ids: array![[0, 0, 0, 1, 1, 0, 0], [0, 1, 1, 1, 1, 0, 1]],
+            lengths: vec![5, 3],
+        };
+        let h2 = enc.encode(&other).unwrap();
+        for (b, &l) in input.lengths.iter().enumerate() {
+            let a = h.slice(s![b * 5..b * 5 + l, ..]);
+            let c = h2.slice(s![b * 7..b * 7 + l, ..]);
+            assert!((&a - &c).iter().all(|d| d.abs() < 1e-12), "text {b}");
+        }
+        // Gradient given at padded rows changes nothing.
+        let mut e1 = enc.clone();
+        let mut e2 = enc.clone();
+        let (_, cache) = enc.forward(&input, None::<&mut ChaCha8Rng>).unwrap();
+        let proj = projection(&input, cfg.hidden_size);
+        e1.zero_grad();
+        e1.backward(&input, &cache, proj.view());
+        let mut noisy = proj.clone();
+        noisy.slice_mut(s![8..10, ..]).fill(3.0);
+        e2.zero_grad();
+        e2.backward(&input, &cache, noisy.view());
+        let (mut g1, mut g2) = (Vec::new(), Vec::new());
+        e1.visit_mut("", &mut |_, p| g1.extend(p.grad.iter().copied()));
+        e2.visit_mut("", &mut |_, p| g2.extend(p.grad.iter().copied()));
+        assert_eq!(g1, g2);
+    }
+
+    #[test]
+    fn rejects_unsupported_config_and_long_input() {
+        let mut cfg = tiny_config();
+        cfg.hidden_act = "relu".into();
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        assert!(
+            matches!(BertEncoder::<f32>::new(&cfg, &mut rng), Err(EncoderError::Activation(a)) if a == "relu")
+        );
+        cfg.hidden_act = "gelu_new".into();
+        cfg.max_position_embeddings = 4;
+        let enc = BertEncoder::<f32>::new(&cfg, &mut rng).unwrap();
+        assert!(matches!(
+            enc.encode(&tiny_input()),
+            Err(EncoderError::TooLong {
+                text: 0,
+                len: 5,
+                max: 4
+            })
+        ));
+        let mut bad = tiny_input();
+        bad.input_ids[[1, 1]] = 20;
+        let enc = BertEncoder::<f32>::new(&tiny_config(), &mut rng).unwrap();
+        assert!(matches!(
+            enc.encode(&bad),
+            Err(EncoderError::Id {
+                text: 1,
+                pos: 1,
+                id: 20,
+                ..
+            })
+        ));
+    }
+}

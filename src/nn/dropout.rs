@@ -1,0 +1,113 @@
+//! Inverted dropout: keep each element with probability 1-p and scale it by 1/(1-p); identity
+//! when not training or when p = 0. The mask (0 or 1/(1-p) per element) is the backward's cache.
+
+use crate::scalar::Scalar;
+use ndarray::{Array, Dimension, Zip};
+use rand::Rng;
+
+/// Dropout with drop probability `p`.
+#[derive(Clone, Copy, Debug)]
+pub struct Dropout {
+    pub p: f64,
+}
+
+/// The kept-and-scaled mask of one application; `None` when dropout was the identity.
+pub type DropoutMask<T, D> = Option<Array<T, D>>;
+
+impl Dropout {
+    pub fn new(p: f64) -> Self {
+        assert!((0.0..1.0).contains(&p), "dropout probability {p} outside [0, 1)");
+        Dropout { p }
+    }
+
+    /// Whether a call with this `train` flag changes anything.
+    pub fn active(&self, training: bool) -> bool {
+        training && self.p > 0.0
+    }
+
+    /// The mask for a tensor of `shape`: 1/(1-p) with probability 1-p, else 0.
+    pub fn sample_mask<T: Scalar, D: Dimension>(&self, shape: D, rng: &mut impl Rng) -> Array<T, D> {
+        let keep = T::c(1.0 / (1.0 - self.p));
+        // Drop when a uniform u32 falls below p · 2³² (one cheap draw per element).
+        let threshold = (self.p * 4_294_967_296.0) as u64;
+        Array::from_shape_simple_fn(shape, || {
+            if (rng.next_u32() as u64) < threshold {
+                T::zero()
+            } else {
+                keep
+            }
+        })
+    }
+
+    /// x ← x · mask in place when `rng` is given (training) and p > 0; returns the mask.
+    pub fn forward_inplace<T: Scalar, D: Dimension, R: Rng>(
+        &self,
+        x: &mut Array<T, D>,
+        rng: Option<&mut R>,
+    ) -> DropoutMask<T, D> {
+        let rng = rng.filter(|_| self.p > 0.0)?;
+        let mask = self.sample_mask(x.raw_dim(), rng);
+        Zip::from(&mut *x).and(&mask).par_for_each(|x, &m| *x *= m);
+        Some(mask)
+    }
+
+    /// dy ← dy · mask in place (nothing when the forward was the identity).
+    pub fn backward_inplace<T: Scalar, D: Dimension>(mask: &DropoutMask<T, D>, dy: &mut Array<T, D>) {
+        if let Some(m) = mask {
+            Zip::from(dy).and(m).par_for_each(|d, &m| *d *= m);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradcheck::{fixed_random, proj_loss, GradCheck};
+    use ndarray::{array, Array2, Ix2};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn forward_by_hand() {
+        let d = Dropout::new(0.5);
+        let mut x = array![[1.0, 2.0, 3.0, 4.0]];
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mask = d.forward_inplace(&mut x, Some(&mut rng)).unwrap();
+        for (j, &m) in mask.iter().enumerate() {
+            assert!(m == 0.0 || m == 2.0);
+            assert_eq!(x[[0, j]], (j + 1) as f64 * m);
+        }
+        // Identity when not training or when p = 0.
+        let mut y = array![[1.0, 2.0]];
+        assert!(d.forward_inplace(&mut y, None::<&mut ChaCha8Rng>).is_none());
+        assert!(Dropout::new(0.0)
+            .forward_inplace(&mut y, Some(&mut rng))
+            .is_none());
+        assert_eq!(y, array![[1.0, 2.0]]);
+        // Same seed, same mask; the kept fraction is near 1-p.
+        let big =
+            |s| Dropout::new(0.3).sample_mask::<f64, _>(Ix2(100, 100), &mut ChaCha8Rng::seed_from_u64(s));
+        assert_eq!(big(9), big(9));
+        let kept = big(9).iter().filter(|&&m| m > 0.0).count() as f64 / 1e4;
+        assert!((kept - 0.7).abs() < 0.02, "kept {kept}");
+    }
+
+    #[test]
+    fn gradcheck() {
+        let d = Dropout::new(0.4);
+        let x: Array2<f64> = fixed_random(Ix2(4, 5), 1);
+        let proj = fixed_random(Ix2(4, 5), 2);
+        // The same seed gives the same mask in every evaluation.
+        let run = |x: &Array2<f64>| {
+            let mut y = x.clone();
+            let mask = d.forward_inplace(&mut y, Some(&mut ChaCha8Rng::seed_from_u64(5)));
+            (y, mask)
+        };
+        let (_, mask) = run(&x);
+        let mut dx = proj.clone();
+        Dropout::backward_inplace(&mask, &mut dx);
+        GradCheck::default()
+            .input("x", &x, &dx, |x| proj_loss(&run(x).0, &proj))
+            .assert_below(1e-6);
+    }
+}

@@ -1,0 +1,149 @@
+//! GELU activation: the exact form `x Φ(x) = ½ x (1 + erf(x/√2))` (BERT's "gelu") and the tanh
+//! approximation ("gelu_new", "gelu_pytorch_tanh"). The backward uses each form's exact derivative.
+
+use crate::scalar::Scalar;
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Zip};
+use std::any::TypeId;
+
+/// Which GELU formula.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gelu {
+    /// `½ x (1 + erf(x/√2))`
+    Erf,
+    /// `½ x (1 + tanh(√(2/π) (x + 0.044715 x³)))`
+    Tanh,
+}
+
+const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+const INV_SQRT_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
+const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
+const TANH_C: f64 = 0.044715;
+
+/// erf at `T`'s precision (libm's erff for f32, erf for f64; both within about 1 ulp).
+#[inline(always)]
+pub fn erf<T: Scalar>(x: T) -> T {
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        T::c(libm::erff(x.f64() as f32) as f64)
+    } else {
+        T::c(libm::erf(x.f64()))
+    }
+}
+
+impl Gelu {
+    /// The form HF's `hidden_act` names, or `None` for any other activation.
+    pub fn from_hidden_act(name: &str) -> Option<Gelu> {
+        match name {
+            "gelu" => Some(Gelu::Erf),
+            "gelu_new" | "gelu_pytorch_tanh" => Some(Gelu::Tanh),
+            _ => None,
+        }
+    }
+
+    /// GELU(x).
+    #[inline(always)]
+    pub fn value<T: Scalar>(self, x: T) -> T {
+        let half = T::c(0.5);
+        match self {
+            Gelu::Erf => half * x * (T::one() + erf(x * T::c(INV_SQRT_2))),
+            Gelu::Tanh => {
+                let u = T::c(SQRT_2_OVER_PI) * (x + T::c(TANH_C) * x * x * x);
+                half * x * (T::one() + u.tanh())
+            }
+        }
+    }
+
+    /// d GELU / dx.
+    #[inline(always)]
+    pub fn derivative<T: Scalar>(self, x: T) -> T {
+        let half = T::c(0.5);
+        match self {
+            // Φ(x) + x φ(x)
+            Gelu::Erf => {
+                half * (T::one() + erf(x * T::c(INV_SQRT_2))) + x * T::c(INV_SQRT_2PI) * (-half * x * x).exp()
+            }
+            // ½(1 + t) + ½ x (1 - t²) √(2/π) (1 + 3c x²)
+            Gelu::Tanh => {
+                let x2 = x * x;
+                let t = (T::c(SQRT_2_OVER_PI) * x * (T::one() + T::c(TANH_C) * x2)).tanh();
+                half * (T::one() + t)
+                    + half
+                        * x
+                        * (T::one() - t * t)
+                        * T::c(SQRT_2_OVER_PI)
+                        * (T::one() + T::c(3.0 * TANH_C) * x2)
+            }
+        }
+    }
+
+    /// y = GELU(x), elementwise, parallel over rows. x `[N, F]`.
+    pub fn forward<T: Scalar>(self, x: ArrayView2<T>) -> Array2<T> {
+        let mut y = Array2::zeros(x.raw_dim());
+        Zip::from(y.rows_mut()).and(x.rows()).par_for_each(|y, x| {
+            Zip::from(y).and(x).for_each(|y, &x| *y = self.value(x));
+        });
+        y
+    }
+
+    /// dy ← dy · GELU'(x) in place (the backward, given the pre-activation x).
+    pub fn backward_inplace<T: Scalar>(self, x: ArrayView2<T>, mut dy: ArrayViewMut2<T>) {
+        Zip::from(dy.rows_mut()).and(x.rows()).par_for_each(|dy, x| {
+            Zip::from(dy).and(x).for_each(|d, &x| *d *= self.derivative(x));
+        });
+    }
+
+    /// dx = dy · GELU'(x).
+    pub fn backward<T: Scalar>(self, x: ArrayView2<T>, dy: ArrayView2<T>) -> Array2<T> {
+        let mut dx = dy.to_owned();
+        self.backward_inplace(x, dx.view_mut());
+        dx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradcheck::{fixed_random, proj_loss, GradCheck};
+    use ndarray::{array, Ix2};
+
+    #[test]
+    fn erf_matches_known_values() {
+        // erf(0.5), erf(1), erf(2), erf(-3) to 16 digits (Abramowitz & Stegun / mpmath).
+        for (x, want) in [
+            (0.25f64, 0.276_326_390_168_236_9),
+            (0.5, 0.520_499_877_813_046_5),
+            (1.0, 0.842_700_792_949_714_9),
+            (2.0, 0.995_322_265_018_952_7),
+            (-3.0, -0.999_977_909_503_001_4),
+        ] {
+            assert!((erf(x) - want).abs() < 1e-15 * want.abs().max(1.0), "erf({x})");
+            assert!((erf(x as f32) as f64 - want).abs() < 1e-7, "erff({x})");
+        }
+    }
+
+    #[test]
+    fn forward_by_hand() {
+        // GELU(1) = Φ(1) = 0.841344746...; GELU(-1) = -(1 - Φ(1)); GELU(0) = 0.
+        let y = Gelu::Erf.forward(array![[1.0f64, -1.0, 0.0]].view());
+        assert!((y[[0, 0]] - 0.841_344_746_068_542_9).abs() < 1e-15);
+        assert!((y[[0, 1]] + 0.158_655_253_931_457_05).abs() < 1e-15);
+        assert_eq!(y[[0, 2]], 0.0);
+        // tanh form at 1: 0.5 (1 + tanh(√(2/π) · 1.044715)) = 0.8411919906082768
+        let t = Gelu::Tanh.forward(array![[1.0f64]].view());
+        assert!((t[[0, 0]] - 0.841_191_990_608_276_8).abs() < 1e-15);
+        assert_eq!(Gelu::from_hidden_act("gelu"), Some(Gelu::Erf));
+        assert_eq!(Gelu::from_hidden_act("gelu_new"), Some(Gelu::Tanh));
+        assert_eq!(Gelu::from_hidden_act("relu"), None);
+    }
+
+    #[test]
+    fn gradcheck() {
+        let x = fixed_random(Ix2(4, 5), 1) * 3.0;
+        let proj = fixed_random(Ix2(4, 5), 2);
+        for g in [Gelu::Erf, Gelu::Tanh] {
+            let dx = g.backward(x.view(), proj.view());
+            GradCheck::default()
+                .input("x", &x, &dx, |x| proj_loss(&g.forward(x.view()), &proj))
+                .assert_below(1e-6);
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Layer normalisation over the last axis of `[N, H]`, and the post-LN residual form
+//! `y = LayerNorm(x + s)` that BERT applies after each sublayer (one fused pass).
+
+use crate::param::{join, Param1, ParamMut, Params};
+use crate::scalar::Scalar;
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewD, ArrayViewMut1, Zip};
+
+/// Scale and shift of a layer norm; `eps` is added to the variance.
+#[derive(Clone, Debug)]
+pub struct LayerNorm<T> {
+    /// `[H]`
+    pub weight: Param1<T>,
+    /// `[H]`
+    pub bias: Param1<T>,
+    pub eps: f64,
+}
+
+/// What the backward needs besides the normalised input: per-row mean and 1/std (llm.c style).
+#[derive(Clone, Debug)]
+pub struct LayerNormCache<T> {
+    /// `[N]`
+    pub mean: Array1<T>,
+    /// `[N]`
+    pub rstd: Array1<T>,
+}
+
+/// The cache of `y = LayerNorm(x + s)`: the sum that was normalised, and its statistics.
+#[derive(Clone, Debug)]
+pub struct ResidualNormCache<T> {
+    /// `[N, H]`: x + s
+    pub sum: Array2<T>,
+    pub stats: LayerNormCache<T>,
+}
+
+/// Normalises one row into `y`, returning (mean, rstd).
+#[inline]
+fn norm_row<T: Scalar>(
+    x: ArrayView1<T>,
+    w: ArrayView1<T>,
+    b: ArrayView1<T>,
+    eps: T,
+    y: ArrayViewMut1<T>,
+) -> (T, T) {
+    let h = T::c(x.len() as f64);
+    let mean = x.sum() / h;
+    let var = x.fold(T::zero(), |acc, &v| acc + (v - mean) * (v - mean)) / h;
+    let rstd = T::one() / (var + eps).sqrt();
+    // y = (x - mean) * rstd * w + b
+    Zip::from(y)
+        .and(x)
+        .and(w)
+        .and(b)
+        .for_each(|y, &x, &w, &b| *y = (x - mean) * rstd * w + b);
+    (mean, rstd)
+}
+
+impl<T: Scalar> LayerNorm<T> {
+    /// Weight 1, bias 0.
+    pub fn new(dim: usize, eps: f64) -> Self {
+        LayerNorm::from_arrays(Array1::ones(dim), Array1::zeros(dim), eps)
+    }
+
+    pub fn from_arrays(weight: Array1<T>, bias: Array1<T>, eps: f64) -> Self {
+        assert_eq!(
+            weight.len(),
+            bias.len(),
+            "LayerNorm: weight and bias lengths differ"
+        );
+        LayerNorm {
+            weight: Param1::new(weight),
+            bias: Param1::new(bias),
+            eps,
+        }
+    }
+
+    pub fn dim(&self) -> usize {
+        self.weight.len()
+    }
+
+    /// `y = (x - mean) / sqrt(var + eps) * w + b` row by row; x `[N, H]`.
+    pub fn forward(&self, x: ArrayView2<T>) -> (Array2<T>, LayerNormCache<T>) {
+        let n = x.nrows();
+        let mut y = Array2::zeros(x.raw_dim());
+        let mut mean = Array1::zeros(n);
+        let mut rstd = Array1::zeros(n);
+        let (w, b, eps) = (self.weight.value.view(), self.bias.value.view(), T::c(self.eps));
+        Zip::from(y.rows_mut())
+            .and(x.rows())
+            .and(&mut mean)
+            .and(&mut rstd)
+            .par_for_each(|y, x, m, r| (*m, *r) = norm_row(x, w, b, eps, y));
+        (y, LayerNormCache { mean, rstd })
+    }
+
+    /// Post-LN residual: `y = LayerNorm(x + s)`, the sum formed in the same pass. x, s `[N, H]`.
+    pub fn forward_residual(&self, x: ArrayView2<T>, s: ArrayView2<T>) -> (Array2<T>, ResidualNormCache<T>) {
+        assert_eq!(x.dim(), s.dim(), "LayerNorm residual: shapes differ");
+        let n = x.nrows();
+        let mut y = Array2::zeros(x.raw_dim());
+        let mut sum = Array2::zeros(x.raw_dim());
+        let mut mean = Array1::zeros(n);
+        let mut rstd = Array1::zeros(n);
+        let (w, b, eps) = (self.weight.value.view(), self.bias.value.view(), T::c(self.eps));
+        Zip::from(y.rows_mut())
+            .and(sum.rows_mut())
+            .and(x.rows())
+            .and(s.rows())
+            .and(&mut mean)
+            .and(&mut rstd)
+            .par_for_each(|y, mut sum, x, s, m, r| {
+                Zip::from(&mut sum).and(x).and(s).for_each(|o, &a, &b| *o = a + b);
+                (*m, *r) = norm_row(sum.view(), w, b, eps, y);
+            });
+        let stats = LayerNormCache { mean, rstd };
+        (y, ResidualNormCache { sum, stats })
+    }
+
+    /// Accumulates dw += Σ dy·x̂, db += Σ dy and returns
+    /// dx = rstd · (dy·w - mean(dy·w) - x̂ · mean(dy·w·x̂)), with x̂ = (x - mean)·rstd.
+    pub fn backward(&mut self, x: ArrayView2<T>, cache: &LayerNormCache<T>, dy: ArrayView2<T>) -> Array2<T> {
+        let mut dx = Array2::zeros(x.raw_dim());
+        let h = x.ncols();
+        let inv_h = T::c(1.0 / h as f64);
+        let w = self.weight.value.view();
+        let (dw, db) = Zip::from(dx.rows_mut())
+            .and(x.rows())
+            .and(dy.rows())
+            .and(&cache.mean)
+            .and(&cache.rstd)
+            .par_fold(
+                || (Array1::<T>::zeros(h), Array1::<T>::zeros(h)),
+                |(mut dw, mut db), dx, x, dy, &mean, &rstd| {
+                    let (mut s1, mut s2) = (T::zero(), T::zero());
+                    Zip::from(&x).and(&dy).and(w).for_each(|&x, &dy, &w| {
+                        let g = dy * w;
+                        s1 += g;
+                        s2 += g * (x - mean) * rstd;
+                    });
+                    let (m1, m2) = (s1 * inv_h, s2 * inv_h);
+                    Zip::from(dx)
+                        .and(&x)
+                        .and(&dy)
+                        .and(w)
+                        .and(&mut dw)
+                        .and(&mut db)
+                        .for_each(|dx, &x, &dy, &w, dw, db| {
+                            let xhat = (x - mean) * rstd;
+                            *dx = (dy * w - m1 - xhat * m2) * rstd;
+                            *dw += dy * xhat;
+                            *db += dy;
+                        });
+                    (dw, db)
+                },
+                |(a1, b1), (a2, b2)| (a1 + a2, b1 + b2),
+            );
+        self.weight.grad += &dw;
+        self.bias.grad += &db;
+        dx
+    }
+
+    /// Backward of `forward_residual`: returns d(x + s), the gradient of both x and s.
+    pub fn backward_residual(&mut self, cache: &ResidualNormCache<T>, dy: ArrayView2<T>) -> Array2<T> {
+        self.backward(cache.sum.view(), &cache.stats, dy)
+    }
+}
+
+impl<T: Scalar> Params<T> for LayerNorm<T> {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, ArrayViewD<'_, T>)) {
+        f(&join(prefix, "weight"), self.weight.view_dyn());
+        f(&join(prefix, "bias"), self.bias.view_dyn());
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_, T>)) {
+        f(&join(prefix, "weight"), self.weight.views_mut_dyn());
+        f(&join(prefix, "bias"), self.bias.views_mut_dyn());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradcheck::{fixed_random, proj_loss, GradCheck};
+    use ndarray::{array, Ix1, Ix2};
+
+    #[test]
+    fn forward_by_hand() {
+        // Row [1, 3]: mean 2, var 1 -> x̂ = [-1, 1]; y = x̂ * [2, 1] + [0, 0.5].
+        let ln = LayerNorm::<f64>::from_arrays(array![2.0, 1.0], array![0.0, 0.5], 0.0);
+        let (y, c) = ln.forward(array![[1.0, 3.0], [4.0, 4.0 + 1e-3]].view());
+        assert_eq!(y.row(0), array![-2.0, 1.5]);
+        assert!((y[[1, 0]] + 2.0).abs() < 1e-9 && (y[[1, 1]] - 1.5).abs() < 1e-9);
+        assert_eq!(c.mean[0], 2.0);
+        assert_eq!(c.rstd[0], 1.0);
+        let (y2, _) = ln.forward_residual(array![[0.5, 1.0]].view(), array![[0.5, 2.0]].view());
+        assert_eq!(y2.row(0), array![-2.0, 1.5]);
+    }
+
+    fn setup() -> (LayerNorm<f64>, Array2<f64>, Array2<f64>, Array2<f64>) {
+        let ln = LayerNorm::from_arrays(fixed_random(Ix1(6), 1) + 1.0, fixed_random(Ix1(6), 2), 1e-5);
+        (
+            ln,
+            fixed_random(Ix2(4, 6), 3),
+            fixed_random(Ix2(4, 6), 4),
+            fixed_random(Ix2(4, 6), 5),
+        )
+    }
+
+    #[test]
+    fn gradcheck() {
+        let (mut ln, x, _, proj) = setup();
+        let (_, cache) = ln.forward(x.view());
+        ln.zero_grad();
+        let dx = ln.backward(x.view(), &cache, proj.view());
+        let gc = GradCheck::default();
+        gc.params(&mut ln, |l| proj_loss(&l.forward(x.view()).0, &proj))
+            .assert_below(1e-6);
+        gc.input("x", &x, &dx, |x| proj_loss(&ln.forward(x.view()).0, &proj))
+            .assert_below(1e-6);
+    }
+
+    #[test]
+    fn gradcheck_residual() {
+        let (mut ln, x, s, proj) = setup();
+        let (_, cache) = ln.forward_residual(x.view(), s.view());
+        ln.zero_grad();
+        let d = ln.backward_residual(&cache, proj.view());
+        let gc = GradCheck::default();
+        gc.params(&mut ln, |l| {
+            proj_loss(&l.forward_residual(x.view(), s.view()).0, &proj)
+        })
+        .assert_below(1e-6);
+        gc.input("x", &x, &d, |x| {
+            proj_loss(&ln.forward_residual(x.view(), s.view()).0, &proj)
+        })
+        .assert_below(1e-6);
+        gc.input("s", &s, &d, |s| {
+            proj_loss(&ln.forward_residual(x.view(), s.view()).0, &proj)
+        })
+        .assert_below(1e-6);
+    }
+}
