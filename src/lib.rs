@@ -3,6 +3,8 @@
 //! Every component is written over `ndarray` with explicit forward and backward passes; every
 //! matrix product goes through [`matmul`].
 
+pub mod batch;
+pub mod bench;
 pub mod bert;
 pub mod data;
 pub mod decode;
@@ -12,12 +14,17 @@ pub mod init;
 pub mod loss;
 pub mod matmul;
 pub mod metrics;
+pub mod model;
+pub mod model_dir;
 pub mod nn;
 pub mod optim;
 pub mod param;
+pub mod predict;
 pub mod scalar;
 pub mod shared;
 pub mod tensor_io;
 pub mod tokenize;
+pub mod train;
+pub mod trainer;
 
 pub use scalar::Scalar;

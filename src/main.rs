@@ -1,3 +1,541 @@
-fn main() {
-    println!("gp-lite {}", env!("CARGO_PKG_VERSION"));
+//! The gp-lite command line: train, eval, predict, bench.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use gp_lite::data::{cluener, read_dataset, Dataset, Format};
+use gp_lite::decode::DecodeMode;
+use gp_lite::model::{HeadConfig, HeadKind};
+use gp_lite::predict::{PredictOptions, Predictor};
+use gp_lite::train::{EncoderSource, Event, TrainOptions, TrainingRecord};
+use gp_lite::trainer::Workspace;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{BufRead, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// The bundled sample: 800 training and 200 dev lines of CLUENER (fixtures/cluener-sample).
+const SAMPLE_TRAIN: &str = include_str!("../fixtures/cluener-sample/train.json");
+const SAMPLE_DEV: &str = include_str!("../fixtures/cluener-sample/dev.json");
+
+#[derive(Parser)]
+#[command(
+    name = "gp-lite",
+    version,
+    about = "GlobalPointer named-entity recognition on the CPU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model. With no --train, trains a tiny model on the bundled CLUENER sample.
+    Train(TrainArgs),
+    /// Entity-level precision, recall and F1 of a model on labelled data.
+    Eval(EvalArgs),
+    /// Extract entities from texts (JSON lines {"text"} or plain lines) as JSON lines.
+    Predict(PredictArgs),
+    /// The PyTorch baseline's workload (../shared/bench/bench_torch.py), one JSON line per run.
+    Bench(BenchArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum HeadArg {
+    /// GlobalPointer
+    Gp,
+    /// Efficient GlobalPointer
+    Egp,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Training data (format detected from the content unless --format is given).
+    #[arg(long)]
+    train: Option<PathBuf>,
+    /// Dev data, evaluated after each epoch; the best epoch's model is kept.
+    #[arg(long)]
+    dev: Option<PathBuf>,
+    /// Model directory to write [default: gp-lite-sample-model for the bundled sample].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Data format: cluener, cmeee, conll (bio), jsonl (gp).
+    #[arg(long)]
+    format: Option<String>,
+    /// Fine-tune a pretrained HF BERT directory (config.json, model.safetensors, tokenizer).
+    #[arg(long, conflicts_with = "config")]
+    init: Option<PathBuf>,
+    /// Train from scratch: a preset (tiny, small, minilm, base) or an HF config.json [default: tiny].
+    #[arg(long)]
+    config: Option<String>,
+    /// From scratch: a tokenizer.json, vocab.txt or model directory instead of a character
+    /// vocabulary built from the training texts.
+    #[arg(long, requires = "config")]
+    vocab: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "gp")]
+    head: HeadArg,
+    /// Turn RoPE off (the ablation of method.md).
+    #[arg(long)]
+    no_rope: bool,
+    #[arg(long, default_value_t = 64)]
+    head_size: usize,
+    /// [default: 3 fine-tuning, 20 from scratch]
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// [default: 16 fine-tuning, 32 from scratch]
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Peak learning rate [default: 5e-5 fine-tuning, 1e-3 from scratch]
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Fraction of steps with linear warmup (then linear decay to 0).
+    #[arg(long, default_value_t = 0.1)]
+    warmup: f64,
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    /// Clip the global gradient norm (0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// Longest token sequence, [CLS]/[SEP] included; longer texts are split into windows.
+    #[arg(long, default_value_t = 256)]
+    max_len: usize,
+    /// Dropout probability (overrides the encoder configuration's).
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// Characters seen fewer times become [UNK] (character vocabulary).
+    #[arg(long, default_value_t = 1)]
+    min_char_count: usize,
+    /// Worker threads for everything [default: all cores].
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Continue the interrupted run in --out from its last completed epoch (same arguments).
+    #[arg(long)]
+    resume: bool,
+    /// Replace an existing --out directory.
+    #[arg(long)]
+    overwrite: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    format: Option<String>,
+    /// One JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Non-overlapping output (keep the best of overlapping spans).
+    #[arg(long)]
+    flat: bool,
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    #[arg(long)]
+    model: PathBuf,
+    /// Input file [default: stdin]
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Output file [default: stdout]
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Non-overlapping output (keep the best of overlapping spans).
+    #[arg(long)]
+    flat: bool,
+    /// Score above which a span is an entity.
+    #[arg(long, default_value_t = 0.0)]
+    threshold: f64,
+    /// Texts per forward pass (and per chunk read from the input).
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Presets to run: tiny, small, minilm, base.
+    #[arg(long, num_args = 1.., default_values = ["tiny", "small", "minilm"])]
+    config: Vec<String>,
+    /// Thread counts to run.
+    #[arg(long, num_args = 1.., default_values_t = [1usize, 2])]
+    threads: Vec<usize>,
+    /// Timed training steps (inference: 3x as many batch-1 calls).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+}
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(a) => cmd_train(a),
+        Command::Eval(a) => cmd_eval(a),
+        Command::Predict(a) => cmd_predict(a),
+        Command::Bench(a) => cmd_bench(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn pool(threads: usize) -> Res<rayon::ThreadPool> {
+    Ok(gp_lite::matmul::thread_pool(threads)?)
+}
+
+fn parse_format(f: &Option<String>) -> Res<Option<Format>> {
+    Ok(match f {
+        Some(s) => Some(s.parse::<Format>()?),
+        None => None,
+    })
+}
+
+fn cmd_train(a: TrainArgs) -> Res<()> {
+    let format = parse_format(&a.format)?;
+    let sample = a.train.is_none();
+    if sample && a.dev.is_some() {
+        return Err("--dev needs --train".into());
+    }
+    let (train, dev): (Dataset, Option<Dataset>) = if sample {
+        let t = cluener::parse(Path::new("<bundled>/cluener-sample/train.json"), SAMPLE_TRAIN)?;
+        let d = cluener::parse(Path::new("<bundled>/cluener-sample/dev.json"), SAMPLE_DEV)?;
+        (t, Some(d))
+    } else {
+        let t = read_dataset(a.train.as_ref().unwrap(), format)?;
+        let d = match &a.dev {
+            Some(p) => Some(read_dataset(p, format)?),
+            None => None,
+        };
+        (t, d)
+    };
+    let out = match (&a.out, sample) {
+        (Some(o), _) => o.clone(),
+        (None, true) => PathBuf::from("gp-lite-sample-model"),
+        (None, false) => return Err("--out DIR is required with --train".into()),
+    };
+    if !a.resume && out.exists() && std::fs::read_dir(&out)?.next().is_some() {
+        if a.overwrite || (sample && a.out.is_none()) {
+            std::fs::remove_dir_all(&out)?;
+        } else {
+            return Err(format!(
+                "{} exists and is not empty (use --overwrite, or --resume to continue it)",
+                out.display()
+            )
+            .into());
+        }
+    }
+    let fine_tune = a.init.is_some();
+    let encoder = match &a.init {
+        Some(dir) => EncoderSource::Pretrained(dir.clone()),
+        None => EncoderSource::Scratch {
+            config: a.config.clone().unwrap_or_else(|| "tiny".into()),
+            vocab: a.vocab.clone(),
+        },
+    };
+    let opts = TrainOptions {
+        encoder,
+        head: HeadConfig {
+            kind: match a.head {
+                HeadArg::Gp => HeadKind::Gp,
+                HeadArg::Egp => HeadKind::Egp,
+            },
+            head_size: a.head_size,
+            rope: !a.no_rope,
+        },
+        epochs: a.epochs.unwrap_or(if fine_tune { 3 } else { 20 }),
+        batch_size: a.batch_size.unwrap_or(if fine_tune { 16 } else { 32 }),
+        lr: a.lr.unwrap_or(if fine_tune { 5e-5 } else { 1e-3 }),
+        warmup: a.warmup,
+        weight_decay: a.weight_decay,
+        max_grad_norm: (a.max_grad_norm > 0.0).then_some(a.max_grad_norm),
+        max_len: a.max_len,
+        dropout: a.dropout,
+        seed: a.seed,
+        min_char_count: a.min_char_count,
+    };
+    let pool = pool(a.threads)?;
+    let record = TrainingRecord {
+        command: std::env::args().collect(),
+        seed: a.seed,
+        threads: pool.current_num_threads(),
+        train_file: train.path.display().to_string(),
+        dev_file: dev.as_ref().map(|d| d.path.display().to_string()),
+        ..Default::default()
+    };
+    let mut progress = Progress::new(a.quiet);
+    let started = Instant::now();
+    let record = pool.install(|| {
+        gp_lite::train::train(&opts, &train, dev.as_ref(), &out, a.resume, record, &mut |e| {
+            progress.event(e)
+        })
+    })?;
+    progress.finish();
+    let secs = started.elapsed().as_secs_f64();
+    match (record.best_epoch, record.best_dev_f1) {
+        (Some(ep), Some(f1)) => println!(
+            "best dev F1 {:.2} (epoch {ep}); model written to {} in {secs:.1} s",
+            100.0 * f1,
+            out.display()
+        ),
+        _ => println!("model written to {} in {secs:.1} s", out.display()),
+    }
+    Ok(())
+}
+
+/// Terminal progress bar, or plain log lines when stderr is not a terminal.
+struct Progress {
+    quiet: bool,
+    bar: Option<ProgressBar>,
+    tty: bool,
+    epoch_start: Instant,
+    tokens: usize,
+    loss: f64,
+    steps_done: usize,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Self {
+        Progress {
+            quiet,
+            bar: None,
+            tty: std::io::stderr().is_terminal(),
+            epoch_start: Instant::now(),
+            tokens: 0,
+            loss: 0.0,
+            steps_done: 0,
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        if self.quiet {
+            return;
+        }
+        match e {
+            Event::Info(s) => self.line(&s),
+            Event::EpochStart { epoch, steps } => {
+                (self.epoch_start, self.tokens, self.loss, self.steps_done) = (Instant::now(), 0, 0.0, 0);
+                if self.tty {
+                    let bar = ProgressBar::new(steps as u64);
+                    bar.set_style(
+                        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+                            .unwrap()
+                            .progress_chars("=> "),
+                    );
+                    bar.set_prefix(epoch.to_string());
+                    self.bar = Some(bar);
+                }
+            }
+            Event::Step {
+                epoch,
+                step,
+                steps,
+                loss,
+                tokens,
+                lr,
+            } => {
+                self.tokens += tokens;
+                self.loss += loss;
+                self.steps_done += 1;
+                let tps = self.tokens as f64 / self.epoch_start.elapsed().as_secs_f64();
+                let mean = self.loss / self.steps_done as f64;
+                if let Some(bar) = &self.bar {
+                    bar.set_message(format!("loss {mean:.4} {tps:.0} tok/s lr {lr:.2e}"));
+                    bar.inc(1);
+                } else if step % 100 == 0 || step == steps {
+                    eprintln!("epoch {epoch} step {step}/{steps} loss {mean:.4} {tps:.0} tok/s lr {lr:.2e}");
+                }
+            }
+            Event::EpochEnd { record, best } => {
+                if let Some(bar) = self.bar.take() {
+                    bar.finish_and_clear();
+                }
+                let dev = match (record.dev_precision, record.dev_recall, record.dev_f1) {
+                    (Some(p), Some(r), Some(f)) => {
+                        format!(" dev P {:.2} R {:.2} F1 {:.2}", 100.0 * p, 100.0 * r, 100.0 * f)
+                    }
+                    _ => String::new(),
+                };
+                self.line(&format!(
+                    "epoch {} loss {:.4} {:.0} tok/s {:.1} s{dev}{}",
+                    record.epoch,
+                    record.train_loss,
+                    record.tokens_per_s,
+                    record.seconds,
+                    if best { " (saved)" } else { "" }
+                ));
+            }
+        }
+    }
+
+    fn line(&self, s: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(s),
+            None => eprintln!("{s}"),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn cmd_eval(a: EvalArgs) -> Res<()> {
+    let format = parse_format(&a.format)?;
+    let pool = pool(a.threads)?;
+    let predictor: Predictor<f32> = gp_lite::model_dir::load_model(&a.model)?;
+    let data = read_dataset(&a.data, format)?;
+    data.check_labels(&predictor.model.config.labels)?;
+    let opts = PredictOptions {
+        mode: if a.flat {
+            DecodeMode::Flat
+        } else {
+            DecodeMode::Nested
+        },
+        ..Default::default()
+    };
+    let report = pool
+        .install(|| gp_lite::train::evaluate_dataset(&predictor.model, &predictor.tokenizer, &data, &opts))?;
+    let labels = &predictor.model.config.labels;
+    if a.json {
+        let per_type: serde_json::Map<String, serde_json::Value> = labels
+            .iter()
+            .zip(&report.per_type)
+            .map(|(l, p)| (l.clone(), serde_json::to_value(p).unwrap()))
+            .collect();
+        let m = &report.micro;
+        let obj = serde_json::json!({
+            "precision": m.precision, "recall": m.recall, "f1": m.f1,
+            "gold": m.gold, "predicted": m.predicted, "correct": m.correct,
+            "per_type": per_type,
+        });
+        println!("{obj}");
+    } else {
+        println!(
+            "{:<16} {:>9} {:>9} {:>9} {:>7} {:>9} {:>7}",
+            "type", "precision", "recall", "f1", "gold", "predicted", "correct"
+        );
+        let row = |name: &str, p: &gp_lite::metrics::Prf| {
+            println!(
+                "{name:<16} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>9} {:>7}",
+                100.0 * p.precision,
+                100.0 * p.recall,
+                100.0 * p.f1,
+                p.gold,
+                p.predicted,
+                p.correct
+            )
+        };
+        for (l, p) in labels.iter().zip(&report.per_type) {
+            row(l, p);
+        }
+        row("micro", &report.micro);
+    }
+    Ok(())
+}
+
+/// A text from an input line: a JSON object with "text", or the line itself.
+fn input_text(line: &str, lineno: usize, source: &str) -> Res<String> {
+    if line.trim_start().starts_with('{') {
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("{source}:{lineno}: malformed JSON: {e}"))?;
+        match v.get("text").and_then(|t| t.as_str()) {
+            Some(t) => Ok(t.to_string()),
+            None => Err(format!("{source}:{lineno}: missing string field `text`").into()),
+        }
+    } else {
+        Ok(line.to_string())
+    }
+}
+
+fn cmd_predict(a: PredictArgs) -> Res<()> {
+    let pool = pool(a.threads)?;
+    let predictor: Predictor<f32> = gp_lite::model_dir::load_model(&a.model)?;
+    let (reader, source): (Box<dyn BufRead>, String) = match &a.input {
+        Some(p) => (
+            Box::new(std::io::BufReader::new(
+                std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?,
+            )),
+            p.display().to_string(),
+        ),
+        None => (Box::new(std::io::stdin().lock()), "<stdin>".into()),
+    };
+    let mut out: Box<dyn Write> = match &a.output {
+        Some(p) => Box::new(BufWriter::new(
+            std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        )),
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    };
+    let opts = PredictOptions {
+        mode: if a.flat {
+            DecodeMode::Flat
+        } else {
+            DecodeMode::Nested
+        },
+        threshold: a.threshold,
+        batch_size: a.batch_size.max(1),
+    };
+    let mut ws = Workspace::new();
+    let mut chunk: Vec<String> = Vec::with_capacity(opts.batch_size);
+    let mut flush = |chunk: &mut Vec<String>, out: &mut Box<dyn Write>| -> Res<()> {
+        let texts: Vec<&str> = chunk.iter().map(|s| s.as_str()).collect();
+        let preds = pool.install(|| predictor.predict(&texts, &opts, &mut ws))?;
+        for (text, ents) in texts.iter().zip(preds) {
+            let chars: Vec<char> = text.chars().collect();
+            let entities: Vec<serde_json::Value> = ents
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "start": e.start, "end": e.end, "type": e.label,
+                        "text": chars[e.start..e.end].iter().collect::<String>(), "score": e.score,
+                    })
+                })
+                .collect();
+            writeln!(out, "{}", serde_json::json!({"text": text, "entities": entities}))?;
+        }
+        chunk.clear();
+        Ok(())
+    };
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| format!("{source}:{}: {e}", i + 1))?;
+        // Empty lines are empty texts, so that output line k answers input line k.
+        chunk.push(input_text(&line, i + 1, &source)?);
+        if chunk.len() == opts.batch_size {
+            flush(&mut chunk, &mut out)?;
+        }
+    }
+    if !chunk.is_empty() {
+        flush(&mut chunk, &mut out)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn cmd_bench(a: BenchArgs) -> Res<()> {
+    for config in &a.config {
+        for &t in &a.threads {
+            let pool = pool(t)?;
+            let r = pool
+                .install(|| gp_lite::bench::run(config, t, a.steps))
+                .ok_or_else(|| format!("unknown config `{config}` (tiny, small, minilm, base)"))?;
+            println!("{}", serde_json::to_string(&r)?);
+        }
+    }
+    Ok(())
 }

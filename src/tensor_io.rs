@@ -114,6 +114,47 @@ pub fn to_bytes<T: Scalar>(a: ArrayViewD<'_, T>) -> Vec<u8> {
     out
 }
 
+/// Serialises named arrays (any shapes) into safetensors bytes in `T`'s dtype.
+pub fn named_to_bytes<T: Scalar>(tensors: &[(String, ndarray::ArrayD<T>)]) -> Vec<u8> {
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, a)| (n.clone(), a.shape().to_vec(), to_bytes(a.view())))
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = data
+        .iter()
+        .map(|(n, shape, bytes)| {
+            (
+                n.clone(),
+                TensorView::new(T::DTYPE, shape.clone(), bytes).expect("shape matches data"),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, &None).expect("in-memory tensors always serialise")
+}
+
+/// Every tensor of a safetensors file as a named array of `T`; `path` names the file in errors.
+pub fn named_from_bytes<T: Scalar>(
+    bytes: &[u8],
+    path: &std::path::Path,
+) -> Result<std::collections::HashMap<String, ArrayD<T>>, crate::bert::checkpoint::CheckpointError> {
+    use crate::bert::checkpoint::CheckpointError;
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|source| CheckpointError::Format {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    st.names()
+        .into_iter()
+        .map(|n| {
+            read::<T>(&st, n)
+                .map(|a| (n.to_string(), a))
+                .map_err(|source| CheckpointError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

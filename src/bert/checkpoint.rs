@@ -93,12 +93,29 @@ pub fn load_encoder_from_bytes<T: Scalar>(
     bytes: &[u8],
     path: &Path,
 ) -> Result<(BertEncoder<T>, LoadReport), CheckpointError> {
-    let err_path = || path.to_path_buf();
-    let st = SafeTensors::deserialize(bytes).map_err(|source| CheckpointError::Format {
-        path: err_path(),
+    let mut enc = BertEncoder::<T>::zeroed(cfg).map_err(|source| CheckpointError::Encoder {
+        path: path.to_path_buf(),
         source,
     })?;
-    let mut enc = BertEncoder::<T>::zeroed(cfg).map_err(|source| CheckpointError::Encoder {
+    // Tensors outside the encoder (pooler, pre-training heads) are not ours to load.
+    let report = load_params_from_bytes(&mut enc, bytes, path, |name| {
+        !(name.starts_with("embeddings.") || name.starts_with("encoder."))
+    })?;
+    Ok((enc, report))
+}
+
+/// Fills every parameter of `model` from a safetensors file by name (a `bert.` prefix in the
+/// file is accepted), converting the stored dtype to `T`. A file tensor that no parameter takes
+/// is skipped (and listed in the report) when it is an integer buffer or `skippable(name)`,
+/// and is an error otherwise; a missing tensor or a wrong shape is an error naming it.
+pub fn load_params_from_bytes<T: Scalar, M: Params<T> + ?Sized>(
+    model: &mut M,
+    bytes: &[u8],
+    path: &Path,
+    skippable: impl Fn(&str) -> bool,
+) -> Result<LoadReport, CheckpointError> {
+    let err_path = || path.to_path_buf();
+    let st = SafeTensors::deserialize(bytes).map_err(|source| CheckpointError::Format {
         path: err_path(),
         source,
     })?;
@@ -110,7 +127,7 @@ pub fn load_encoder_from_bytes<T: Scalar>(
         .collect();
     let mut used = BTreeSet::new();
     let mut result = Ok(());
-    enc.visit_mut("", &mut |name, mut p| {
+    model.visit_mut("", &mut |name, mut p| {
         if result.is_err() {
             return;
         }
@@ -154,7 +171,7 @@ pub fn load_encoder_from_bytes<T: Scalar>(
             .tensor(file_name)
             .map(|t| is_integer(t.dtype()))
             .unwrap_or(false);
-        if !integer && (name.starts_with("embeddings.") || name.starts_with("encoder.")) {
+        if !integer && !skippable(name) {
             return Err(CheckpointError::Unknown {
                 tensor: file_name.clone(),
                 path: err_path(),
@@ -163,7 +180,7 @@ pub fn load_encoder_from_bytes<T: Scalar>(
         report.skipped.push(file_name.clone());
     }
     report.skipped.sort();
-    Ok((enc, report))
+    Ok(report)
 }
 
 fn is_integer(d: Dtype) -> bool {
@@ -183,8 +200,13 @@ fn is_integer(d: Dtype) -> bool {
 
 /// The encoder's tensors as safetensors bytes, HF names, in `T`'s dtype (f32 for f32).
 pub fn encoder_to_bytes<T: Scalar>(enc: &BertEncoder<T>) -> Vec<u8> {
+    params_to_bytes(enc)
+}
+
+/// Every parameter of `model` as safetensors bytes, by name, in `T`'s dtype.
+pub fn params_to_bytes<T: Scalar, M: Params<T> + ?Sized>(model: &M) -> Vec<u8> {
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    enc.visit("", &mut |name, v| {
+    model.visit("", &mut |name, v| {
         tensors.push((name.to_string(), v.shape().to_vec(), tensor_io::to_bytes(v)))
     });
     let views: Vec<(String, TensorView<'_>)> = tensors

@@ -1,0 +1,129 @@
+//! Encoded samples and padded batches: what the encoder, head and loss consume.
+
+use crate::bert::EncoderInput;
+use crate::loss::GoldSpan;
+use crate::tokenize::Encoding;
+use ndarray::Array2;
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+/// One tokenized text (or window of a text) with its gold spans in token indices.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub enc: Encoding,
+    /// `(type, first token, last token)`, inclusive.
+    pub gold: Vec<GoldSpan>,
+}
+
+/// A right-padded batch.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub input: EncoderInput,
+    /// `[B, n]`: token may be an entity boundary (real and not special).
+    pub valid: Array2<bool>,
+    pub gold: Vec<Vec<GoldSpan>>,
+}
+
+impl Batch {
+    /// Real (unpadded) tokens in the batch.
+    pub fn tokens(&self) -> usize {
+        self.input.lengths.iter().sum()
+    }
+}
+
+/// Pads `encs` to the longest into one batch (pad id 0, token type 0).
+pub fn make_batch<'a>(encs: impl IntoIterator<Item = (&'a Encoding, &'a [GoldSpan])>) -> Batch {
+    let items: Vec<(&Encoding, &[GoldSpan])> = encs.into_iter().collect();
+    let n = items.iter().map(|(e, _)| e.len()).max().unwrap_or(0).max(1);
+    let b = items.len();
+    let mut ids = Array2::<u32>::zeros((b, n));
+    let mut valid = Array2::from_elem((b, n), false);
+    let mut lengths = Vec::with_capacity(b);
+    let mut gold = Vec::with_capacity(b);
+    for (r, (enc, g)) in items.iter().enumerate() {
+        for (i, (&id, &special)) in enc.ids.iter().zip(&enc.special).enumerate() {
+            ids[[r, i]] = id;
+            valid[[r, i]] = !special;
+        }
+        lengths.push(enc.len());
+        gold.push(g.to_vec());
+    }
+    let input = EncoderInput {
+        input_ids: ids,
+        token_type_ids: Array2::zeros((b, n)),
+        lengths,
+    };
+    Batch { input, valid, gold }
+}
+
+/// Batches of `samples` (as index lists) for one epoch: shuffled, then grouped by length within
+/// pools of 50 batches so that padding stays small, then the batch order shuffled.
+pub fn bucketed_batches(lengths: &[usize], batch_size: usize, rng: &mut impl Rng) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.shuffle(rng);
+    let pool = batch_size * 50;
+    let mut batches = Vec::new();
+    for chunk in order.chunks_mut(pool) {
+        chunk.sort_by_key(|&i| lengths[i]);
+        batches.extend(chunk.chunks(batch_size).map(|c| c.to_vec()));
+    }
+    batches.shuffle(rng);
+    batches
+}
+
+/// Index lists of at most `batch_size` samples sorted by length (for inference: least padding).
+pub fn sorted_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| lengths[i]);
+    order.chunks(batch_size.max(1)).map(|c| c.to_vec()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn enc(n: usize) -> Encoding {
+        let mut special = vec![false; n];
+        special[0] = true;
+        special[n - 1] = true;
+        Encoding {
+            ids: (0..n as u32).map(|i| i + 5).collect(),
+            offsets: vec![(0, 0); n],
+            special,
+        }
+    }
+
+    #[test]
+    fn pads_and_marks_valid_boundaries() {
+        let (a, b) = (enc(4), enc(6));
+        let g: Vec<GoldSpan> = vec![(0, 1, 2)];
+        let batch = make_batch([(&a, &g[..]), (&b, &[][..])]);
+        assert_eq!(batch.input.input_ids.dim(), (2, 6));
+        assert_eq!(batch.input.lengths, vec![4, 6]);
+        assert_eq!(batch.input.input_ids.row(0).to_vec(), vec![5, 6, 7, 8, 0, 0]);
+        assert_eq!(
+            batch.valid.row(0).to_vec(),
+            vec![false, true, true, false, false, false]
+        );
+        assert_eq!(
+            batch.valid.row(1).to_vec(),
+            vec![false, true, true, true, true, false]
+        );
+        assert_eq!(batch.gold, vec![vec![(0, 1, 2)], vec![]]);
+        assert_eq!(batch.tokens(), 10);
+    }
+
+    #[test]
+    fn bucketing_covers_every_sample_once_and_is_seeded() {
+        let lengths: Vec<usize> = (0..103).map(|i| (i * 37) % 50 + 3).collect();
+        let run = |seed| bucketed_batches(&lengths, 8, &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+        let batches = run(1);
+        let mut all: Vec<usize> = batches.iter().flatten().copied().collect();
+        all.sort();
+        assert_eq!(all, (0..103).collect::<Vec<_>>());
+        assert!(batches.iter().all(|b| b.len() <= 8));
+        assert_eq!(batches, run(1));
+        assert_ne!(batches, run(2));
+    }
+}

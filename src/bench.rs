@@ -1,0 +1,129 @@
+//! The workload of ../shared/bench/bench_torch.py, run by gp-lite: BERT + GlobalPointer (RoPE,
+//! 10 types, head size 64) + multilabel cross-entropy + AdamW(lr 2e-5, wd 0.01), f32, vocabulary
+//! 21128, dropout 0.1; a training step on batch 16 x 64 random tokens with about 2 gold spans per
+//! (text, type); inference (dropout off, scores only) at batch 1 x 50 and batch 32 x 64.
+
+use crate::batch::{make_batch, Batch};
+use crate::bert::BertConfig;
+use crate::model::{HeadConfig, HeadKind, ModelConfig, NerModel};
+use crate::optim::adamw::AdamWConfig;
+use crate::tokenize::Encoding;
+use crate::trainer::{score, Trainer, Workspace};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::time::Instant;
+
+pub const VOCAB: usize = 21128;
+pub const TYPES: usize = 10;
+pub const HEAD_SIZE: usize = 64;
+
+/// One line of output, with the same fields as bench_torch.py's.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchResult {
+    #[serde(rename = "impl")]
+    pub implementation: String,
+    pub version: String,
+    pub config: String,
+    pub threads: usize,
+    pub train_step_ms: f64,
+    pub train_tokens_per_s: f64,
+    pub infer_b1_n50_ms: f64,
+    pub infer_b32_n64_tokens_per_s: f64,
+}
+
+/// A batch of `b` random texts of `n` tokens, every token a valid boundary, with `2*b*C` random
+/// gold spans of length 1..=5 (as bench_torch.py draws them).
+pub fn random_batch(b: usize, n: usize, rng: &mut impl Rng) -> Batch {
+    let encs: Vec<Encoding> = (0..b)
+        .map(|_| Encoding {
+            ids: (0..n).map(|_| rng.gen_range(1..VOCAB as u32)).collect(),
+            offsets: vec![(0, 0); n],
+            special: vec![false; n],
+        })
+        .collect();
+    let mut gold = vec![Vec::new(); b];
+    for _ in 0..2 * b * TYPES {
+        let i = rng.gen_range(0..n);
+        let j = (i + rng.gen_range(0..5)).min(n - 1);
+        gold[rng.gen_range(0..b)].push((rng.gen_range(0..TYPES), i, j));
+    }
+    make_batch(encs.iter().zip(&gold).map(|(e, g)| (e, &g[..])))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+fn timed(steps: usize, warmup: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warmup {
+        f();
+    }
+    median(
+        (0..steps)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect(),
+    )
+}
+
+/// The model of a preset: tiny, small, minilm or base.
+pub fn bench_model(config: &str, seed: u64) -> Option<NerModel<f32>> {
+    let encoder = BertConfig::preset(config, VOCAB)?;
+    let cfg = ModelConfig {
+        encoder,
+        head: HeadConfig {
+            kind: HeadKind::Gp,
+            head_size: HEAD_SIZE,
+            rope: true,
+        },
+        labels: (0..TYPES).map(|i| format!("T{i}")).collect(),
+        max_len: 512,
+    };
+    Some(NerModel::new(cfg, &mut ChaCha8Rng::seed_from_u64(seed)).expect("presets are valid"))
+}
+
+/// Runs the workload for one preset in the current thread pool (`threads` is only recorded).
+pub fn run(config: &str, threads: usize, steps: usize) -> Option<BenchResult> {
+    let model = bench_model(config, 0)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let batch = random_batch(16, 64, &mut rng);
+    let adamw = AdamWConfig {
+        lr: 2e-5,
+        weight_decay: 0.01,
+        ..AdamWConfig::default()
+    };
+    let mut trainer = Trainer::new(model, adamw, None);
+    let mut dropout = ChaCha8Rng::seed_from_u64(1);
+    let train_ms = timed(steps, 3, || {
+        trainer
+            .step(&batch, 2e-5, &mut dropout)
+            .expect("bench batch is valid");
+    });
+    let model = trainer.model;
+    let mut ws = Workspace::new();
+    let b1 = random_batch(1, 50, &mut rng);
+    let b32 = random_batch(32, 64, &mut rng);
+    let lat_ms = timed(steps * 3, 3, || score(&model, &b1, &mut ws).expect("valid"));
+    let thr_ms = timed(steps, 2, || score(&model, &b32, &mut ws).expect("valid"));
+    let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
+    Some(BenchResult {
+        implementation: "gp-lite".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        config: config.into(),
+        threads,
+        train_step_ms: round(train_ms, 2),
+        train_tokens_per_s: round(16.0 * 64.0 / train_ms * 1e3, 1),
+        infer_b1_n50_ms: round(lat_ms, 3),
+        infer_b32_n64_tokens_per_s: round(32.0 * 64.0 / thr_ms * 1e3, 1),
+    })
+}

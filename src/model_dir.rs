@@ -1,0 +1,135 @@
+//! A model directory: config.json (encoder, head, labels, max length), model.safetensors, the
+//! tokenizer (tokenizer.json or the character vocab.txt) and training.json. Every file is written
+//! atomically (a temporary file in the same directory, then a rename).
+
+use crate::bert::checkpoint::{load_params_from_bytes, params_to_bytes, CheckpointError};
+use crate::model::{ModelConfig, NerModel};
+use crate::predict::Predictor;
+use crate::scalar::Scalar;
+use crate::tokenize::{TokenizeError, Tokenizer};
+use std::path::{Path, PathBuf};
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const RECORD_FILE: &str = "training.json";
+
+/// Why a model directory could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelDirError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: not a gp-lite model configuration: {source}", path.display())]
+    Config {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{}: {source}", path.display())]
+    Tokenizer { path: PathBuf, source: TokenizeError },
+    #[error("{}: {what}", path.display())]
+    Invalid { path: PathBuf, what: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModelDirError + '_ {
+    move |source| ModelDirError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a reader never sees a
+/// half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelDirError> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Writes config.json, model.safetensors and the tokenizer into `dir` (created if needed).
+pub fn save_model<T: Scalar>(
+    dir: &Path,
+    model: &NerModel<T>,
+    tokenizer: &Tokenizer,
+) -> Result<(), ModelDirError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    save_weights(&dir.join(WEIGHTS_FILE), model)?;
+    let staging = dir.join(format!(".tokenizer.tmp-{}", std::process::id()));
+    std::fs::create_dir_all(&staging).map_err(io_err(&staging))?;
+    tokenizer
+        .save(&staging)
+        .map_err(|source| ModelDirError::Tokenizer {
+            path: staging.clone(),
+            source,
+        })?;
+    for entry in std::fs::read_dir(&staging).map_err(io_err(&staging))? {
+        let entry = entry.map_err(io_err(&staging))?;
+        let target = dir.join(entry.file_name());
+        std::fs::rename(entry.path(), &target).map_err(io_err(&target))?;
+    }
+    std::fs::remove_dir(&staging).map_err(io_err(&staging))?;
+    let config = serde_json::to_vec_pretty(&model.config).expect("a config always serialises");
+    write_atomic(&dir.join(CONFIG_FILE), &config)
+}
+
+/// Writes the model's parameters (encoder HF names, head under `head.`).
+pub fn save_weights<T: Scalar>(path: &Path, model: &NerModel<T>) -> Result<(), ModelDirError> {
+    write_atomic(path, &params_to_bytes(model))
+}
+
+/// Reads config.json.
+pub fn load_config(dir: &Path) -> Result<ModelConfig, ModelDirError> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+    let config: ModelConfig = serde_json::from_str(&text).map_err(|source| ModelDirError::Config {
+        path: path.clone(),
+        source,
+    })?;
+    if config.labels.is_empty() {
+        return Err(ModelDirError::Invalid {
+            path,
+            what: "`labels` is empty".into(),
+        });
+    }
+    Ok(config)
+}
+
+/// Fills `model`'s parameters from a safetensors file written by [`save_weights`]: every
+/// parameter must be there with its shape, and nothing else may be.
+pub fn load_weights<T: Scalar>(path: &Path, model: &mut NerModel<T>) -> Result<(), ModelDirError> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    load_params_from_bytes(model, &bytes, path, |_| false)?;
+    Ok(())
+}
+
+/// Loads a model directory for inference.
+pub fn load_model<T: Scalar>(dir: &Path) -> Result<Predictor<T>, ModelDirError> {
+    if !dir.is_dir() {
+        return Err(ModelDirError::Invalid {
+            path: dir.to_path_buf(),
+            what: "not a directory".into(),
+        });
+    }
+    let config = load_config(dir)?;
+    let mut model = NerModel::zeroed(config).map_err(|e| ModelDirError::Invalid {
+        path: dir.join(CONFIG_FILE),
+        what: e.to_string(),
+    })?;
+    load_weights(&dir.join(WEIGHTS_FILE), &mut model)?;
+    let tokenizer = Tokenizer::load(dir).map_err(|source| ModelDirError::Tokenizer {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if tokenizer.vocab_size() > model.config.encoder.vocab_size {
+        return Err(ModelDirError::Invalid {
+            path: dir.to_path_buf(),
+            what: format!(
+                "tokenizer has {} tokens but the encoder's vocab_size is {}",
+                tokenizer.vocab_size(),
+                model.config.encoder.vocab_size
+            ),
+        });
+    }
+    Ok(Predictor { model, tokenizer })
+}
