@@ -3,6 +3,7 @@
 //! Every component is written over `ndarray` with explicit forward and backward passes; every
 //! matrix product goes through [`matmul`].
 
+pub mod alloc;
 pub mod batch;
 pub mod bench;
 pub mod bert;

@@ -177,6 +177,9 @@ struct BenchArgs {
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
+#[global_allocator]
+static ALLOC: gp_lite::alloc::CachingAlloc = gp_lite::alloc::CachingAlloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
