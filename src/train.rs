@@ -421,7 +421,12 @@ pub fn train(
             .load_state(&trainer.model, &tensors)
             .map_err(|e| TrainError::Invalid(format!("{}: {e}", opt_p.display())))?;
         (first_epoch, step, best_f1) = (state.epochs_done, state.step, state.best_f1);
+        // The figures of the epochs already done, so that training.json and the final
+        // "best dev F1" line describe the whole run, not only the resumed part.
         record.epochs = state.record.epochs;
+        record.best_epoch = state.record.best_epoch;
+        record.best_dev_f1 = state.record.best_dev_f1;
+        record.total_seconds = state.record.total_seconds;
         on_event(Event::Info(format!(
             "resuming after epoch {first_epoch} (step {step})"
         )));
