@@ -140,7 +140,9 @@ where
         .view_mut()
         .into_shape_with_order((bs * c, n, n))
         .expect("mcce: grad buffer must be contiguous (standard layout)");
-    let total: f64 = flat
+    // Per-block losses summed serially in block order: a parallel `.sum()` would add them in
+    // an order that depends on work stealing, and the reported loss would vary run to run.
+    let losses: Vec<f64> = flat
         .axis_iter_mut(Axis(0))
         .into_par_iter()
         .enumerate()
@@ -153,8 +155,8 @@ where
             };
             block(s, row, || gold_of(b, a), scale, g)
         })
-        .sum();
-    total / (bs * c) as f64
+        .collect();
+    losses.iter().sum::<f64>() / (bs * c) as f64
 }
 
 /// Calls `f(i, j)` for every span taking part, in increasing (i, j) order.

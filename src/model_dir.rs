@@ -25,7 +25,8 @@ pub enum ModelDirError {
     },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-    #[error("{}: {source}", path.display())]
+    /// The tokenizer's own errors already name the file, so only they are shown.
+    #[error("{source}")]
     Tokenizer { path: PathBuf, source: TokenizeError },
     #[error("{}: {what}", path.display())]
     Invalid { path: PathBuf, what: String },

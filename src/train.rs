@@ -257,10 +257,6 @@ fn build_model(
     rng: &mut ChaCha8Rng,
     info: &mut dyn FnMut(Event),
 ) -> Result<(NerModel<f32>, Tokenizer), TrainError> {
-    let tok_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| TrainError::Tokenizer { path, source }
-    };
     match &opts.encoder {
         EncoderSource::Pretrained(dir) => {
             let mut cfg = crate::bert::config::BertConfig::from_json_file(dir.join("config.json"))
@@ -273,7 +269,7 @@ fn build_model(
                     report.skipped.join(", ")
                 )));
             }
-            let tokenizer = Tokenizer::load(dir).map_err(tok_err(dir))?;
+            let tokenizer = Tokenizer::load(dir).map_err(TrainError::Tokenize)?;
             check_max_len(opts.max_len, &cfg)?;
             let config = ModelConfig {
                 encoder: cfg,
@@ -285,11 +281,11 @@ fn build_model(
         }
         EncoderSource::Scratch { config, vocab } => {
             let tokenizer = match vocab {
-                Some(p) if p.is_dir() => Tokenizer::load(p).map_err(tok_err(p))?,
+                Some(p) if p.is_dir() => Tokenizer::load(p).map_err(TrainError::Tokenize)?,
                 Some(p) if p.extension().is_some_and(|e| e == "json") => {
-                    Tokenizer::from_tokenizer_json(p).map_err(tok_err(p))?
+                    Tokenizer::from_tokenizer_json(p).map_err(TrainError::Tokenize)?
                 }
-                Some(p) => Tokenizer::from_vocab_txt(p, true).map_err(tok_err(p))?,
+                Some(p) => Tokenizer::from_vocab_txt(p, true).map_err(TrainError::Tokenize)?,
                 None => Tokenizer::Char(CharVocab::build(
                     train.examples.iter().map(|e| e.text.as_str()),
                     opts.min_char_count,
@@ -421,7 +417,12 @@ pub fn train(
             .load_state(&trainer.model, &tensors)
             .map_err(|e| TrainError::Invalid(format!("{}: {e}", opt_p.display())))?;
         (first_epoch, step, best_f1) = (state.epochs_done, state.step, state.best_f1);
+        // The figures of the epochs already done, so that training.json and the final
+        // "best dev F1" line describe the whole run, not only the resumed part.
         record.epochs = state.record.epochs;
+        record.best_epoch = state.record.best_epoch;
+        record.best_dev_f1 = state.record.best_dev_f1;
+        record.total_seconds = state.record.total_seconds;
         on_event(Event::Info(format!(
             "resuming after epoch {first_epoch} (step {step})"
         )));

@@ -3,7 +3,8 @@
 
 use crate::param::{join, Param1, ParamMut, Params};
 use crate::scalar::Scalar;
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewD, ArrayViewMut1, Zip};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewD, ArrayViewMut1, Axis, Zip};
+use rayon::prelude::*;
 
 /// Scale and shift of a layer norm; `eps` is added to the variance.
 #[derive(Clone, Debug)]
@@ -52,6 +53,42 @@ fn norm_row<T: Scalar>(
         .and(b)
         .for_each(|y, &x, &w, &b| *y = (x - mean) * rstd * w + b);
     (mean, rstd)
+}
+
+/// Rows per task in the backward; fixed so that gradient sums are added in a fixed order.
+const ROW_BLOCK: usize = 64;
+
+/// Backward of one row: writes dx, accumulates dw += dy·x̂ and db += dy.
+#[inline]
+fn backward_row<T: Scalar>(
+    x: ArrayView1<T>,
+    dy: ArrayView1<T>,
+    w: ArrayView1<T>,
+    (mean, rstd): (T, T),
+    dx: ArrayViewMut1<T>,
+    dw: ArrayViewMut1<T>,
+    db: ArrayViewMut1<T>,
+) {
+    let inv_h = T::c(1.0 / x.len() as f64);
+    let (mut s1, mut s2) = (T::zero(), T::zero());
+    Zip::from(&x).and(&dy).and(w).for_each(|&x, &dy, &w| {
+        let g = dy * w;
+        s1 += g;
+        s2 += g * (x - mean) * rstd;
+    });
+    let (m1, m2) = (s1 * inv_h, s2 * inv_h);
+    Zip::from(dx)
+        .and(&x)
+        .and(&dy)
+        .and(w)
+        .and(dw)
+        .and(db)
+        .for_each(|dx, &x, &dy, &w, dw, db| {
+            let xhat = (x - mean) * rstd;
+            *dx = (dy * w - m1 - xhat * m2) * rstd;
+            *dw += dy * xhat;
+            *db += dy;
+        });
 }
 
 impl<T: Scalar> LayerNorm<T> {
@@ -117,44 +154,33 @@ impl<T: Scalar> LayerNorm<T> {
 
     /// Accumulates dw += Σ dy·x̂, db += Σ dy and returns
     /// dx = rstd · (dy·w - mean(dy·w) - x̂ · mean(dy·w·x̂)), with x̂ = (x - mean)·rstd.
+    ///
+    /// The rows are cut into fixed blocks of [`ROW_BLOCK`]; each block's partial dw/db is summed
+    /// serially and the partials are added in block order, so the parameter gradients do not
+    /// depend on how rayon schedules the blocks (bit-identical training runs).
     pub fn backward(&mut self, x: ArrayView2<T>, cache: &LayerNormCache<T>, dy: ArrayView2<T>) -> Array2<T> {
         let mut dx = Array2::zeros(x.raw_dim());
         let h = x.ncols();
-        let inv_h = T::c(1.0 / h as f64);
         let w = self.weight.value.view();
-        let (dw, db) = Zip::from(dx.rows_mut())
-            .and(x.rows())
-            .and(dy.rows())
-            .and(&cache.mean)
-            .and(&cache.rstd)
-            .par_fold(
-                || (Array1::<T>::zeros(h), Array1::<T>::zeros(h)),
-                |(mut dw, mut db), dx, x, dy, &mean, &rstd| {
-                    let (mut s1, mut s2) = (T::zero(), T::zero());
-                    Zip::from(&x).and(&dy).and(w).for_each(|&x, &dy, &w| {
-                        let g = dy * w;
-                        s1 += g;
-                        s2 += g * (x - mean) * rstd;
-                    });
-                    let (m1, m2) = (s1 * inv_h, s2 * inv_h);
-                    Zip::from(dx)
-                        .and(&x)
-                        .and(&dy)
-                        .and(w)
-                        .and(&mut dw)
-                        .and(&mut db)
-                        .for_each(|dx, &x, &dy, &w, dw, db| {
-                            let xhat = (x - mean) * rstd;
-                            *dx = (dy * w - m1 - xhat * m2) * rstd;
-                            *dw += dy * xhat;
-                            *db += dy;
-                        });
-                    (dw, db)
-                },
-                |(a1, b1), (a2, b2)| (a1 + a2, b1 + b2),
-            );
-        self.weight.grad += &dw;
-        self.bias.grad += &db;
+        let partials: Vec<(Array1<T>, Array1<T>)> = dx
+            .axis_chunks_iter_mut(Axis(0), ROW_BLOCK)
+            .into_par_iter()
+            .enumerate()
+            .map(|(blk, mut dxb)| {
+                let (mut dw, mut db) = (Array1::<T>::zeros(h), Array1::<T>::zeros(h));
+                let r0 = blk * ROW_BLOCK;
+                for (i, dxr) in dxb.rows_mut().into_iter().enumerate() {
+                    let r = r0 + i;
+                    let stats = (cache.mean[r], cache.rstd[r]);
+                    backward_row(x.row(r), dy.row(r), w, stats, dxr, dw.view_mut(), db.view_mut());
+                }
+                (dw, db)
+            })
+            .collect();
+        for (dw, db) in &partials {
+            self.weight.grad += dw;
+            self.bias.grad += db;
+        }
         dx
     }
 

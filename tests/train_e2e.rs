@@ -1,0 +1,518 @@
+//! End to end through the gp-lite binary on the bundled CLUENER sample: train -> eval -> predict
+//! agree with each other and with the gold data, and training is bit-reproducible (same seed
+//! twice, and a run interrupted after its first epoch then continued with --resume).
+
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gp-lite");
+
+/// Entities in fixtures/cluener-sample/dev.json.
+const DEV_ENTITIES: usize = 471;
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(rel)
+}
+
+fn dev_file() -> PathBuf {
+    fixture("cluener-sample/dev.json")
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("gp-lite-e2e-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn join(&self, rel: &str) -> PathBuf {
+        self.0.join(rel)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn gp_lite<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args);
+    c
+}
+
+/// Runs to completion; panics with stderr when it fails.
+fn ok(mut cmd: Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs with `input` on stdin.
+fn ok_stdin(mut cmd: Command, input: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Training arguments: a tiny model (the `tiny` preset from scratch, short sequences, two threads).
+fn train_args(train: &Path, out: &Path, epochs: usize, seed: u64, batch_size: usize) -> Vec<String> {
+    let dev = dev_file();
+    [
+        "train",
+        "--train",
+        train.to_str().unwrap(),
+        "--dev",
+        dev.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        &epochs.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--batch-size",
+        &batch_size.to_string(),
+        "--threads",
+        "2",
+        "--max-len",
+        "64",
+        "--quiet",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Gold spans of a CLUENER file: (line index, type, start, end exclusive), in characters.
+fn cluener_gold(path: &Path) -> BTreeSet<(usize, String, usize, usize)> {
+    let mut gold = BTreeSet::new();
+    let text = std::fs::read_to_string(path).unwrap();
+    for (i, line) in text.lines().enumerate() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let Some(label) = v.get("label").and_then(|l| l.as_object()) else {
+            continue;
+        };
+        for (ty, mentions) in label {
+            for spans in mentions.as_object().unwrap().values() {
+                for s in spans.as_array().unwrap() {
+                    let (a, b) = (s[0].as_u64().unwrap() as usize, s[1].as_u64().unwrap() as usize);
+                    gold.insert((i, ty.clone(), a, b + 1));
+                }
+            }
+        }
+    }
+    gold
+}
+
+/// Predicted spans of predict's output, one line per input line.
+fn predicted(lines: &[Value]) -> BTreeSet<(usize, String, usize, usize)> {
+    let mut pred = BTreeSet::new();
+    for (i, l) in lines.iter().enumerate() {
+        for e in l["entities"].as_array().unwrap() {
+            let (s, t) = (
+                e["start"].as_u64().unwrap() as usize,
+                e["end"].as_u64().unwrap() as usize,
+            );
+            pred.insert((i, e["type"].as_str().unwrap().to_string(), s, t));
+        }
+    }
+    pred
+}
+
+/// (gold, predicted, correct) overall and per type.
+type Counts = (usize, usize, usize);
+
+fn counts(
+    gold: &BTreeSet<(usize, String, usize, usize)>,
+    pred: &BTreeSet<(usize, String, usize, usize)>,
+) -> (Counts, BTreeMap<String, Counts>) {
+    let mut per: BTreeMap<String, Counts> = BTreeMap::new();
+    for g in gold {
+        per.entry(g.1.clone()).or_default().0 += 1;
+    }
+    for p in pred {
+        let c = per.entry(p.1.clone()).or_default();
+        c.1 += 1;
+        if gold.contains(p) {
+            c.2 += 1;
+        }
+    }
+    let total = per
+        .values()
+        .fold((0, 0, 0), |a, c| (a.0 + c.0, a.1 + c.1, a.2 + c.2));
+    (total, per)
+}
+
+/// F1 from counts (0 when nothing is predicted or nothing is gold).
+fn f1((g, p, c): Counts) -> f64 {
+    if g == 0 || p == 0 || c == 0 {
+        return 0.0;
+    }
+    let (pr, re) = (c as f64 / p as f64, c as f64 / g as f64);
+    2.0 * pr * re / (pr + re)
+}
+
+fn as_counts(v: &Value) -> Counts {
+    let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("`{k}` missing in {v}")) as usize;
+    (n("gold"), n("predicted"), n("correct"))
+}
+
+/// eval --json agrees with the counts and F1 recomputed from predict's output on the same data.
+fn check_eval_matches_predict(model: &Path, dir: &TempDir, flat: bool) {
+    let dev = dev_file();
+    let mut eval_args = vec![
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        dev.to_str().unwrap(),
+    ];
+    eval_args.extend(["--json", "--threads", "2"]);
+    let preds_path = dir.join(if flat { "dev-flat.jsonl" } else { "dev.jsonl" });
+    let mut predict_args = vec!["predict", "--model", model.to_str().unwrap()];
+    predict_args.extend(["--input", dev.to_str().unwrap()]);
+    predict_args.extend(["--output", preds_path.to_str().unwrap(), "--threads", "2"]);
+    if flat {
+        eval_args.push("--flat");
+        predict_args.push("--flat");
+    }
+    let report: Value = serde_json::from_str(&stdout(&ok(gp_lite(&eval_args)))).unwrap();
+    for k in ["precision", "recall", "f1"] {
+        let x = report[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("`{k}` missing in {report}"));
+        assert!((0.0..=1.0).contains(&x), "{k} = {x}");
+    }
+    ok(gp_lite(&predict_args));
+    let lines = json_lines(&std::fs::read_to_string(&preds_path).unwrap());
+    assert_eq!(lines.len(), 200, "one output line per dev line");
+    let gold = cluener_gold(&dev);
+    assert_eq!(gold.len(), DEV_ENTITIES);
+    let (total, per) = counts(&gold, &predicted(&lines));
+    assert_eq!(
+        as_counts(&report),
+        total,
+        "eval vs predict's output (flat {flat})"
+    );
+    assert_eq!(total.0, DEV_ENTITIES);
+    let eval_f1 = report["f1"].as_f64().unwrap();
+    assert!(
+        (eval_f1 - f1(total)).abs() < 1e-12,
+        "eval F1 {eval_f1} vs recomputed {}",
+        f1(total)
+    );
+    let per_type = report["per_type"].as_object().unwrap();
+    assert_eq!(per_type.len(), 10, "the ten CLUENER types");
+    for (ty, v) in per_type {
+        let c = per.get(ty).copied().unwrap_or_default();
+        assert_eq!(as_counts(v), c, "type {ty}");
+        assert!((v["f1"].as_f64().unwrap() - f1(c)).abs() < 1e-12, "type {ty} F1");
+        for k in ["precision", "recall"] {
+            assert!(v[k].is_number(), "per_type.{ty}.{k}");
+        }
+    }
+}
+
+/// Every output line answers its input line; every entity's `text` is the characters
+/// [start, end) of the input; with `flat`, no two spans overlap.
+fn check_predictions(
+    texts: &[&str],
+    lines: &[Value],
+    labels: &[String],
+    threshold: f64,
+    flat: bool,
+) -> usize {
+    assert_eq!(lines.len(), texts.len());
+    let mut n = 0;
+    for (text, line) in texts.iter().zip(lines) {
+        assert_eq!(line["text"].as_str(), Some(*text));
+        let chars: Vec<char> = text.chars().collect();
+        let mut spans = Vec::new();
+        for e in line["entities"].as_array().unwrap() {
+            let (s, t) = (
+                e["start"].as_u64().unwrap() as usize,
+                e["end"].as_u64().unwrap() as usize,
+            );
+            assert!(s < t && t <= chars.len(), "span [{s}, {t}) of {text:?}");
+            let want: String = chars[s..t].iter().collect();
+            assert_eq!(e["text"].as_str(), Some(want.as_str()), "entity {e} of {text:?}");
+            assert!(
+                labels.iter().any(|l| e["type"].as_str() == Some(l.as_str())),
+                "{e}"
+            );
+            let score = e["score"].as_f64().unwrap();
+            assert!(score.is_finite() && score > threshold, "{e}");
+            spans.push((s, t));
+        }
+        if flat {
+            spans.sort();
+            for w in spans.windows(2) {
+                assert!(w[0].1 <= w[1].0, "--flat spans overlap: {w:?} in {text:?}");
+            }
+        }
+        n += spans.len();
+    }
+    n
+}
+
+#[test]
+fn round_trip_train_eval_predict() {
+    let dir = TempDir::new("roundtrip");
+    let model = dir.join("model");
+    let train = fixture("cluener-sample/train.json");
+    let out = ok(gp_lite(&train_args(&train, &model, 1, 42, 32)));
+    assert!(stdout(&out).contains("best dev F1"), "{}", stdout(&out));
+    for f in ["config.json", "model.safetensors", "vocab.txt", "training.json"] {
+        assert!(model.join(f).is_file(), "{f} missing in the model directory");
+    }
+    let record: Value = serde_json::from_slice(&std::fs::read(model.join("training.json")).unwrap()).unwrap();
+    assert_eq!(record["epochs"].as_array().unwrap().len(), 1);
+    assert_eq!(record["best_epoch"], 1);
+    assert_eq!(record["train_examples"], 800);
+    let config: Value = serde_json::from_slice(&std::fs::read(model.join("config.json")).unwrap()).unwrap();
+    let labels: Vec<String> = config["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(labels.len(), 10);
+
+    // eval: the table, then --json against predict's output (nested and flat).
+    let dev = dev_file();
+    let table = stdout(&ok(gp_lite(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        dev.to_str().unwrap(),
+        "--threads",
+        "2",
+    ])));
+    let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(
+        rows[0],
+        [
+            "type",
+            "precision",
+            "recall",
+            "f1",
+            "gold",
+            "predicted",
+            "correct"
+        ]
+    );
+    assert_eq!(rows.len(), 1 + labels.len() + 1, "{table}");
+    for (row, label) in rows[1..].iter().zip(&labels) {
+        assert_eq!(row[0], label);
+    }
+    let micro = rows.last().unwrap();
+    assert_eq!(micro[0], "micro");
+    assert_eq!(micro[4], DEV_ENTITIES.to_string());
+    check_eval_matches_predict(&model, &dir, false);
+    check_eval_matches_predict(&model, &dir, true);
+
+    // predict: JSON lines and plain lines (and an empty line) from stdin, every valid span
+    // (a threshold far below any score) so that there are entities to check.
+    let texts = [
+        "温格的球队终于又踢了一场经典的比赛，2比1战胜曼联",
+        "突袭黑暗雅典娜》中Riddick发现之前抓住他的赏金猎人Johns，",
+        "",
+        "彭小军认为，国内银行😀现在走的是台湾的发卡模式",
+    ];
+    let input = format!(
+        "{}\n{}\n\n{}\n",
+        serde_json::json!({ "text": texts[0] }),
+        texts[1],
+        serde_json::json!({ "text": texts[3], "id": 7 })
+    );
+    let m = model.to_str().unwrap();
+    let low = "--threshold=-1e9";
+    let nested = stdout(&ok_stdin(
+        gp_lite(&["predict", "--model", m, low, "--threads", "2"]),
+        &input,
+    ));
+    let nested_lines = json_lines(&nested);
+    let n = check_predictions(&texts, &nested_lines, &labels, -1e9, false);
+    let all_spans: usize = texts
+        .iter()
+        .map(|t| t.chars().count())
+        .map(|c| c * (c + 1) / 2)
+        .sum();
+    assert_eq!(
+        n,
+        all_spans * labels.len(),
+        "every span of every type is above -1e9"
+    );
+    let flat = stdout(&ok_stdin(
+        gp_lite(&["predict", "--model", m, low, "--flat", "--threads", "2"]),
+        &input,
+    ));
+    let flat_lines = json_lines(&flat);
+    assert!(check_predictions(&texts, &flat_lines, &labels, -1e9, true) > 0);
+    let nested_set = predicted(&nested_lines);
+    assert!(predicted(&flat_lines).is_subset(&nested_set));
+
+    // The same through --input/--output files, and with a batch size that splits the input.
+    let (inp, outp) = (dir.join("in.txt"), dir.join("out.jsonl"));
+    std::fs::write(&inp, &input).unwrap();
+    let o = ok(gp_lite(&[
+        "predict",
+        "--model",
+        m,
+        low,
+        "--input",
+        inp.to_str().unwrap(),
+        "--output",
+        outp.to_str().unwrap(),
+        "--batch-size",
+        "3",
+        "--threads",
+        "2",
+    ]));
+    assert!(o.stdout.is_empty());
+    let from_file = std::fs::read_to_string(&outp).unwrap();
+    assert_eq!(predicted(&json_lines(&from_file)), nested_set);
+    assert_eq!(from_file.lines().count(), texts.len());
+
+    // At the default threshold: a subset of the above, with positive scores.
+    let default = stdout(&ok_stdin(
+        gp_lite(&["predict", "--model", m, "--threads", "2"]),
+        &input,
+    ));
+    let default_lines = json_lines(&default);
+    check_predictions(&texts, &default_lines, &labels, 0.0, false);
+    assert!(predicted(&default_lines).is_subset(&nested_set));
+}
+
+/// Reads a file's bytes (with the file name in the panic).
+fn bytes(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// training.json's per-epoch figures without the timings.
+fn epoch_figures(model: &Path) -> Vec<Value> {
+    let record: Value = serde_json::from_slice(&bytes(&model.join("training.json"))).unwrap();
+    assert!(record["best_epoch"].is_u64(), "best_epoch in {record}");
+    record["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            let o = e.as_object_mut().unwrap();
+            o.remove("seconds");
+            o.remove("tokens_per_s");
+            o.insert("best_epoch".into(), record["best_epoch"].clone());
+            e
+        })
+        .collect()
+}
+
+/// Trains until `training.json` shows the first epoch, then kills the process (an interruption
+/// during the second epoch).
+fn interrupted_after_first_epoch(args: &[String], out: &Path) {
+    let mut child = gp_lite(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let record = out.join("training.json");
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&record) {
+            if text.contains("\"epoch\": 1") {
+                child.kill().unwrap();
+                break;
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before it could be interrupted");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no epoch after 2 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.wait().unwrap();
+    let state: Value = serde_json::from_slice(&bytes(&out.join("resume/state.json"))).unwrap();
+    assert_eq!(
+        state["epochs_done"], 1,
+        "the run was not stopped during its second epoch"
+    );
+}
+
+#[test]
+fn resume_and_seeds_are_bit_reproducible() {
+    let dir = TempDir::new("resume");
+    let data = dev_file();
+    let (a, b, c, d) = (dir.join("a"), dir.join("b"), dir.join("c"), dir.join("d"));
+    // Batch size 4: many steps per epoch, a wide window for the interruption.
+    ok(gp_lite(&train_args(&data, &a, 2, 7, 4)));
+    ok(gp_lite(&train_args(&data, &b, 2, 7, 4)));
+    interrupted_after_first_epoch(&train_args(&data, &c, 2, 7, 4), &c);
+    let mut resume = train_args(&data, &c, 2, 7, 4);
+    resume.push("--resume".into());
+    let out = ok(gp_lite(&resume));
+    assert!(stdout(&out).contains("best dev F1"), "{}", stdout(&out));
+    ok(gp_lite(&train_args(&data, &d, 2, 8, 4)));
+
+    let files = [
+        "model.safetensors",
+        "resume/model.safetensors",
+        "resume/optimizer.safetensors",
+    ];
+    for f in files {
+        let x = bytes(&a.join(f));
+        assert!(x == bytes(&b.join(f)), "{f}: same seed twice differs");
+        assert!(
+            x == bytes(&c.join(f)),
+            "{f}: interrupted + --resume differs from one run"
+        );
+    }
+    assert_eq!(epoch_figures(&a), epoch_figures(&b));
+    assert_eq!(epoch_figures(&a), epoch_figures(&c));
+    assert_eq!(epoch_figures(&a).len(), 2);
+    assert!(
+        bytes(&a.join("resume/model.safetensors")) != bytes(&d.join("resume/model.safetensors")),
+        "another seed gives the same weights"
+    );
+}
