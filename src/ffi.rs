@@ -526,3 +526,53 @@ pub unsafe extern "C" fn gp_error_free(err: *mut GpError) {
         drop(Box::from_raw(err));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panics_become_errors() {
+        let r: Res<()> = guard(|| panic!("boom {}", 7));
+        assert_eq!(r.unwrap_err(), "internal error (panic): boom 7");
+        let r: Res<()> = guard(|| panic!("static"));
+        assert_eq!(r.unwrap_err(), "internal error (panic): static");
+        let mut err: *mut GpError = std::ptr::null_mut();
+        // SAFETY: `err` is valid for writes; the error is freed below.
+        unsafe {
+            assert!(report(guard(|| -> Res<()> { panic!("x") }), &mut err).is_none());
+            let msg = CStr::from_ptr(gp_error_message(err)).to_str().unwrap();
+            assert_eq!(msg, "internal error (panic): x");
+            gp_error_free(err);
+        }
+    }
+
+    #[test]
+    fn character_offsets_become_byte_offsets() {
+        // "北京 is 北京": 北 and 京 are 3 bytes each.
+        let text = "北京 is 北京";
+        let labels = vec![c_string("address"), c_string("name")];
+        let ent = |start, end, ty: usize| PredEntity {
+            start,
+            end,
+            label: labels[ty].to_str().unwrap().into(),
+            ty,
+            score: 1.5,
+        };
+        let list = to_c_entities(text, &[ent(0, 2, 0), ent(6, 8, 1), ent(3, 5, 0)], &labels);
+        let got: Vec<(usize, usize, &str)> = list
+            .items
+            .iter()
+            // SAFETY: `type` points into `list`, alive here.
+            .map(|e| (e.start, e.end, unsafe { CStr::from_ptr(e.ty) }.to_str().unwrap()))
+            .collect();
+        assert_eq!(got, [(0, 6, "address"), (10, 16, "name"), (7, 9, "address")]);
+        assert_eq!(&text[10..16], "北京");
+        assert_eq!(list._types.len(), 2);
+    }
+
+    #[test]
+    fn nul_bytes_in_messages_are_replaced() {
+        assert_eq!(c_string("a\0b").to_str().unwrap(), "a\u{FFFD}b");
+    }
+}

@@ -164,7 +164,7 @@ pub fn predict_texts<T: Scalar>(
                     score,
                 })
                 .collect();
-            preds.sort_by(|a, b| (a.start, a.end, a.ty).cmp(&(b.start, b.end, b.ty)));
+            preds.sort_by_key(|a| (a.start, a.end, a.ty));
             if opts.mode == DecodeMode::Flat {
                 preds = flatten(preds);
             }

@@ -130,7 +130,9 @@ static double threshold_for(const GpModel *m, size_t k) {
         gp_entities_free(e);
     }
     qsort(scores, n, sizeof *scores, by_score_desc);
-    double t = n > k ? scores[k] : LOWEST;
+    /* halfway between two distinct scores, so that no score sits on the threshold */
+    while (k + 1 < n && scores[k] - scores[k + 1] <= 1e-4) k++;
+    double t = k + 1 < n ? (scores[k] + scores[k + 1]) / 2 : LOWEST;
     free(scores);
     return t;
 }
