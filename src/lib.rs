@@ -9,6 +9,7 @@ pub mod bench;
 pub mod bert;
 pub mod data;
 pub mod decode;
+pub mod ffi;
 pub mod gradcheck;
 pub mod head;
 pub mod init;

@@ -28,12 +28,18 @@ fn init_kernel() {
 
 /// A rayon pool of `threads` workers (0 = all logical cores). Run work inside `pool.install(..)`.
 pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
+    thread_pool_builder(threads).build()
+}
+
+/// The builder of [`thread_pool`], for callers that configure more (the C interface joins its
+/// workers through a spawn handler).
+pub fn thread_pool_builder(threads: usize) -> rayon::ThreadPoolBuilder {
     init_kernel();
     let mut b = rayon::ThreadPoolBuilder::new();
     if threads > 0 {
         b = b.num_threads(threads);
     }
-    b.build()
+    b
 }
 
 /// Serial kernel call: `c = alpha * a · b + beta * c`.

@@ -1,0 +1,578 @@
+//! The C interface: load a model directory and extract entities from UTF-8 text.
+//!
+//! include/gp_lite.h is generated from this file by cbindgen (tests/header.rs checks that the
+//! committed header is current; `GP_LITE_BLESS=1 cargo test --release --test header` rewrites it).
+//! Every entry point catches panics and turns them into errors; NULL arguments are errors; freeing
+//! NULL is a no-op. Offsets handed to C are byte offsets into the caller's text.
+
+use crate::decode::{DecodeMode, DEFAULT_THRESHOLD};
+use crate::matmul::thread_pool_builder;
+use crate::model_dir::load_model;
+use crate::predict::{PredEntity, PredictOptions, Predictor};
+use crate::trainer::Workspace;
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Returned by functions that return `int` when they succeed.
+pub const GP_OK: c_int = 0;
+/// Returned by functions that return `int` when they fail (the error is in `*err`).
+pub const GP_ERR: c_int = 1;
+
+/// A loaded model: weights, tokenizer, labels and a pool of worker threads.
+///
+/// Immutable once loaded: `gp_predict` and `gp_predict_batch` may be called from many threads at
+/// once on the same model. Concurrent calls share the model's worker threads (at most
+/// `gp_model_num_threads` run at any time).
+pub struct GpModel {
+    predictor: Predictor<f32>,
+    workers: Workers,
+    labels: Vec<CString>,
+    /// Scratch buffers of finished calls, reused by later ones (one per concurrent call).
+    workspaces: Mutex<Vec<Workspace<f32>>>,
+}
+
+/// The entities found in one text, in order of start, then end, then label index.
+pub struct GpEntities {
+    items: Vec<GpEntity>,
+    /// Owns the strings `items[i].type` points to (moving a `CString` does not move its bytes).
+    _types: Vec<CString>,
+}
+
+/// An error: a message to show to a person. Free it with `gp_error_free`.
+pub struct GpError {
+    message: CString,
+}
+
+/// One entity: the bytes `[start, end)` of the text, its type and its score.
+///
+/// `type` is a NUL-terminated label (one of `gp_model_label`) owned by the `GpEntities` the
+/// entity came from; it lives until that `GpEntities` is freed.
+/// cbindgen:field-names=[start, end, type, score]
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GpEntity {
+    pub start: usize,
+    pub end: usize,
+    pub ty: *const c_char,
+    pub score: f64,
+}
+
+/// How texts are decoded (see `gp_predict_options_default`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GpPredictOptions {
+    /// A span whose score exceeds this is an entity (default 0).
+    pub threshold: f64,
+    /// `true`: non-overlapping entities (the best of overlapping spans); `false`: nested (default).
+    pub flat: bool,
+    /// Texts (or windows of long texts) per forward pass; 0 means the default (32).
+    pub batch_size: usize,
+}
+
+type Res<T> = Result<T, String>;
+
+/// A rayon pool whose threads are joined when it is dropped, so that no thread of gp-lite outlives
+/// `gp_model_free` (a host may unload the library afterwards; leak checkers see no live threads).
+struct Workers {
+    pool: Option<rayon::ThreadPool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    fn new(num_threads: usize) -> Res<Workers> {
+        let threads = Arc::new(Mutex::new(Vec::new()));
+        let handles = threads.clone();
+        let pool = thread_pool_builder(num_threads)
+            .thread_name(|i| format!("gp-lite-{i}"))
+            .spawn_handler(move |t| {
+                let h = std::thread::Builder::new()
+                    .name(t.name().unwrap_or("gp-lite").to_string())
+                    .spawn(|| t.run())?;
+                handles.lock().unwrap_or_else(|p| p.into_inner()).push(h);
+                Ok(())
+            })
+            .build()
+            .map_err(|e| format!("cannot start worker threads: {e}"))?;
+        let threads = std::mem::take(&mut *threads.lock().unwrap_or_else(|p| p.into_inner()));
+        Ok(Workers {
+            pool: Some(pool),
+            threads,
+        })
+    }
+
+    fn pool(&self) -> &rayon::ThreadPool {
+        self.pool.as_ref().expect("the pool lives until drop")
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        // Dropping the pool tells its threads to finish; then wait for them.
+        drop(self.pool.take());
+        for h in self.threads.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Runs `body`, turning a panic into an error message.
+fn guard<T>(body: impl FnOnce() -> Res<T>) -> Res<T> {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(format!("internal error (panic): {what}"))
+        }
+    }
+}
+
+/// A C string of `s`, with any NUL bytes replaced (they cannot appear in a C string).
+fn c_string(s: &str) -> CString {
+    CString::new(s.replace('\0', "\u{FFFD}")).expect("NUL bytes were replaced")
+}
+
+/// Stores the outcome in `*err` (when `err` is not NULL): NULL on success, a new error otherwise.
+///
+/// # Safety
+/// `err` is NULL or valid for writes.
+unsafe fn report<T>(r: Res<T>, err: *mut *mut GpError) -> Option<T> {
+    let (value, error) = match r {
+        Ok(v) => (Some(v), std::ptr::null_mut()),
+        Err(message) => (
+            None,
+            Box::into_raw(Box::new(GpError {
+                message: c_string(&message),
+            })),
+        ),
+    };
+    if err.is_null() {
+        if !error.is_null() {
+            drop(Box::from_raw(error));
+        }
+    } else {
+        *err = error;
+    }
+    value
+}
+
+/// A reference to `*p`, or an error naming the NULL argument.
+///
+/// # Safety
+/// `p` is NULL or points to a live `T`.
+unsafe fn non_null<'a, T>(p: *const T, name: &str) -> Res<&'a T> {
+    p.as_ref().ok_or_else(|| format!("`{name}` is NULL"))
+}
+
+/// The path in a NUL-terminated C string.
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated string.
+unsafe fn c_path(p: *const c_char, name: &str) -> Res<PathBuf> {
+    let s = CStr::from_ptr(non_null(p, name)?);
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        Ok(PathBuf::from(std::ffi::OsStr::from_bytes(s.to_bytes())))
+    }
+    #[cfg(not(unix))]
+    {
+        s.to_str()
+            .map(PathBuf::from)
+            .map_err(|e| format!("`{name}` is not valid UTF-8: {e}"))
+    }
+}
+
+/// The UTF-8 text in `len` bytes at `p`.
+///
+/// # Safety
+/// `p` is NULL or valid for reads of `len` bytes.
+unsafe fn c_text<'a>(p: *const c_char, len: usize, name: &str) -> Res<&'a str> {
+    let p = non_null(p, name)?;
+    let bytes = std::slice::from_raw_parts(p as *const c_char as *const u8, len);
+    std::str::from_utf8(bytes).map_err(|e| {
+        format!(
+            "`{name}` is not valid UTF-8: invalid byte at position {}",
+            e.valid_up_to()
+        )
+    })
+}
+
+/// `PredictOptions` of C options (NULL = defaults).
+fn predict_options(opts: Option<&GpPredictOptions>) -> PredictOptions {
+    let o = opts.copied().unwrap_or_else(|| gp_predict_options_default());
+    PredictOptions {
+        mode: if o.flat {
+            DecodeMode::Flat
+        } else {
+            DecodeMode::Nested
+        },
+        threshold: o.threshold,
+        batch_size: if o.batch_size == 0 { 32 } else { o.batch_size },
+    }
+}
+
+impl GpModel {
+    /// Entities of each text, in the model's pool with a reused workspace.
+    fn predict(&self, texts: &[&str], opts: &PredictOptions) -> Res<Vec<Vec<PredEntity>>> {
+        let mut ws = self
+            .workspaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default();
+        let preds = self
+            .workers
+            .pool()
+            .install(|| self.predictor.predict(texts, opts, &mut ws))
+            .map_err(|e| e.to_string())?;
+        self.workspaces.lock().unwrap_or_else(|p| p.into_inner()).push(ws);
+        Ok(preds)
+    }
+}
+
+/// Entities with byte offsets into `text`, from entities with character offsets.
+fn to_c_entities(text: &str, ents: &[PredEntity], labels: &[CString]) -> GpEntities {
+    // byte[i]: byte offset of character i; byte[number of characters] = text.len()
+    let byte: Vec<usize> = text
+        .char_indices()
+        .map(|(b, _)| b)
+        .chain(std::iter::once(text.len()))
+        .collect();
+    // One copy of each label that occurs, owned by the list.
+    let mut copy: Vec<Option<CString>> = vec![None; labels.len()];
+    for e in ents {
+        copy[e.ty].get_or_insert_with(|| labels[e.ty].clone());
+    }
+    let items = ents
+        .iter()
+        .map(|e| GpEntity {
+            start: byte[e.start],
+            end: byte[e.end],
+            ty: copy[e.ty].as_ref().expect("copied above").as_ptr(),
+            score: e.score,
+        })
+        .collect();
+    GpEntities {
+        items,
+        _types: copy.into_iter().flatten().collect(),
+    }
+}
+
+/// The version of gp-lite, e.g. "0.1.0". A static string: do not free it.
+#[no_mangle]
+pub extern "C" fn gp_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char
+}
+
+/// Loads the model directory `model_dir` (written by `gp-lite train`), with one worker thread
+/// per logical core. Same as `gp_model_load_threads(model_dir, 0, err)`.
+///
+/// Returns NULL on failure and sets `*err` (when `err` is not NULL; free it with
+/// `gp_error_free`). On success `*err` is set to NULL. Free the model with `gp_model_free`.
+///
+/// # Safety
+/// `model_dir` is NULL or a NUL-terminated path; `err` is NULL or valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn gp_model_load(model_dir: *const c_char, err: *mut *mut GpError) -> *mut GpModel {
+    gp_model_load_threads(model_dir, 0, err)
+}
+
+/// Loads the model directory `model_dir` with `num_threads` worker threads (0 = one per logical
+/// core). Every prediction on this model runs on these threads: concurrent calls share them.
+///
+/// Returns NULL on failure and sets `*err` (when `err` is not NULL). On success `*err` is set to
+/// NULL. Free the model with `gp_model_free`.
+///
+/// # Safety
+/// `model_dir` is NULL or a NUL-terminated path; `err` is NULL or valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn gp_model_load_threads(
+    model_dir: *const c_char,
+    num_threads: usize,
+    err: *mut *mut GpError,
+) -> *mut GpModel {
+    let r = guard(|| {
+        let dir = c_path(model_dir, "model_dir")?;
+        let predictor: Predictor<f32> = load_model(&dir).map_err(|e| e.to_string())?;
+        let workers = Workers::new(num_threads)?;
+        let labels = predictor
+            .model
+            .config
+            .labels
+            .iter()
+            .map(|l| c_string(l))
+            .collect();
+        Ok(GpModel {
+            predictor,
+            workers,
+            labels,
+            workspaces: Mutex::new(Vec::new()),
+        })
+    });
+    report(r, err).map_or(std::ptr::null_mut(), |m| Box::into_raw(Box::new(m)))
+}
+
+/// Frees a model (NULL: nothing happens). No call may be using it.
+///
+/// # Safety
+/// `model` is NULL or a model from `gp_model_load*` not freed before.
+#[no_mangle]
+pub unsafe extern "C" fn gp_model_free(model: *mut GpModel) {
+    if !model.is_null() {
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(model))));
+    }
+}
+
+/// The number of entity types (labels) of the model; 0 when `model` is NULL.
+///
+/// # Safety
+/// `model` is NULL or a live model.
+#[no_mangle]
+pub unsafe extern "C" fn gp_model_num_labels(model: *const GpModel) -> usize {
+    model.as_ref().map_or(0, |m| m.labels.len())
+}
+
+/// The `i`-th label of the model (NUL-terminated, owned by the model: valid until
+/// `gp_model_free`); NULL when `model` is NULL or `i >= gp_model_num_labels(model)`.
+///
+/// # Safety
+/// `model` is NULL or a live model.
+#[no_mangle]
+pub unsafe extern "C" fn gp_model_label(model: *const GpModel, i: usize) -> *const c_char {
+    model
+        .as_ref()
+        .and_then(|m| m.labels.get(i))
+        .map_or(std::ptr::null(), |l| l.as_ptr())
+}
+
+/// The longest token sequence the model runs on, [CLS] and [SEP] included; 0 when `model` is
+/// NULL. Longer texts are handled: they are scored in windows overlapping by half.
+///
+/// # Safety
+/// `model` is NULL or a live model.
+#[no_mangle]
+pub unsafe extern "C" fn gp_model_max_len(model: *const GpModel) -> usize {
+    model.as_ref().map_or(0, |m| m.predictor.max_len())
+}
+
+/// The number of worker threads of the model; 0 when `model` is NULL.
+///
+/// # Safety
+/// `model` is NULL or a live model.
+#[no_mangle]
+pub unsafe extern "C" fn gp_model_num_threads(model: *const GpModel) -> usize {
+    model
+        .as_ref()
+        .map_or(0, |m| m.workers.pool().current_num_threads())
+}
+
+/// The default options: threshold 0, nested entities, 32 texts per forward pass.
+#[no_mangle]
+pub extern "C" fn gp_predict_options_default() -> GpPredictOptions {
+    GpPredictOptions {
+        threshold: DEFAULT_THRESHOLD,
+        flat: false,
+        batch_size: 32,
+    }
+}
+
+/// Finds the entities of `text`: `text_len` bytes of UTF-8 (no NUL terminator needed), with the
+/// default options. Entity offsets are byte offsets into `text`.
+///
+/// Returns `GP_OK` and sets `*out` (free it with `gp_entities_free`; an empty text gives an
+/// empty list), or returns `GP_ERR`, sets `*out` to NULL (when `out` is not NULL) and `*err`
+/// (when `err` is not NULL). Invalid UTF-8 is an error whose message gives the byte position.
+/// Safe to call from many threads at once on the same model.
+///
+/// # Safety
+/// `model` is NULL or a live model; `text` is NULL or valid for reads of `text_len` bytes;
+/// `out` and `err` are NULL or valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn gp_predict(
+    model: *const GpModel,
+    text: *const c_char,
+    text_len: usize,
+    out: *mut *mut GpEntities,
+    err: *mut *mut GpError,
+) -> c_int {
+    gp_predict_batch(model, &text, &text_len, 1, std::ptr::null(), out, err)
+}
+
+/// Finds the entities of `n` texts in one call (they are batched together: faster than `n` calls
+/// of `gp_predict` for short texts). Text `i` is `text_lens[i]` bytes of UTF-8 at `texts[i]`.
+/// `opts` may be NULL (the defaults).
+///
+/// Returns `GP_OK` and sets `out[0..n]` (free each with `gp_entities_free`), or returns `GP_ERR`,
+/// sets every `out[i]` to NULL (when `out` is not NULL) and `*err` (when `err` is not NULL).
+/// `n = 0` succeeds and writes nothing. Safe to call from many threads at once on the same model.
+///
+/// # Safety
+/// `model` is NULL or a live model; `texts` and `text_lens` are NULL or arrays of `n` elements,
+/// each text valid for reads of its length; `opts` is NULL or valid; `out` is NULL or valid for
+/// writes of `n` pointers; `err` is NULL or valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn gp_predict_batch(
+    model: *const GpModel,
+    texts: *const *const c_char,
+    text_lens: *const usize,
+    n: usize,
+    opts: *const GpPredictOptions,
+    out: *mut *mut GpEntities,
+    err: *mut *mut GpError,
+) -> c_int {
+    let r = guard(|| {
+        let model = non_null(model, "model")?;
+        non_null(out as *const *mut GpEntities, "out")?;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        non_null(texts, "texts")?;
+        non_null(text_lens, "text_lens")?;
+        let ptrs = std::slice::from_raw_parts(texts, n);
+        let lens = std::slice::from_raw_parts(text_lens, n);
+        let strs = ptrs
+            .iter()
+            .zip(lens)
+            .enumerate()
+            .map(|(i, (&p, &len))| {
+                let name = if n == 1 {
+                    "text".to_string()
+                } else {
+                    format!("texts[{i}]")
+                };
+                c_text(p, len, &name)
+            })
+            .collect::<Res<Vec<&str>>>()?;
+        let preds = model.predict(&strs, &predict_options(opts.as_ref()))?;
+        Ok(strs
+            .iter()
+            .zip(&preds)
+            .map(|(t, e)| to_c_entities(t, e, &model.labels))
+            .collect())
+    });
+    match report(r, err) {
+        Some(lists) => {
+            for (i, l) in lists.into_iter().enumerate() {
+                *out.add(i) = Box::into_raw(Box::new(l));
+            }
+            GP_OK
+        }
+        None => {
+            if !out.is_null() {
+                for i in 0..n {
+                    *out.add(i) = std::ptr::null_mut();
+                }
+            }
+            GP_ERR
+        }
+    }
+}
+
+/// The number of entities in `e`; 0 when `e` is NULL.
+///
+/// # Safety
+/// `e` is NULL or a live `GpEntities`.
+#[no_mangle]
+pub unsafe extern "C" fn gp_entities_len(e: *const GpEntities) -> usize {
+    e.as_ref().map_or(0, |e| e.items.len())
+}
+
+/// The `i`-th entity of `e` (valid until `gp_entities_free(e)`); NULL when `e` is NULL or
+/// `i >= gp_entities_len(e)`.
+///
+/// # Safety
+/// `e` is NULL or a live `GpEntities`.
+#[no_mangle]
+pub unsafe extern "C" fn gp_entities_get(e: *const GpEntities, i: usize) -> *const GpEntity {
+    e.as_ref()
+        .and_then(|e| e.items.get(i))
+        .map_or(std::ptr::null(), |x| x as *const GpEntity)
+}
+
+/// Frees an entity list (NULL: nothing happens).
+///
+/// # Safety
+/// `e` is NULL or a list from `gp_predict*` not freed before.
+#[no_mangle]
+pub unsafe extern "C" fn gp_entities_free(e: *mut GpEntities) {
+    if !e.is_null() {
+        drop(Box::from_raw(e));
+    }
+}
+
+/// The message of an error (NUL-terminated, valid until `gp_error_free(err)`); NULL when `err` is
+/// NULL.
+///
+/// # Safety
+/// `err` is NULL or a live error.
+#[no_mangle]
+pub unsafe extern "C" fn gp_error_message(err: *const GpError) -> *const c_char {
+    err.as_ref().map_or(std::ptr::null(), |e| e.message.as_ptr())
+}
+
+/// Frees an error (NULL: nothing happens).
+///
+/// # Safety
+/// `err` is NULL or an error not freed before.
+#[no_mangle]
+pub unsafe extern "C" fn gp_error_free(err: *mut GpError) {
+    if !err.is_null() {
+        drop(Box::from_raw(err));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panics_become_errors() {
+        let r: Res<()> = guard(|| panic!("boom {}", 7));
+        assert_eq!(r.unwrap_err(), "internal error (panic): boom 7");
+        let r: Res<()> = guard(|| panic!("static"));
+        assert_eq!(r.unwrap_err(), "internal error (panic): static");
+        let mut err: *mut GpError = std::ptr::null_mut();
+        // SAFETY: `err` is valid for writes; the error is freed below.
+        unsafe {
+            assert!(report(guard(|| -> Res<()> { panic!("x") }), &mut err).is_none());
+            let msg = CStr::from_ptr(gp_error_message(err)).to_str().unwrap();
+            assert_eq!(msg, "internal error (panic): x");
+            gp_error_free(err);
+        }
+    }
+
+    #[test]
+    fn character_offsets_become_byte_offsets() {
+        // "北京 is 北京": 北 and 京 are 3 bytes each.
+        let text = "北京 is 北京";
+        let labels = vec![c_string("address"), c_string("name")];
+        let ent = |start, end, ty: usize| PredEntity {
+            start,
+            end,
+            label: labels[ty].to_str().unwrap().into(),
+            ty,
+            score: 1.5,
+        };
+        let list = to_c_entities(text, &[ent(0, 2, 0), ent(6, 8, 1), ent(3, 5, 0)], &labels);
+        let got: Vec<(usize, usize, &str)> = list
+            .items
+            .iter()
+            // SAFETY: `type` points into `list`, alive here.
+            .map(|e| (e.start, e.end, unsafe { CStr::from_ptr(e.ty) }.to_str().unwrap()))
+            .collect();
+        assert_eq!(got, [(0, 6, "address"), (10, 16, "name"), (7, 9, "address")]);
+        assert_eq!(&text[10..16], "北京");
+        assert_eq!(list._types.len(), 2);
+    }
+
+    #[test]
+    fn nul_bytes_in_messages_are_replaced() {
+        assert_eq!(c_string("a\0b").to_str().unwrap(), "a\u{FFFD}b");
+    }
+}
