@@ -231,9 +231,18 @@ fn cmd_train(a: TrainArgs) -> Res<()> {
         (None, true) => PathBuf::from("gp-lite-sample-model"),
         (None, false) => return Err("--out DIR is required with --train".into()),
     };
+    // An existing model replaced by --overwrite is moved aside until the new one is written, so
+    // a run that fails (a bad --init checkpoint, say) leaves the old model in place.
+    let mut replaced: Option<PathBuf> = None;
     if !a.resume && out.exists() && std::fs::read_dir(&out)?.next().is_some() {
         if a.overwrite || (sample && a.out.is_none()) {
-            std::fs::remove_dir_all(&out)?;
+            let name = out
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let aside = out.with_file_name(format!(".{name}.replaced-{}", std::process::id()));
+            std::fs::rename(&out, &aside).map_err(|e| format!("{}: {e}", out.display()))?;
+            replaced = Some(aside);
         } else {
             return Err(format!(
                 "{} exists and is not empty (use --overwrite, or --resume to continue it)",
@@ -261,7 +270,13 @@ fn cmd_train(a: TrainArgs) -> Res<()> {
             rope: !a.no_rope,
         },
         // The bundled sample is small: 30 epochs take about half a minute on 2 cores.
-        epochs: a.epochs.unwrap_or(if fine_tune { 3 } else if sample { 30 } else { 20 }),
+        epochs: a.epochs.unwrap_or(if fine_tune {
+            3
+        } else if sample {
+            30
+        } else {
+            20
+        }),
         batch_size: a.batch_size.unwrap_or(if fine_tune { 16 } else { 32 }),
         lr: a.lr.unwrap_or(if fine_tune { 5e-5 } else { 1e-3 }),
         warmup: a.warmup,
@@ -283,12 +298,20 @@ fn cmd_train(a: TrainArgs) -> Res<()> {
     };
     let mut progress = Progress::new(a.quiet);
     let started = Instant::now();
-    let record = pool.install(|| {
+    let result = pool.install(|| {
         gp_lite::train::train(&opts, &train, dev.as_ref(), &out, a.resume, record, &mut |e| {
             progress.event(e)
         })
-    })?;
+    });
     progress.finish();
+    if let Some(aside) = replaced {
+        if result.is_ok() {
+            std::fs::remove_dir_all(&aside)?;
+        } else if !out.exists() {
+            std::fs::rename(&aside, &out)?;
+        }
+    }
+    let record = result?;
     let secs = started.elapsed().as_secs_f64();
     match (record.best_epoch, record.best_dev_f1) {
         (Some(ep), Some(f1)) => println!(
@@ -480,7 +503,15 @@ fn cmd_predict(a: PredictArgs) -> Res<()> {
         ),
         None => (Box::new(std::io::stdin().lock()), "<stdin>".into()),
     };
-    let mut out: Box<dyn Write> = match &a.output {
+    // A file output is written under a temporary name and renamed when complete.
+    let tmp_output = a.output.as_ref().map(|p| {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        p.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    });
+    let mut out: Box<dyn Write> = match &tmp_output {
         Some(p) => Box::new(BufWriter::new(
             std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
         )),
@@ -495,11 +526,32 @@ fn cmd_predict(a: PredictArgs) -> Res<()> {
         threshold: a.threshold,
         batch_size: a.batch_size.max(1),
     };
+    let result = predict_stream(&predictor, &pool, &opts, reader, &source, &mut out);
+    drop(out);
+    match (&tmp_output, &a.output) {
+        (Some(tmp), Some(path)) if result.is_ok() => std::fs::rename(tmp, path)?,
+        (Some(tmp), _) => {
+            let _ = std::fs::remove_file(tmp);
+        }
+        _ => {}
+    }
+    result
+}
+
+/// Reads texts from `reader`, predicts them in chunks of the batch size, writes JSON lines.
+fn predict_stream(
+    predictor: &Predictor<f32>,
+    pool: &rayon::ThreadPool,
+    opts: &PredictOptions,
+    reader: Box<dyn BufRead>,
+    source: &str,
+    out: &mut Box<dyn Write>,
+) -> Res<()> {
     let mut ws = Workspace::new();
     let mut chunk: Vec<String> = Vec::with_capacity(opts.batch_size);
     let mut flush = |chunk: &mut Vec<String>, out: &mut Box<dyn Write>| -> Res<()> {
         let texts: Vec<&str> = chunk.iter().map(|s| s.as_str()).collect();
-        let preds = pool.install(|| predictor.predict(&texts, &opts, &mut ws))?;
+        let preds = pool.install(|| predictor.predict(&texts, opts, &mut ws))?;
         for (text, ents) in texts.iter().zip(preds) {
             let chars: Vec<char> = text.chars().collect();
             let entities: Vec<serde_json::Value> = ents
@@ -519,13 +571,13 @@ fn cmd_predict(a: PredictArgs) -> Res<()> {
     for (i, line) in reader.lines().enumerate() {
         let line = line.map_err(|e| format!("{source}:{}: {e}", i + 1))?;
         // Empty lines are empty texts, so that output line k answers input line k.
-        chunk.push(input_text(&line, i + 1, &source)?);
+        chunk.push(input_text(&line, i + 1, source)?);
         if chunk.len() == opts.batch_size {
-            flush(&mut chunk, &mut out)?;
+            flush(&mut chunk, out)?;
         }
     }
     if !chunk.is_empty() {
-        flush(&mut chunk, &mut out)?;
+        flush(&mut chunk, out)?;
     }
     out.flush()?;
     Ok(())

@@ -331,6 +331,51 @@ fn init_from_a_checkpoint_missing_a_tensor_fails_cleanly() {
         &format!("tensor `{name}` is missing"),
     );
     assert!(!out.exists(), "--init failure: a model directory was left behind");
+    // With --overwrite over an existing model, the failed run leaves that model as it was.
+    copy_dir(&base, &out);
+    let before = std::fs::read(out.join("model.safetensors")).unwrap();
+    let mut args = train_cmd(s(&dev), Some(s(&dev)), s(&out));
+    args.extend(["--init", s(&partial), "--overwrite"]);
+    fails(run(&args), &format!("{}: ", weights.display()), "is missing");
+    assert_eq!(
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        before,
+        "--overwrite lost the old model"
+    );
+}
+
+#[test]
+fn predict_output_file_is_not_left_half_written() {
+    let dir = TempDir::new("predict-out");
+    let model = dir.join("model");
+    train_tiny(&model);
+    let input = dir.join("in.txt");
+    std::fs::write(&input, "北京\n{\"text\": \"上海\"}\n{not json\n").unwrap();
+    let output = dir.join("out.jsonl");
+    let args = [
+        "predict",
+        "--model",
+        s(&model),
+        "--input",
+        s(&input),
+        "--output",
+        s(&output),
+        "--batch-size",
+        "1",
+    ];
+    fails(run(&args), &format!("{}:3: ", input.display()), "malformed JSON");
+    assert!(!output.exists(), "a failed predict left a partial output file");
+    let names: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.to_string_lossy().contains(".tmp-")),
+        "temporary file left: {names:?}"
+    );
+    std::fs::write(&input, "北京\n上海\n").unwrap();
+    ok(&args);
+    assert_eq!(std::fs::read_to_string(&output).unwrap().lines().count(), 2);
 }
 
 #[test]
