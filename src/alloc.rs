@@ -105,7 +105,15 @@ mod tests {
 
     #[test]
     fn classes_cover_the_request_with_at_most_a_quarter_slack() {
-        for size in [MIN_CACHED, MIN_CACHED + 1, 200_000, 1 << 20, (1 << 20) + 1, 3_000_000, 123_456_789] {
+        for size in [
+            MIN_CACHED,
+            MIN_CACHED + 1,
+            200_000,
+            1 << 20,
+            (1 << 20) + 1,
+            3_000_000,
+            123_456_789,
+        ] {
             let (class, block) = class_of(size);
             assert!(block >= size && block <= size + size / 4 + 1, "{size} -> {block}");
             assert!(class < CLASSES);
