@@ -29,6 +29,37 @@ pub fn erf<T: Scalar>(x: T) -> T {
     }
 }
 
+/// A fast f32 erf: `x P(x²) / Q(x²)` on x clamped to [-4, 4] (erf is ±1 in f32 beyond), the
+/// rational approximation of Eigen/XLA. No branches, no calls (no `mul_add`: without a target
+/// FMA feature it is a libm call), so the GELU loops vectorise. Within 5e-7 of the exact erf
+/// (tested; the worst is near ±4, where it is 1 - 1e-7), against libm's 1 ulp.
+#[inline(always)]
+pub fn erf_fast_f32(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = x2 * -2.726_142_3e-10 + 2.770_681_4e-8;
+    p = x2 * p + -2.101_024e-6;
+    p = x2 * p + -5.692_506_4e-5;
+    p = x2 * p + -7.349_906_3e-4;
+    p = x2 * p + -2.954_600_1e-3;
+    p = x2 * p + -1.609_603_3e-2;
+    let mut q = x2 * -1.456_607_2e-5 + -2.133_740_6e-4;
+    q = x2 * q + -1.682_827e-3;
+    q = x2 * q + -7.373_329_2e-3;
+    q = x2 * q + -1.426_473_9e-2;
+    x * p / q
+}
+
+/// erf as the GELU loops use it: [`erf_fast_f32`] in f32, libm's erf in f64 (gradchecks).
+#[inline(always)]
+fn gelu_erf<T: Scalar>(x: T) -> T {
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        T::c(erf_fast_f32(x.f64() as f32) as f64)
+    } else {
+        T::c(libm::erf(x.f64()))
+    }
+}
+
 impl Gelu {
     /// The form HF's `hidden_act` names, or `None` for any other activation.
     pub fn from_hidden_act(name: &str) -> Option<Gelu> {
@@ -44,7 +75,7 @@ impl Gelu {
     pub fn value<T: Scalar>(self, x: T) -> T {
         let half = T::c(0.5);
         match self {
-            Gelu::Erf => half * x * (T::one() + erf(x * T::c(INV_SQRT_2))),
+            Gelu::Erf => half * x * (T::one() + gelu_erf(x * T::c(INV_SQRT_2))),
             Gelu::Tanh => {
                 let u = T::c(SQRT_2_OVER_PI) * (x + T::c(TANH_C) * x * x * x);
                 half * x * (T::one() + u.tanh())
@@ -59,7 +90,8 @@ impl Gelu {
         match self {
             // Φ(x) + x φ(x)
             Gelu::Erf => {
-                half * (T::one() + erf(x * T::c(INV_SQRT_2))) + x * T::c(INV_SQRT_2PI) * (-half * x * x).exp()
+                half * (T::one() + gelu_erf(x * T::c(INV_SQRT_2)))
+                    + x * T::c(INV_SQRT_2PI) * (-half * x * x).exp()
             }
             // ½(1 + t) + ½ x (1 - t²) √(2/π) (1 + 3c x²)
             Gelu::Tanh => {
@@ -118,6 +150,21 @@ mod tests {
             assert!((erf(x) - want).abs() < 1e-15 * want.abs().max(1.0), "erf({x})");
             assert!((erf(x as f32) as f64 - want).abs() < 1e-7, "erff({x})");
         }
+    }
+
+    #[test]
+    fn fast_erf_is_within_5e7_of_exact() {
+        let mut worst = (0.0f64, 0.0f64);
+        for i in -120_000..=120_000 {
+            let x = i as f32 * 5e-5;
+            let err = (erf_fast_f32(x) as f64 - libm::erf(x as f64)).abs();
+            if err > worst.0 {
+                worst = (err, x as f64);
+            }
+        }
+        assert!(worst.0 < 5e-7, "max error {} at {}", worst.0, worst.1);
+        assert!((erf_fast_f32(9.0) - 1.0).abs() < 5e-7 && (erf_fast_f32(-100.0) + 1.0).abs() < 5e-7);
+        assert_eq!(erf_fast_f32(0.0), 0.0);
     }
 
     #[test]

@@ -1,9 +1,14 @@
-//! Linear (dense) layer: `y = x Wᵀ + b`, W stored `[out, in]` as PyTorch and HF store it.
+//! Linear (dense) layer: `y = x Wᵀ + b`, W `[out, in]` as PyTorch and HF name it.
+//!
+//! W and its gradient are kept in column-major (Fortran) memory order: logically `[out, in]`
+//! (every walk, checkpoint and shape sees HF's layout), but `Wᵀ` is a contiguous `[in, out]`
+//! matrix, so the forward's `x Wᵀ` reads its right operand row by row and the kernel packs it
+//! with plain copies instead of a strided gather (half of batch-1 inference time before).
 
 use crate::matmul::{gemm, matmul_acc};
-use crate::param::{join, Param1, Param2, ParamMut, Params};
+use crate::param::{join, Param, Param1, Param2, ParamMut, Params};
 use crate::scalar::Scalar;
-use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, ArrayViewMut2, Axis};
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, ArrayViewMut2, Axis, ShapeBuilder};
 use rand::Rng;
 
 /// Parameters of a dense layer.
@@ -21,15 +26,18 @@ impl<T: Scalar> Linear<T> {
         Linear::from_arrays(crate::init::normal((out, inp), std, rng), Array1::zeros(out))
     }
 
-    /// Wraps given weight `[out, in]` and bias `[out]`.
+    /// Wraps given weight `[out, in]` (any memory order; stored column-major) and bias `[out]`.
     pub fn from_arrays(weight: Array2<T>, bias: Array1<T>) -> Self {
         assert_eq!(
             weight.nrows(),
             bias.len(),
             "Linear: weight rows must equal bias length"
         );
+        let mut value = Array2::zeros(weight.raw_dim().f());
+        value.assign(&weight);
+        let grad = Array2::zeros(weight.raw_dim().f());
         Linear {
-            weight: Param2::new(weight),
+            weight: Param { value, grad },
             bias: Param1::new(bias),
         }
     }
@@ -65,7 +73,8 @@ impl<T: Scalar> Linear<T> {
 
     /// The parameter half of `backward`, for a first layer whose input needs no gradient.
     pub fn backward_params(&mut self, x: ArrayView2<T>, dy: ArrayView2<T>) {
-        matmul_acc(dy.t(), x, self.weight.grad.view_mut());
+        // dWᵀ += xᵀ dy: the contiguous `[in, out]` view of the column-major gradient.
+        matmul_acc(x.t(), dy, self.weight.grad.view_mut().reversed_axes());
         self.bias.grad += &dy.sum_axis(Axis(0));
     }
 }
@@ -95,6 +104,16 @@ mod tests {
         );
         let y = l.forward(array![[1.0, 1.0], [2.0, -2.0]].view());
         assert_eq!(y, array![[3.5, -1.0, 2.5], [-1.5, 2.0, 4.0]]);
+    }
+
+    #[test]
+    fn weight_is_column_major_but_walks_as_out_by_in() {
+        let l = Linear::<f32>::from_arrays(array![[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], array![0.0, 0.0, 0.0]);
+        assert!(l.weight.value.t().is_standard_layout() && l.weight.grad.t().is_standard_layout());
+        assert_eq!(l.param_shapes()[0], ("weight".to_string(), vec![3, 2]));
+        let mut seen = Vec::new();
+        l.visit("", &mut |_, v| seen.extend(v.iter().copied()));
+        assert_eq!(&seen[..6], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     }
 
     #[test]

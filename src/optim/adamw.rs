@@ -12,7 +12,7 @@
 
 use crate::param::Params;
 use crate::scalar::Scalar;
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use rayon::prelude::*;
 use std::collections::HashMap;
 
@@ -67,14 +67,28 @@ pub fn default_decay(name: &str) -> bool {
     !(name.ends_with("bias") || name.contains("LayerNorm") || name.contains("layer_norm"))
 }
 
-/// Moments of one parameter.
+/// Moments of one parameter, in the parameter's memory order.
 #[derive(Clone, Debug)]
 struct Moments<T> {
     name: String,
     shape: Vec<usize>,
+    /// The parameter is stored column-major (e.g. a Linear weight), so `m` and `v` are too.
+    reversed: bool,
     m: Vec<T>,
     v: Vec<T>,
     step: u64,
+}
+
+/// True for a parameter stored in column-major order (its reversed-axes view is row-major).
+fn is_reversed<T>(a: &ArrayViewD<'_, T>) -> bool {
+    a.ndim() > 1 && !a.is_standard_layout() && a.t().is_standard_layout()
+}
+
+/// [`is_reversed`] for every parameter, in walk order.
+fn layouts<T: Scalar, M: Params<T> + ?Sized>(model: &M) -> Vec<bool> {
+    let mut out = Vec::new();
+    model.visit("", &mut |_, v| out.push(is_reversed(&v)));
+    out
 }
 
 /// The AdamW optimizer.
@@ -119,6 +133,10 @@ impl<T: Scalar> AdamW<T> {
         let mut moments = self.state.iter_mut();
         model.visit_mut("", &mut |name, mut p| {
             let st = moments.next().expect("checked above");
+            assert!(
+                is_reversed(&p.value.view()) == st.reversed && is_reversed(&p.grad.view()) == st.reversed,
+                "AdamW: `{name}` changed memory order, or its gradient's differs from its value's"
+            );
             st.step += 1;
             let t = st.step as i32;
             let coef = Coefs {
@@ -188,7 +206,16 @@ impl<T: Scalar> AdamW<T> {
     pub fn state_tensors(&self) -> Vec<(String, ArrayD<T>)> {
         let mut out = Vec::with_capacity(3 * self.state.len());
         for st in &self.state {
-            let arr = |v: &Vec<T>| ArrayD::from_shape_vec(IxDyn(&st.shape), v.clone()).unwrap();
+            // Memory order back to the logical (row-major) layout.
+            let arr = |v: &Vec<T>| {
+                if st.reversed {
+                    let rev: Vec<usize> = st.shape.iter().rev().copied().collect();
+                    let a = ArrayD::from_shape_vec(IxDyn(&rev), v.clone()).unwrap();
+                    a.reversed_axes().as_standard_layout().into_owned()
+                } else {
+                    ArrayD::from_shape_vec(IxDyn(&st.shape), v.clone()).unwrap()
+                }
+            };
             out.push((format!("{}.exp_avg", st.name), arr(&st.m)));
             out.push((format!("{}.exp_avg_sq", st.name), arr(&st.v)));
             out.push((
@@ -207,7 +234,7 @@ impl<T: Scalar> AdamW<T> {
         tensors: &HashMap<String, ArrayD<T>>,
     ) -> Result<(), OptimError> {
         let mut state = Vec::new();
-        for (name, shape) in model.param_shapes() {
+        for ((name, shape), reversed) in model.param_shapes().into_iter().zip(layouts(model)) {
             let get = |suffix: &str, want: &[usize]| -> Result<Vec<T>, OptimError> {
                 let key = format!("{name}.{suffix}");
                 let a = tensors
@@ -220,7 +247,12 @@ impl<T: Scalar> AdamW<T> {
                         found: a.shape().to_vec(),
                     });
                 }
-                Ok(a.iter().copied().collect())
+                // In the parameter's memory order.
+                Ok(if reversed {
+                    a.t().iter().copied().collect()
+                } else {
+                    a.iter().copied().collect()
+                })
             };
             let m = get("exp_avg", &shape)?;
             let v = get("exp_avg_sq", &shape)?;
@@ -228,6 +260,7 @@ impl<T: Scalar> AdamW<T> {
             state.push(Moments {
                 name,
                 shape,
+                reversed,
                 m,
                 v,
                 step,
@@ -242,11 +275,13 @@ fn fresh_state<T: Scalar, M: Params<T> + ?Sized>(model: &M) -> Vec<Moments<T>> {
     model
         .param_shapes()
         .into_iter()
-        .map(|(name, shape)| {
+        .zip(layouts(model))
+        .map(|((name, shape), reversed)| {
             let len = shape.iter().product();
             Moments {
                 name,
                 shape,
+                reversed,
                 m: vec![T::zero(); len],
                 v: vec![T::zero(); len],
                 step: 0,
@@ -285,7 +320,7 @@ impl<T: Scalar> Coefs<T> {
 mod tests {
     use super::*;
     use crate::nn::Linear;
-    use ndarray::array;
+    use ndarray::{array, Array2};
 
     #[test]
     fn first_step_by_hand() {
@@ -306,6 +341,24 @@ mod tests {
         // bias: no decay by default
         assert!((l.bias.value[0] - (0.5 - 0.1 * 2.0 / (2.0 + 1e-8))).abs() < 1e-12);
         assert_eq!(opt.steps(), 1);
+    }
+
+    #[test]
+    fn state_of_a_column_major_weight_is_saved_in_logical_layout() {
+        let mut l = Linear::<f64>::from_arrays(Array2::zeros((2, 3)), array![0.0, 0.0]);
+        let g = array![[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]];
+        l.weight.grad.assign(&g);
+        let mut opt = AdamW::new(AdamWConfig::default());
+        opt.step(&mut l, 1e-3).unwrap();
+        let saved: HashMap<_, _> = opt.state_tensors().into_iter().collect();
+        // m = (1 - β1) g after one step.
+        let m = &saved["weight.exp_avg"];
+        assert_eq!(m.shape(), &[2, 3]);
+        assert!(m.iter().zip(g.iter()).all(|(m, g)| (m - 0.1 * g).abs() < 1e-12));
+        let mut opt2 = AdamW::new(AdamWConfig::default());
+        opt2.load_state(&l, &saved).unwrap();
+        let again: HashMap<_, _> = opt2.state_tensors().into_iter().collect();
+        assert_eq!(again["weight.exp_avg"], *m);
     }
 
     #[test]
