@@ -1,8 +1,9 @@
 //! The one module through which every matrix product in gp-lite goes.
 //!
 //! Operands are ndarray views with arbitrary strides, so transposed operands are free: pass
-//! `a.t()` for Aᵀ. The kernel is `matrixmultiply` (sgemm/dgemm), always called single-threaded;
-//! parallelism comes from rayon, splitting large products into row (or column) blocks of C and
+//! `a.t()` for Aᵀ. The kernel is `matrixmultiply` (sgemm/dgemm), built without its own threading
+//! (which would need an environment variable set before the first product, and caps at 4
+//! threads); parallelism comes from rayon, splitting large products into row (or column) blocks of C and
 //! batched products over their batch axes. The thread count is the size of the rayon pool the
 //! call runs in (`rayon::current_num_threads()`): run inside `ThreadPool::install` (see
 //! [`thread_pool`]) to govern it, so `--threads N` bounds every product and nothing nests.
@@ -10,21 +11,9 @@
 use crate::scalar::Scalar;
 use ndarray::{Array2, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis};
 use rayon::prelude::*;
-use std::sync::Once;
 
 /// Products below this many multiply-adds run on one thread (splitting costs more than it saves).
 const PARALLEL_MIN_MACS: usize = 1 << 18;
-
-static KERNEL_INIT: Once = Once::new();
-
-/// Pins matrixmultiply's own pool to one thread before its first product, so that its threading
-/// never nests inside ours (it reads MATMUL_NUM_THREADS once, at its first product).
-fn init_kernel() {
-    KERNEL_INIT.call_once(|| {
-        // Safe in practice: this runs once, before any product, from the first caller.
-        std::env::set_var("MATMUL_NUM_THREADS", "1");
-    });
-}
 
 /// A rayon pool of `threads` workers (0 = all logical cores). Run work inside `pool.install(..)`.
 pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
@@ -34,7 +23,6 @@ pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, rayon::ThreadPoo
 /// The builder of [`thread_pool`], for callers that configure more (the C interface joins its
 /// workers through a spawn handler).
 pub fn thread_pool_builder(threads: usize) -> rayon::ThreadPoolBuilder {
-    init_kernel();
     let mut b = rayon::ThreadPoolBuilder::new();
     if threads > 0 {
         b = b.num_threads(threads);
@@ -91,7 +79,6 @@ fn gemm_serial<T: Scalar>(alpha: T, a: ArrayView2<T>, b: ArrayView2<T>, beta: T,
 /// General product `c = alpha * a · b + beta * c`, parallel over blocks of `c` when large.
 /// Pass `a.t()` / `b.t()` for transposed operands.
 pub fn gemm<T: Scalar>(alpha: T, a: ArrayView2<T>, b: ArrayView2<T>, beta: T, mut c: ArrayViewMut2<T>) {
-    init_kernel();
     let (m, k) = a.dim();
     let n = b.ncols();
     let threads = rayon::current_num_threads();
@@ -142,7 +129,6 @@ pub fn gemm_batched<T: Scalar>(
     beta: T,
     mut c: ArrayViewMut4<T>,
 ) {
-    init_kernel();
     let (bs, hs) = (c.shape()[0], c.shape()[1]);
     assert_eq!(
         &a.shape()[..2],
