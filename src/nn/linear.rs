@@ -52,8 +52,14 @@ impl<T: Scalar> Linear<T> {
 
     /// `y = x Wᵀ + b`; x `[N, in]` -> y `[N, out]`. Backward needs only `x`, which the caller keeps.
     pub fn forward(&self, x: ArrayView2<T>) -> Array2<T> {
-        let mut y = Array2::zeros((x.nrows(), self.out_features()));
-        self.forward_into(x, y.view_mut());
+        // The bias rows are the product's initial value (one write, no zeroing pass first).
+        let mut y = self
+            .bias
+            .value
+            .broadcast((x.nrows(), self.out_features()))
+            .expect("bias broadcasts over rows")
+            .to_owned();
+        gemm(T::one(), x, self.weight.value.t(), T::one(), y.view_mut());
         y
     }
 
