@@ -51,8 +51,8 @@ pub fn score<T: Scalar>(
 #[derive(Clone, Copy, Debug)]
 pub struct StepStats {
     pub loss: f64,
-    /// Global gradient norm before clipping.
-    pub grad_norm: f64,
+    /// Global gradient norm before clipping; computed only when clipping (None otherwise).
+    pub grad_norm: Option<f64>,
 }
 
 /// A model with its optimizer and step buffers.
@@ -99,10 +99,8 @@ impl<T: Scalar> Trainer<T> {
         );
         let dh = model.head.backward(h.view(), &mut ws.head, ws.dscores.view4());
         model.encoder.backward(&batch.input, &cache, dh.view());
-        let grad_norm = match self.max_grad_norm {
-            Some(max) => clip_grad_norm(model, max),
-            None => crate::param::grad_norm_sq(model).sqrt(),
-        };
+        // The norm is a full pass over every gradient: only clipping needs it.
+        let grad_norm = self.max_grad_norm.map(|max| clip_grad_norm(model, max));
         self.opt
             .step(model, lr)
             .expect("optimizer state is built from this model");
