@@ -224,7 +224,8 @@ impl<T: Scalar> BertLayer<T> {
         let mut dh = self.output_norm.backward_residual(&c.output_norm, dy);
         let mut df = dh.clone();
         Dropout::backward_inplace(&c.ffn_drop, &mut df);
-        dh += &self.ffn.backward(c.hidden.view(), &c.ffn, df.view());
+        self.ffn
+            .backward_acc(c.hidden.view(), &c.ffn, df.view(), dh.view_mut());
         // h = LN1(x + drop(dense(attn(x)))).
         let mut dx = self
             .attention_norm
@@ -232,7 +233,8 @@ impl<T: Scalar> BertLayer<T> {
         let mut da = dx.clone();
         Dropout::backward_inplace(&c.attention_drop, &mut da);
         let dctx = self.attention_output.backward(c.context.view(), da.view());
-        dx += &self.attention.backward(x, lengths, &c.attention, dctx.view());
+        self.attention
+            .backward_acc(x, lengths, &c.attention, dctx.view(), dx.view_mut());
         dx
     }
 }

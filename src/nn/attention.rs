@@ -179,6 +179,20 @@ impl<T: Scalar> SelfAttention<T> {
         cache: &AttentionCache<T>,
         dctx: ArrayView2<T>,
     ) -> Array2<T> {
+        let mut dx = Array2::zeros(x.raw_dim());
+        self.backward_acc(x, lengths, cache, dctx, dx.view_mut());
+        dx
+    }
+
+    /// `backward` adding dx into `dx` (the residual's gradient) instead of a new buffer.
+    pub fn backward_acc(
+        &mut self,
+        x: ArrayView2<T>,
+        lengths: &[usize],
+        cache: &AttentionCache<T>,
+        dctx: ArrayView2<T>,
+        mut dx: ArrayViewMut2<T>,
+    ) {
         let bsz = lengths.len();
         let (nh, dh) = (self.num_heads, self.head_dim());
         let scale = T::c(1.0 / (dh as f64).sqrt());
@@ -230,12 +244,11 @@ impl<T: Scalar> SelfAttention<T> {
         self.query.backward_params(x, dq.view());
         self.key.backward_params(x, dk.view());
         self.value.backward_params(x, dv.view());
-        let mut dx = Array2::zeros(x.raw_dim());
         gemm(
             T::one(),
             dq.view(),
             self.query.weight.value.view(),
-            T::zero(),
+            T::one(),
             dx.view_mut(),
         );
         gemm(
@@ -252,7 +265,6 @@ impl<T: Scalar> SelfAttention<T> {
             T::one(),
             dx.view_mut(),
         );
-        dx
     }
 }
 

@@ -6,7 +6,7 @@ use crate::nn::gelu::Gelu;
 use crate::nn::linear::Linear;
 use crate::param::{join, ParamMut, Params};
 use crate::scalar::Scalar;
-use ndarray::{Array2, ArrayView2, ArrayViewD, Zip};
+use ndarray::{Array2, ArrayView2, ArrayViewD, ArrayViewMut2, Zip};
 use rand::Rng;
 
 #[derive(Clone, Debug)]
@@ -52,6 +52,19 @@ impl<T: Scalar> FeedForward<T> {
         cache: &FeedForwardCache<T>,
         dy: ArrayView2<T>,
     ) -> Array2<T> {
+        let mut dx = Array2::zeros(x.raw_dim());
+        self.backward_acc(x, cache, dy, dx.view_mut());
+        dx
+    }
+
+    /// `backward` adding dx into `dx` (the residual's gradient) instead of a new buffer.
+    pub fn backward_acc(
+        &mut self,
+        x: ArrayView2<T>,
+        cache: &FeedForwardCache<T>,
+        dy: ArrayView2<T>,
+        dx: ArrayViewMut2<T>,
+    ) {
         self.output.backward_params(cache.act.view(), dy);
         // d pre = (dy W2) · GELU'(pre), the product and the derivative in one buffer.
         let mut dpre = Array2::zeros(cache.pre.raw_dim());
@@ -66,7 +79,7 @@ impl<T: Scalar> FeedForward<T> {
         Zip::from(dpre.rows_mut())
             .and(cache.pre.rows())
             .par_for_each(|d, p| Zip::from(d).and(p).for_each(|d, &p| *d *= act.derivative(p)));
-        self.intermediate.backward(x, dpre.view())
+        self.intermediate.backward_acc(x, dpre.view(), dx);
     }
 }
 

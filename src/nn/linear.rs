@@ -71,10 +71,15 @@ impl<T: Scalar> Linear<T> {
 
     /// Accumulates dW += dyᵀ x, db += Σ_rows dy and returns dx = dy W.
     pub fn backward(&mut self, x: ArrayView2<T>, dy: ArrayView2<T>) -> Array2<T> {
-        self.backward_params(x, dy);
         let mut dx = Array2::zeros(x.raw_dim());
-        gemm(T::one(), dy, self.weight.value.view(), T::zero(), dx.view_mut());
+        self.backward_acc(x, dy, dx.view_mut());
         dx
+    }
+
+    /// `backward` adding dx into `dx` (a residual's gradient, say): no buffer, no extra pass.
+    pub fn backward_acc(&mut self, x: ArrayView2<T>, dy: ArrayView2<T>, dx: ArrayViewMut2<T>) {
+        self.backward_params(x, dy);
+        gemm(T::one(), dy, self.weight.value.view(), T::one(), dx);
     }
 
     /// The parameter half of `backward`, for a first layer whose input needs no gradient.
