@@ -13,13 +13,7 @@ pub fn read(path: &Path) -> Result<Dataset, DataError> {
 
 /// Parses CLUENER text; `path` names the file in errors.
 pub fn parse(path: &Path, text: &str) -> Result<Dataset, DataError> {
-    let mut examples = Vec::new();
-    let mut lines = Vec::new();
-    for (line, s) in json::numbered_lines(text) {
-        examples.push(example(At { path, line }, s)?);
-        lines.push(line);
-    }
-    Dataset::new(path, examples, lines)
+    json::parse_lines(path, text, example)
 }
 
 fn example(at: At, line: &str) -> Result<Example, DataError> {

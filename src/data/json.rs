@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use super::{DataError, Entity, Problem};
+use super::{DataError, Dataset, Entity, Example, Problem};
 
 /// Where in which file a value was read.
 #[derive(Clone, Copy)]
@@ -171,4 +171,19 @@ pub(super) fn numbered_lines(text: &str) -> impl Iterator<Item = (usize, &str)> 
         .enumerate()
         .map(|(i, l)| (i + 1, l))
         .filter(|(_, l)| !l.trim().is_empty())
+}
+
+/// Parses a JSON-lines file: `example` turns each non-blank line into an [`Example`].
+pub(super) fn parse_lines(
+    path: &Path,
+    text: &str,
+    example: impl Fn(At, &str) -> Result<Example, DataError>,
+) -> Result<Dataset, DataError> {
+    let mut examples = Vec::new();
+    let mut lines = Vec::new();
+    for (line, s) in numbered_lines(text) {
+        examples.push(example(At { path, line }, s)?);
+        lines.push(line);
+    }
+    Dataset::new(path, examples, lines)
 }
