@@ -21,9 +21,8 @@ fn gp_lite<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
     c
 }
 
-/// Runs to completion; panics with stderr when it fails.
-fn ok(mut cmd: Command) -> Output {
-    let out = cmd.output().unwrap();
+/// Panics with the command and its stderr unless it succeeded.
+fn succeeded(cmd: &Command, out: Output) -> Output {
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\n{}",
@@ -31,6 +30,12 @@ fn ok(mut cmd: Command) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Runs to completion; panics with stderr when it fails.
+fn ok(mut cmd: Command) -> Output {
+    let out = cmd.output().unwrap();
+    succeeded(&cmd, out)
 }
 
 /// Runs with `input` on stdin.
@@ -43,13 +48,7 @@ fn ok_stdin(mut cmd: Command, input: &str) -> Output {
         .unwrap();
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    succeeded(&cmd, out)
 }
 
 fn stdout(o: &Output) -> String {
