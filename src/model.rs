@@ -80,18 +80,7 @@ impl<T: Scalar> NerModel<T> {
     /// A freshly initialised model (BERT initialisation for encoder and head).
     pub fn new(config: ModelConfig, rng: &mut impl Rng) -> Result<Self, EncoderError> {
         let encoder = BertEncoder::new(&config.encoder, rng)?;
-        let head = new_head(
-            &config.head,
-            config.encoder.hidden_size,
-            config.labels.len(),
-            config.encoder.initializer_range,
-            rng,
-        );
-        Ok(NerModel {
-            config,
-            encoder,
-            head,
-        })
+        Ok(NerModel::with_encoder(config, encoder, rng))
     }
 
     /// A model with every weight 0, to be filled from a checkpoint.
