@@ -18,6 +18,7 @@ pub mod matmul;
 pub mod metrics;
 pub mod model;
 pub mod model_dir;
+pub mod model_limits;
 pub mod nn;
 pub mod optim;
 pub mod param;
@@ -28,5 +29,6 @@ pub mod tensor_io;
 pub mod tokenize;
 pub mod train;
 pub mod trainer;
+pub mod valgrind;
 
 pub use scalar::Scalar;

@@ -113,11 +113,18 @@ pub fn load_model<T: Scalar>(dir: &Path) -> Result<Predictor<T>, ModelDirError> 
         });
     }
     let config = load_config(dir)?;
+    // Sizes are checked against the weights file before the model is allocated.
+    let weights = dir.join(WEIGHTS_FILE);
+    let weights_len = std::fs::metadata(&weights).map_err(io_err(&weights))?.len();
+    crate::model_limits::check(&config, weights_len).map_err(|e| ModelDirError::Invalid {
+        path: dir.join(CONFIG_FILE),
+        what: e.to_string(),
+    })?;
     let mut model = NerModel::zeroed(config).map_err(|e| ModelDirError::Invalid {
         path: dir.join(CONFIG_FILE),
         what: e.to_string(),
     })?;
-    load_weights(&dir.join(WEIGHTS_FILE), &mut model)?;
+    load_weights(&weights, &mut model)?;
     let tokenizer = Tokenizer::load(dir).map_err(|source| ModelDirError::Tokenizer {
         path: dir.to_path_buf(),
         source,

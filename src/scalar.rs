@@ -85,6 +85,10 @@ impl Scalar for f32 {
         rsc: isize,
         csc: isize,
     ) {
+        // Under valgrind matrixmultiply's FMA kernel is emulated lane by lane (see valgrind.rs).
+        if crate::valgrind::running() {
+            return crate::valgrind::gemm_plain(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+        }
         matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
     }
 }
@@ -116,6 +120,10 @@ impl Scalar for f64 {
         rsc: isize,
         csc: isize,
     ) {
+        // Under valgrind matrixmultiply's FMA kernel is emulated lane by lane (see valgrind.rs).
+        if crate::valgrind::running() {
+            return crate::valgrind::gemm_plain(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+        }
         matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
     }
 }

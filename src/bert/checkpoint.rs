@@ -45,6 +45,14 @@ pub enum CheckpointError {
     Read { path: PathBuf, source: TensorReadError },
     #[error("{path}: {source}")]
     Encoder { path: PathBuf, source: EncoderError },
+    #[error(
+        "{path}: the configuration declares at least {params} parameters, more than this file of {file_len} bytes can hold"
+    )]
+    TooLarge {
+        path: PathBuf,
+        params: u128,
+        file_len: usize,
+    },
 }
 
 /// What loading left aside: file tensors gp-lite does not use (pooler, heads, integer buffers).
@@ -93,6 +101,16 @@ pub fn load_encoder_from_bytes<T: Scalar>(
     bytes: &[u8],
     path: &Path,
 ) -> Result<(BertEncoder<T>, LoadReport), CheckpointError> {
+    // Every parameter takes at least 2 bytes (f16): refuse sizes the file cannot hold before
+    // allocating them.
+    let params = cfg.min_params();
+    if params.saturating_mul(2) > bytes.len() as u128 {
+        return Err(CheckpointError::TooLarge {
+            path: path.to_path_buf(),
+            params,
+            file_len: bytes.len(),
+        });
+    }
     let mut enc = BertEncoder::<T>::zeroed(cfg).map_err(|source| CheckpointError::Encoder {
         path: path.to_path_buf(),
         source,

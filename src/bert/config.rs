@@ -185,6 +185,21 @@ impl BertConfig {
         Ok(())
     }
 
+    /// A lower bound of the encoder's parameter count (embedding tables and weight matrices;
+    /// biases and LayerNorms left out), in u128 so that no declared size overflows. Loading
+    /// compares it with the weights file before allocating anything.
+    pub fn min_params(&self) -> u128 {
+        let (v, h, l, i) = (
+            self.vocab_size as u128,
+            self.hidden_size as u128,
+            self.num_hidden_layers as u128,
+            self.intermediate_size as u128,
+        );
+        let (p, t) = (self.max_position_embeddings as u128, self.type_vocab_size as u128);
+        // embeddings, then per layer Q, K, V, O (H x H each) and the FFN (H x I, I x H)
+        (v + p + t) * h + l * (4 * h * h + 2 * h * i)
+    }
+
     /// Size of one attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads

@@ -1,0 +1,174 @@
+//! What an untrusted model directory may declare, checked before anything is allocated.
+//!
+//! A config.json is read from a file nobody vouched for: `num_hidden_layers: 1000000000` or a
+//! vocabulary of 10^12 must be refused with an error naming the field, not by an allocation that
+//! aborts the process. Every parameter of a model lives in model.safetensors in at least two bytes
+//! (f16 / bf16, the narrowest float dtype read), so a configuration whose parameters cannot fit in
+//! the weights file is refused by comparing a lower bound of its parameter count with the file's
+//! length (computed with checked arithmetic: an overflow is itself a refusal).
+
+use crate::model::{HeadKind, ModelConfig};
+
+/// Why a model configuration cannot be loaded.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum LimitError {
+    #[error("field `{field}` = {value}: {reason}")]
+    Field {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error(
+        "declares at least {params} parameters ({} bytes at 2 bytes each), more than the {file_len} bytes of the weights file",
+        params.saturating_mul(2)
+    )]
+    TooLarge { params: u128, file_len: u64 },
+}
+
+/// Narrowest stored parameter: f16 / bf16.
+const MIN_BYTES_PER_PARAM: u128 = 2;
+
+/// A lower bound of the number of parameters `config` describes (the weight matrices and
+/// embedding tables; biases and LayerNorms left out), in u128 so that no declared size overflows.
+pub fn min_params(config: &ModelConfig) -> u128 {
+    let h = config.encoder.hidden_size as u128;
+    let (c, d) = (config.labels.len() as u128, config.head.head_size as u128);
+    let head = match config.head.kind {
+        HeadKind::Gp => h * c * 2 * d,
+        HeadKind::Egp => h * 2 * d + 2 * d * 2 * c,
+    };
+    config.encoder.min_params() + head
+}
+
+/// Checks the sizes of `config` against each other and against `weights_len`, the length in
+/// bytes of the model.safetensors they are to be read from.
+pub fn check(config: &ModelConfig, weights_len: u64) -> Result<(), LimitError> {
+    let field = |field: &'static str, value: usize, reason: &str| LimitError::Field {
+        field,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    };
+    config
+        .encoder
+        .validate_from("")
+        .map_err(|e| match e {
+            crate::bert::config::ConfigError::Unsupported {
+                field,
+                value,
+                reason,
+                ..
+            } => LimitError::Field {
+                field,
+                value,
+                reason: reason.to_string(),
+            },
+            other => LimitError::Field {
+                field: "encoder",
+                value: String::new(),
+                reason: other.to_string(),
+            },
+        })?;
+    let head = &config.head;
+    if head.head_size == 0 {
+        return Err(field("head.head_size", 0, "must be positive"));
+    }
+    if head.rope && head.head_size % 2 != 0 {
+        return Err(field("head.head_size", head.head_size, "must be even with RoPE"));
+    }
+    if config.max_len < 3 {
+        return Err(field("max_len", config.max_len, "must be at least 3 ([CLS], a token, [SEP])"));
+    }
+    if config.max_len > config.encoder.max_position_embeddings {
+        return Err(LimitError::Field {
+            field: "max_len",
+            value: config.max_len.to_string(),
+            reason: format!(
+                "more than the encoder's max_position_embeddings ({})",
+                config.encoder.max_position_embeddings
+            ),
+        });
+    }
+    let params = min_params(config);
+    if params.saturating_mul(MIN_BYTES_PER_PARAM) > weights_len as u128 {
+        return Err(LimitError::TooLarge {
+            params,
+            file_len: weights_len,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bert::BertConfig;
+    use crate::model::{HeadConfig, NerModel};
+    use crate::param::Params;
+
+    fn config(kind: HeadKind) -> ModelConfig {
+        ModelConfig {
+            encoder: BertConfig::preset("tiny", 300).unwrap(),
+            head: HeadConfig {
+                kind,
+                head_size: 16,
+                rope: true,
+            },
+            labels: vec!["a".into(), "b".into(), "c".into()],
+            max_len: 64,
+        }
+    }
+
+    fn count(config: &ModelConfig) -> u128 {
+        let model = NerModel::<f32>::zeroed(config.clone()).unwrap();
+        let mut n = 0u128;
+        model.visit("", &mut |_, v| n += v.len() as u128);
+        n
+    }
+
+    #[test]
+    fn the_bound_is_below_the_true_count_and_close_to_it() {
+        for kind in [HeadKind::Gp, HeadKind::Egp] {
+            let c = config(kind);
+            let (bound, real) = (min_params(&c), count(&c));
+            assert!(bound <= real, "{kind:?}: bound {bound} > {real} parameters");
+            assert!(bound * 100 >= real * 98, "{kind:?}: bound {bound} far below {real}");
+            assert_eq!(check(&c, real as u64 * 2), Ok(()));
+        }
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_without_allocating() {
+        let c = config(HeadKind::Gp);
+        let real = count(&c) as u64 * 4;
+        let mut huge = c.clone();
+        huge.encoder.num_hidden_layers = 1_000_000_000;
+        let e = check(&huge, real).unwrap_err();
+        assert!(matches!(e, LimitError::TooLarge { .. }), "{e}");
+        for set in [
+            (|c: &mut ModelConfig| c.encoder.vocab_size = usize::MAX) as fn(&mut ModelConfig),
+            |c| c.encoder.hidden_size = 1 << 40,
+            |c| c.encoder.intermediate_size = usize::MAX,
+            |c| c.head.head_size = usize::MAX - 1,
+            |c| c.labels = vec!["x".into(); 100_000],
+        ] {
+            let mut bad = c.clone();
+            set(&mut bad);
+            assert!(check(&bad, real).is_err(), "{bad:?}");
+        }
+        let mut zero = c.clone();
+        zero.encoder.num_attention_heads = 0;
+        assert!(
+            check(&zero, real).unwrap_err().to_string().contains("num_attention_heads"),
+            "zero heads"
+        );
+        let mut odd = c.clone();
+        odd.head.head_size = 15;
+        assert!(check(&odd, real).unwrap_err().to_string().contains("even"));
+        let mut long = c.clone();
+        long.max_len = 513;
+        assert!(check(&long, real).unwrap_err().to_string().contains("max_position_embeddings"));
+        let mut short = c;
+        short.max_len = 2;
+        assert!(check(&short, real).is_err());
+    }
+}
