@@ -307,7 +307,12 @@ fn cmd_train(a: TrainArgs) -> Res<()> {
     if let Some(aside) = replaced {
         if result.is_ok() {
             std::fs::remove_dir_all(&aside)?;
-        } else if !out.exists() {
+        } else {
+            // Whatever the failed run wrote (a model cut short by a full disk, say) gives way
+            // to the old model.
+            if out.exists() {
+                std::fs::remove_dir_all(&out)?;
+            }
             std::fs::rename(&aside, &out)?;
         }
     }
@@ -511,11 +516,12 @@ fn cmd_predict(a: PredictArgs) -> Res<()> {
             .unwrap_or_default();
         p.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
     });
-    let mut out: Box<dyn Write> = match &tmp_output {
-        Some(p) => Box::new(BufWriter::new(
-            std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
-        )),
-        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    let mut out: Box<dyn Write> = match (&tmp_output, &a.output) {
+        (Some(p), Some(named)) => Box::new(NamedWriter {
+            inner: BufWriter::new(std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?),
+            path: named.clone(),
+        }),
+        _ => Box::new(BufWriter::new(std::io::stdout().lock())),
     };
     let opts = PredictOptions {
         mode: if a.flat {
@@ -527,6 +533,8 @@ fn cmd_predict(a: PredictArgs) -> Res<()> {
         batch_size: a.batch_size.max(1),
     };
     let result = predict_stream(&predictor, &pool, &opts, reader, &source, &mut out);
+    // The last buffered bytes: a failure here (a full disk) must not pass for a complete file.
+    let result = result.and_then(|()| Ok(out.flush()?));
     drop(out);
     match (&tmp_output, &a.output) {
         (Some(tmp), Some(path)) if result.is_ok() => std::fs::rename(tmp, path)?,
@@ -536,6 +544,27 @@ fn cmd_predict(a: PredictArgs) -> Res<()> {
         _ => {}
     }
     result
+}
+
+/// A writer whose errors name the file written (the user's `--output`, not the temporary name).
+struct NamedWriter<W> {
+    inner: W,
+    path: PathBuf,
+}
+
+impl<W: Write> NamedWriter<W> {
+    fn named(&self, e: std::io::Error) -> std::io::Error {
+        std::io::Error::new(e.kind(), format!("{}: {e}", self.path.display()))
+    }
+}
+
+impl<W: Write> Write for NamedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf).map_err(|e| self.named(e))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush().map_err(|e| self.named(e))
+    }
 }
 
 /// Reads texts from `reader`, predicts them in chunks of the batch size, writes JSON lines.

@@ -223,12 +223,15 @@ struct ResumeState {
 
 const RESUME_DIR: &str = "resume";
 
-fn resume_paths(out: &Path) -> (PathBuf, PathBuf, PathBuf) {
+/// `OUT/resume/state.json`, and the weights and optimizer state of the epoch it names. The two
+/// tensor files carry the epoch in their names and state.json is written last: a run killed
+/// while saving leaves state.json naming the previous epoch's files, still complete.
+fn resume_paths(out: &Path, epochs_done: usize) -> (PathBuf, PathBuf, PathBuf) {
     let d = out.join(RESUME_DIR);
     (
         d.join("state.json"),
-        d.join("model.safetensors"),
-        d.join("optimizer.safetensors"),
+        d.join(format!("model-{epochs_done}.safetensors")),
+        d.join(format!("optimizer-{epochs_done}.safetensors")),
     )
 }
 
@@ -238,7 +241,7 @@ fn save_resume(out: &Path, trainer: &Trainer<f32>, state: &ResumeState) -> Resul
         path: dir.clone(),
         source,
     })?;
-    let (state_p, model_p, opt_p) = resume_paths(out);
+    let (state_p, model_p, opt_p) = resume_paths(out, state.epochs_done);
     model_dir::save_weights(&model_p, &trainer.model)?;
     let tensors = trainer.opt.state_tensors();
     model_dir::write_atomic(&opt_p, &tensor_io::named_to_bytes(&tensors))?;
@@ -246,6 +249,18 @@ fn save_resume(out: &Path, trainer: &Trainer<f32>, state: &ResumeState) -> Resul
         &state_p,
         &serde_json::to_vec_pretty(state).expect("state serialises"),
     )?;
+    // Older epochs' files (and temporary files of a killed run) are no longer named by
+    // state.json; the directory holds nothing else.
+    let keep = [model_p.file_name(), opt_p.file_name(), state_p.file_name()];
+    for entry in std::fs::read_dir(&dir).map_err(|source| ModelDirError::Io {
+        path: dir.clone(),
+        source,
+    })? {
+        let Ok(entry) = entry else { continue };
+        if !keep.contains(&Some(entry.file_name().as_os_str())) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     Ok(())
 }
 
@@ -397,7 +412,7 @@ pub fn train(
     };
     let (mut first_epoch, mut step, mut best_f1) = (0, 0, None::<f64>);
     if resume {
-        let (state_p, model_p, opt_p) = resume_paths(out);
+        let (state_p, _, _) = resume_paths(out, 0);
         let text = std::fs::read_to_string(&state_p).map_err(|source| ModelDirError::Io {
             path: state_p.clone(),
             source,
@@ -406,6 +421,7 @@ pub fn train(
             path: state_p.clone(),
             source,
         })?;
+        let (_, model_p, opt_p) = resume_paths(out, state.epochs_done);
         model_dir::load_weights(&model_p, &mut trainer.model)?;
         let bytes = std::fs::read(&opt_p).map_err(|source| ModelDirError::Io {
             path: opt_p.clone(),

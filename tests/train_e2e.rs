@@ -464,8 +464,8 @@ fn resume_and_seeds_are_bit_reproducible() {
 
     let files = [
         "model.safetensors",
-        "resume/model.safetensors",
-        "resume/optimizer.safetensors",
+        "resume/model-2.safetensors",
+        "resume/optimizer-2.safetensors",
     ];
     for f in files {
         let x = bytes(&a.join(f));
@@ -479,7 +479,7 @@ fn resume_and_seeds_are_bit_reproducible() {
     assert_eq!(epoch_figures(&a), epoch_figures(&c));
     assert_eq!(epoch_figures(&a).len(), 2);
     assert!(
-        bytes(&a.join("resume/model.safetensors")) != bytes(&d.join("resume/model.safetensors")),
+        bytes(&a.join("resume/model-2.safetensors")) != bytes(&d.join("resume/model-2.safetensors")),
         "another seed gives the same weights"
     );
 }
