@@ -3,7 +3,8 @@
  *
  *   test_gp_lite MODEL_DIR CORRUPT_MODEL_DIR [ROUNDS]
  *
- * ROUNDS (default 3): how many times each of 4 threads predicts the sample texts.
+ * ROUNDS (default 3): how many times each of 8 threads predicts the sample texts and a long
+ * one (while another thread loads and frees models).
  * MODEL_DIR is a trained model; CORRUPT_MODEL_DIR a copy of it with model.safetensors truncated.
  * Prints one line per check and exits 1 when any fails.
  */
@@ -165,7 +166,9 @@ static void test_null_arguments(const GpModel *m) {
     expect_error(err, "out", "NULL out");
     CHECK(gp_predict(m, NULL, 0, &e, NULL) == GP_ERR);
     err = NULL;
-    CHECK(gp_predict_batch(m, NULL, NULL, 2, NULL, &e, &err) == GP_ERR);
+    GpEntities *two[2]; /* `out` holds n pointers (AddressSanitizer caught this test passing one) */
+    CHECK(gp_predict_batch(m, NULL, NULL, 2, NULL, two, &err) == GP_ERR);
+    CHECK(two[0] == NULL && two[1] == NULL);
     expect_error(err, "texts", "NULL texts");
     CHECK(gp_entities_len(NULL) == 0);
     CHECK(gp_entities_get(NULL, 0) == NULL);
@@ -276,11 +279,15 @@ static void test_batch(const GpModel *m) {
     printf("ok batch\n");
 }
 
+/* Texts the threads predict: TEXTS, then a long text (windows) made of 12 copies of them. */
+#define NALL (NTEXTS + 1)
+static const char *ALL[NALL];
+
 struct job {
     const GpModel *model;
     double threshold;
-    GpEntities **expected;     /* NTEXTS single-thread results of gp_predict */
-    GpEntities **expected_thr; /* NTEXTS single-thread results at `threshold` */
+    GpEntities **expected;     /* NALL single-thread results of gp_predict */
+    GpEntities **expected_thr; /* NALL single-thread results at `threshold` */
     int rounds;
     int mismatches;
 };
@@ -288,12 +295,12 @@ struct job {
 static void *worker(void *arg) {
     struct job *j = arg;
     for (int r = 0; r < j->rounds; r++) {
-        for (size_t i = 0; i < NTEXTS; i++) {
-            size_t len = strlen(TEXTS[i]);
-            GpEntities *e = predict_or_fail(j->model, TEXTS[i], len);
+        for (size_t i = 0; i < NALL; i++) {
+            size_t len = strlen(ALL[i]);
+            GpEntities *e = predict_or_fail(j->model, ALL[i], len);
             if (!e || !same_entities(e, j->expected[i])) j->mismatches++;
             gp_entities_free(e);
-            e = predict_at(j->model, TEXTS[i], len, j->threshold);
+            e = predict_at(j->model, ALL[i], len, j->threshold);
             if (!e || !same_entities(e, j->expected_thr[i])) j->mismatches++;
             gp_entities_free(e);
         }
@@ -301,36 +308,81 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-static void test_threads(const GpModel *m, double threshold, int rounds) {
-    GpEntities *expected[NTEXTS], *expected_thr[NTEXTS];
+/* Loads and frees models of the same directory while the workers predict on theirs. */
+struct loader {
+    const char *dir;
+    GpEntities *expected; /* result of gp_predict on ALL[0] */
+    int rounds;
+    int loaded;
+    int mismatches;
+};
+
+static void *load_and_free(void *arg) {
+    struct loader *l = arg;
+    for (int r = 0; r < l->rounds; r++) {
+        GpError *err = NULL;
+        GpModel *m = gp_model_load_threads(l->dir, 1 + r % 2, &err);
+        if (!m) {
+            l->mismatches++;
+            gp_error_free(err);
+            continue;
+        }
+        l->loaded++;
+        GpEntities *e = predict_or_fail(m, ALL[0], strlen(ALL[0]));
+        if (!e || !same_entities(e, l->expected)) l->mismatches++;
+        gp_entities_free(e);
+        gp_model_free(m);
+    }
+    return NULL;
+}
+
+#define NWORKERS 8
+
+static void test_threads(const GpModel *m, const char *dir, double threshold, int rounds) {
+    size_t one = 0;
+    for (size_t i = 0; i < NTEXTS; i++) one += strlen(TEXTS[i]);
+    char *long_text = malloc(12 * one + 1);
+    char *p = long_text;
+    for (int c = 0; c < 12; c++)
+        for (size_t i = 0; i < NTEXTS; i++) p += sprintf(p, "%s", TEXTS[i]);
+    for (size_t i = 0; i < NTEXTS; i++) ALL[i] = TEXTS[i];
+    ALL[NTEXTS] = long_text;
+    GpEntities *expected[NALL], *expected_thr[NALL];
     size_t total = 0;
-    for (size_t i = 0; i < NTEXTS; i++) {
-        size_t len = strlen(TEXTS[i]);
-        expected[i] = predict_or_fail(m, TEXTS[i], len);
-        check_entities(m, TEXTS[i], len, expected[i]);
-        expected_thr[i] = predict_at(m, TEXTS[i], len, threshold);
-        total += check_entities(m, TEXTS[i], len, expected_thr[i]);
+    for (size_t i = 0; i < NALL; i++) {
+        size_t len = strlen(ALL[i]);
+        expected[i] = predict_or_fail(m, ALL[i], len);
+        check_entities(m, ALL[i], len, expected[i]);
+        expected_thr[i] = predict_at(m, ALL[i], len, threshold);
+        total += check_entities(m, ALL[i], len, expected_thr[i]);
     }
     CHECK(total > 0);
-    pthread_t threads[4];
-    struct job jobs[4];
-    for (int t = 0; t < 4; t++) {
+    pthread_t threads[NWORKERS], loader_thread;
+    struct job jobs[NWORKERS];
+    struct loader loader = {dir, expected[0], 2 * rounds + 1, 0, 0};
+    CHECK(pthread_create(&loader_thread, NULL, load_and_free, &loader) == 0);
+    for (int t = 0; t < NWORKERS; t++) {
         jobs[t] = (struct job){m, threshold, expected, expected_thr, rounds, 0};
         CHECK(pthread_create(&threads[t], NULL, worker, &jobs[t]) == 0);
     }
     int mismatches = 0;
-    for (int t = 0; t < 4; t++) {
+    for (int t = 0; t < NWORKERS; t++) {
         CHECK(pthread_join(threads[t], NULL) == 0);
         mismatches += jobs[t].mismatches;
     }
+    CHECK(pthread_join(loader_thread, NULL) == 0);
     CHECK(mismatches == 0);
-    printf("ok 4 threads x %d rounds x %zu texts on one model: %d mismatches with one thread "
-           "(%zu entities at threshold %g)\n",
-           rounds, (size_t)NTEXTS, mismatches, total, threshold);
-    for (size_t i = 0; i < NTEXTS; i++) {
+    CHECK(loader.mismatches == 0 && loader.loaded == loader.rounds);
+    printf("ok %d threads x %d rounds x %zu texts (one of %zu bytes) on one model while another "
+           "thread loaded and freed %d models: %d mismatches with one thread (%zu entities at "
+           "threshold %g)\n",
+           NWORKERS, rounds, (size_t)NALL, strlen(long_text), loader.loaded,
+           mismatches + loader.mismatches, total, threshold);
+    for (size_t i = 0; i < NALL; i++) {
         gp_entities_free(expected[i]);
         gp_entities_free(expected_thr[i]);
     }
+    free(long_text);
 }
 
 int main(int argc, char **argv) {
@@ -361,7 +413,7 @@ int main(int argc, char **argv) {
     double threshold = threshold_for(m, 20);
     test_long_text(m, threshold);
     test_batch(m);
-    test_threads(m, threshold, rounds);
+    test_threads(m, argv[1], threshold, rounds);
     gp_model_free(m);
     if (failures) {
         fprintf(stderr, "%d checks failed\n", failures);
