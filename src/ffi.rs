@@ -30,7 +30,7 @@ pub struct GpModel {
     workers: Workers,
     labels: Vec<CString>,
     /// Scratch buffers of finished calls, reused by later ones (one per concurrent call).
-    workspaces: Mutex<Vec<Workspace<f32>>>,
+    workspaces: Mutex<Vec<Workspace>>,
 }
 
 /// The entities found in one text, in order of start, then end, then label index.
@@ -207,11 +207,8 @@ unsafe fn c_text<'a>(p: *const c_char, len: usize, name: &str) -> Res<&'a str> {
 fn predict_options(opts: Option<&GpPredictOptions>) -> PredictOptions {
     let o = opts.copied().unwrap_or_else(|| gp_predict_options_default());
     PredictOptions {
-        mode: if o.flat {
-            DecodeMode::Flat
-        } else {
-            DecodeMode::Nested
-        },
+        // false: the model's own default (flat when it was trained without overlapping entities).
+        mode: o.flat.then_some(DecodeMode::Flat),
         threshold: o.threshold,
         batch_size: if o.batch_size == 0 { 32 } else { o.batch_size },
     }
