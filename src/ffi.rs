@@ -65,7 +65,9 @@ pub struct GpEntity {
 pub struct GpPredictOptions {
     /// A span whose score exceeds this is an entity (default 0).
     pub threshold: f64,
-    /// `true`: non-overlapping entities (the best of overlapping spans); `false`: nested (default).
+    /// `true`: non-overlapping entities (the best of overlapping spans); `false` (default): the
+    /// model's own output, nested unless it was trained on data without overlapping entities
+    /// (as `gp-lite predict` without `--flat`).
     pub flat: bool,
     /// Texts (or windows of long texts) per forward pass; 0 means the default (32).
     pub batch_size: usize,
@@ -369,7 +371,8 @@ pub unsafe extern "C" fn gp_model_num_threads(model: *const GpModel) -> usize {
         .map_or(0, |m| m.workers.pool().current_num_threads())
 }
 
-/// The default options: threshold 0, nested entities, 32 texts per forward pass.
+/// The default options: threshold 0, the model's own output (`flat` false), 32 texts per
+/// forward pass.
 #[no_mangle]
 pub extern "C" fn gp_predict_options_default() -> GpPredictOptions {
     GpPredictOptions {

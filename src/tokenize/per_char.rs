@@ -133,8 +133,9 @@ mod tests {
     fn wordpiece_vocab_one_token_per_character() {
         let hf = HfTokenizer::from_vocab_txt(fixture("tiny-vocab/vocab.txt"), true).unwrap();
         let t = PerChar::new(hf).unwrap();
-        // [CLS]=2, [SEP]=3, [UNK]=1; the tiny vocabulary has "s" (id 6 as ##s? no: plain) only
-        // for whole words, so most characters are [UNK]; offsets are one character each.
+        // [CLS]=2, [SEP]=3, [UNK]=1: the tiny vocabulary has no single letters ("s" only as
+        // "##s"), so these characters are [UNK]; the ideographic space gets no token, and every
+        // other character is one token covering exactly it.
         let text = "a\u{3000}é\u{200b}s";
         let e = t.encode(text);
         assert_eq!(e.ids.first(), Some(&2));
