@@ -125,7 +125,11 @@ pub fn load_model<T: Scalar>(dir: &Path) -> Result<Predictor<T>, ModelDirError> 
         what: e.to_string(),
     })?;
     load_weights(&weights, &mut model)?;
-    let tokenizer = Tokenizer::load(dir).map_err(|source| ModelDirError::Tokenizer {
+    let tokenizer = match model.config.tokenization {
+        Some(t) => Tokenizer::load_as(dir, t),
+        None => Tokenizer::load(dir),
+    }
+    .map_err(|source| ModelDirError::Tokenizer {
         path: dir.to_path_buf(),
         source,
     })?;

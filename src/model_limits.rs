@@ -7,7 +7,8 @@
 //! the weights file is refused by comparing a lower bound of its parameter count with the file's
 //! length (computed with checked arithmetic: an overflow is itself a refusal).
 
-use crate::model::{HeadKind, ModelConfig};
+use crate::head::HeadConfig;
+use crate::model::ModelConfig;
 
 /// Why a model configuration cannot be loaded.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -32,10 +33,18 @@ const MIN_BYTES_PER_PARAM: u128 = 2;
 /// embedding tables; biases and LayerNorms left out), in u128 so that no declared size overflows.
 pub fn min_params(config: &ModelConfig) -> u128 {
     let h = config.encoder.hidden_size as u128;
-    let (c, d) = (config.labels.len() as u128, config.head.head_size as u128);
-    let head = match config.head.kind {
-        HeadKind::Gp => h * c * 2 * d,
-        HeadKind::Egp => h * 2 * d + 2 * d * 2 * c,
+    let c = config.labels.len() as u128;
+    let head = match &config.head {
+        HeadConfig::Gp(g) => h * c * 2 * g.head_size as u128,
+        HeadConfig::Egp(g) => {
+            let d = g.head_size as u128;
+            h * 2 * d + 2 * d * 2 * c
+        }
+        // emissions H -> T and T x T transitions, T = 2C + 1 BIO tags
+        HeadConfig::Crf(_) => {
+            let t = 2 * c + 1;
+            h * t + t * t
+        }
     };
     config.encoder.min_params() + head
 }
@@ -68,12 +77,13 @@ pub fn check(config: &ModelConfig, weights_len: u64) -> Result<(), LimitError> {
                 reason: other.to_string(),
             },
         })?;
-    let head = &config.head;
-    if head.head_size == 0 {
-        return Err(field("head.head_size", 0, "must be positive"));
-    }
-    if head.rope && head.head_size % 2 != 0 {
-        return Err(field("head.head_size", head.head_size, "must be even with RoPE"));
+    if let HeadConfig::Gp(g) | HeadConfig::Egp(g) = &config.head {
+        if g.head_size == 0 {
+            return Err(field("head.head_size", 0, "must be positive"));
+        }
+        if g.rope && g.head_size % 2 != 0 {
+            return Err(field("head.head_size", g.head_size, "must be even with RoPE"));
+        }
     }
     if config.max_len < 3 {
         return Err(field("max_len", config.max_len, "must be at least 3 ([CLS], a token, [SEP])"));
@@ -102,19 +112,36 @@ pub fn check(config: &ModelConfig, weights_len: u64) -> Result<(), LimitError> {
 mod tests {
     use super::*;
     use crate::bert::BertConfig;
-    use crate::model::{HeadConfig, NerModel};
+    use crate::head::{CrfConfig, GlobalPointerConfig};
+    use crate::model::NerModel;
     use crate::param::Params;
 
-    fn config(kind: HeadKind) -> ModelConfig {
+    fn gp() -> GlobalPointerConfig {
+        GlobalPointerConfig {
+            head_size: 16,
+            rope: true,
+        }
+    }
+
+    fn heads() -> Vec<HeadConfig> {
+        vec![
+            HeadConfig::Gp(gp()),
+            HeadConfig::Egp(gp()),
+            HeadConfig::Crf(CrfConfig {
+                transition_lr_multiplier: 1.0,
+            }),
+        ]
+    }
+
+    fn config(head: HeadConfig) -> ModelConfig {
         ModelConfig {
             encoder: BertConfig::preset("tiny", 300).unwrap(),
-            head: HeadConfig {
-                kind,
-                head_size: 16,
-                rope: true,
-            },
+            head,
             labels: vec!["a".into(), "b".into(), "c".into()],
             max_len: 64,
+            tokenization: None,
+            boundaries: Default::default(),
+            decode: Default::default(),
         }
     }
 
@@ -127,18 +154,18 @@ mod tests {
 
     #[test]
     fn the_bound_is_below_the_true_count_and_close_to_it() {
-        for kind in [HeadKind::Gp, HeadKind::Egp] {
-            let c = config(kind);
+        for head in heads() {
+            let c = config(head.clone());
             let (bound, real) = (min_params(&c), count(&c));
-            assert!(bound <= real, "{kind:?}: bound {bound} > {real} parameters");
-            assert!(bound * 100 >= real * 98, "{kind:?}: bound {bound} far below {real}");
+            assert!(bound <= real, "{head:?}: bound {bound} > {real} parameters");
+            assert!(bound * 100 >= real * 98, "{head:?}: bound {bound} far below {real}");
             assert_eq!(check(&c, real as u64 * 2), Ok(()));
         }
     }
 
     #[test]
     fn absurd_sizes_are_refused_without_allocating() {
-        let c = config(HeadKind::Gp);
+        let c = config(HeadConfig::Gp(gp()));
         let real = count(&c) as u64 * 4;
         let mut huge = c.clone();
         huge.encoder.num_hidden_layers = 1_000_000_000;
@@ -148,7 +175,12 @@ mod tests {
             (|c: &mut ModelConfig| c.encoder.vocab_size = usize::MAX) as fn(&mut ModelConfig),
             |c| c.encoder.hidden_size = 1 << 40,
             |c| c.encoder.intermediate_size = usize::MAX,
-            |c| c.head.head_size = usize::MAX - 1,
+            |c| {
+                c.head = HeadConfig::Egp(GlobalPointerConfig {
+                    head_size: usize::MAX - 1,
+                    rope: false,
+                })
+            },
             |c| c.labels = vec!["x".into(); 100_000],
         ] {
             let mut bad = c.clone();
@@ -162,7 +194,10 @@ mod tests {
             "zero heads"
         );
         let mut odd = c.clone();
-        odd.head.head_size = 15;
+        odd.head = HeadConfig::Gp(GlobalPointerConfig {
+            head_size: 15,
+            rope: true,
+        });
         assert!(check(&odd, real).unwrap_err().to_string().contains("even"));
         let mut long = c.clone();
         long.max_len = 513;

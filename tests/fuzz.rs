@@ -485,14 +485,25 @@ fn fuzz_unigram_tokenizer_json() {
 
 use gp_lite::bert::BertConfig;
 use gp_lite::decode::DecodeMode;
-use gp_lite::model::{HeadConfig, HeadKind, ModelConfig, NerModel};
+use gp_lite::head::{CrfConfig, GlobalPointerConfig, HeadConfig};
+use gp_lite::model::{ModelConfig, NerModel};
 use gp_lite::model_dir::{load_model, save_model};
 use gp_lite::predict::{PredictOptions, Predictor};
 use gp_lite::trainer::Workspace;
 
-/// A randomly initialised micro model (1 layer, hidden 32, max_len 16) with a character
-/// vocabulary of the CLUENER sample, saved in a fresh directory.
+/// A randomly initialised micro model (1 layer, hidden 32, max_len 16, GlobalPointer) with a
+/// character vocabulary of the CLUENER sample, saved in a fresh directory.
 fn micro_model_dir(tag: &str) -> common::TempDir {
+    micro_model_dir_with(
+        tag,
+        HeadConfig::Gp(GlobalPointerConfig {
+            head_size: 8,
+            rope: true,
+        }),
+    )
+}
+
+fn micro_model_dir_with(tag: &str, head: HeadConfig) -> common::TempDir {
     let mut encoder = BertConfig::preset("tiny", 0).unwrap();
     encoder.hidden_size = 32;
     encoder.num_hidden_layers = 1;
@@ -503,13 +514,12 @@ fn micro_model_dir(tag: &str) -> common::TempDir {
     encoder.vocab_size = vocab.len();
     let config = ModelConfig {
         encoder,
-        head: HeadConfig {
-            kind: HeadKind::Gp,
-            head_size: 8,
-            rope: true,
-        },
+        head,
         labels: vec!["name".into(), "place".into(), "thing".into()],
         max_len: 16,
+        tokenization: None,
+        boundaries: Default::default(),
+        decode: Default::default(),
     };
     let model = NerModel::<f32>::new(config, &mut ChaCha8Rng::seed_from_u64(5)).unwrap();
     let dir = common::TempDir::new(tag);
@@ -688,6 +698,25 @@ fn fuzz_model_directories() {
 fn fuzz_predict_texts() {
     let dir = micro_model_dir("fuzz-predict");
     let p: Predictor<f32> = load_model(&dir.0).unwrap();
+    for head in [
+        HeadConfig::Egp(GlobalPointerConfig {
+            head_size: 8,
+            rope: false,
+        }),
+        HeadConfig::Crf(CrfConfig {
+            transition_lr_multiplier: 1.0,
+        }),
+    ] {
+        let name = head.name();
+        let other = micro_model_dir_with("fuzz-predict-head", head);
+        let q: Predictor<f32> = load_model(&other.0).unwrap();
+        fuzz(&format!("predict on hostile texts ({name} head)"), 300, |rng, i| {
+            let texts: Vec<String> = (0..rng.gen_range(1..4)).map(|_| hostile_text(rng, 60)).collect();
+            let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+            let threshold = if i % 3 == 0 { f64::NEG_INFINITY } else { 0.0 };
+            predict_some(&q, &refs, threshold).map_err(|e| format!("{e}\ntexts: {texts:?}"))
+        });
+    }
     fuzz("predict on hostile texts", 1500, |rng, i| {
         let texts: Vec<String> = (0..rng.gen_range(1..5))
             .map(|_| match rng.gen_range(0..5) {
@@ -713,7 +742,7 @@ fn fuzz_predict_texts() {
         s
     };
     let flat = PredictOptions {
-        mode: DecodeMode::Flat,
+        mode: Some(DecodeMode::Flat),
         ..PredictOptions::default()
     };
     let started = std::time::Instant::now();

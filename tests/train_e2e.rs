@@ -333,7 +333,7 @@ fn round_trip_train_eval_predict() {
     let m = model.to_str().unwrap();
     let low = "--threshold=-1e9";
     let nested = stdout(&ok_stdin(
-        gp_lite(&["predict", "--model", m, low, "--threads", "2"]),
+        gp_lite(&["predict", "--model", m, low, "--nested", "--threads", "2"]),
         &input,
     ));
     let nested_lines = json_lines(&nested);
@@ -365,6 +365,7 @@ fn round_trip_train_eval_predict() {
         "--model",
         m,
         low,
+        "--nested",
         "--input",
         inp.to_str().unwrap(),
         "--output",
@@ -379,13 +380,16 @@ fn round_trip_train_eval_predict() {
     assert_eq!(predicted(&json_lines(&from_file)), nested_set);
     assert_eq!(from_file.lines().count(), texts.len());
 
-    // At the default threshold: a subset of the above, with positive scores.
+    // At the default threshold: a subset of the above, with positive scores, flat (the training
+    // data has no overlapping entities, and config.json records it).
+    let config: Value = serde_json::from_slice(&bytes(&model.join("config.json"))).unwrap();
+    assert_eq!(config["decode"], "flat");
     let default = stdout(&ok_stdin(
         gp_lite(&["predict", "--model", m, "--threads", "2"]),
         &input,
     ));
     let default_lines = json_lines(&default);
-    check_predictions(&texts, &default_lines, &labels, 0.0, false);
+    check_predictions(&texts, &default_lines, &labels, 0.0, true);
     assert!(predicted(&default_lines).is_subset(&nested_set));
 }
 
@@ -461,6 +465,15 @@ fn resume_and_seeds_are_bit_reproducible() {
     let out = ok(gp_lite(&resume));
     assert!(stdout(&out).contains("best dev F1"), "{}", stdout(&out));
     ok(gp_lite(&train_args(&data, &d, 2, 8, 4)));
+    // --stop-after 1 twice (the second with --resume): one epoch per invocation.
+    let e = dir.join("e");
+    let mut first = train_args(&data, &e, 2, 7, 4);
+    first.extend(["--stop-after".to_string(), "1".to_string()]);
+    ok(gp_lite(&first));
+    let state: Value = serde_json::from_slice(&bytes(&e.join("resume/state.json"))).unwrap();
+    assert_eq!(state["epochs_done"], 1);
+    first.push("--resume".into());
+    ok(gp_lite(&first));
 
     let files = [
         "model.safetensors",
@@ -474,7 +487,12 @@ fn resume_and_seeds_are_bit_reproducible() {
             x == bytes(&c.join(f)),
             "{f}: interrupted + --resume differs from one run"
         );
+        assert!(
+            x == bytes(&e.join(f)),
+            "{f}: --stop-after + --resume differs from one run"
+        );
     }
+    assert_eq!(epoch_figures(&a), epoch_figures(&e));
     assert_eq!(epoch_figures(&a), epoch_figures(&b));
     assert_eq!(epoch_figures(&a), epoch_figures(&c));
     assert_eq!(epoch_figures(&a).len(), 2);
