@@ -11,7 +11,7 @@
 mod common;
 
 use gp_lite::data::{self, DataError, Dataset};
-use gp_lite::tokenize::{char_span_to_tokens, CharVocab, Encoding, Tokenizer};
+use gp_lite::tokenize::{char_span_to_tokens, CharVocab, Encoding, Tokenization, Tokenizer};
 use rand::{seq::SliceRandom, Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
@@ -457,6 +457,8 @@ fn fuzz_char_vocab_tokenizer() {
 #[test]
 fn fuzz_wordpiece_tokenizers() {
     let vocab = common::fixture("tiny-vocab/vocab.txt");
+    let per_char = Tokenizer::load_as(common::fixture("tiny-vocab"), Tokenization::Chars).unwrap();
+    fuzz_tokenizer("one token per character (WordPiece vocab.txt)", &per_char, 1000, false);
     for lowercase in [true, false] {
         let tok = Tokenizer::from_vocab_txt(&vocab, lowercase).unwrap();
         fuzz_tokenizer(&format!("WordPiece vocab.txt lowercase={lowercase}"), &tok, 1500, false);
@@ -476,8 +478,10 @@ fn fuzz_unigram_tokenizer_json() {
     ) else {
         return;
     };
-    let tok = Tokenizer::from_tokenizer_json(path).unwrap();
+    let tok = Tokenizer::from_tokenizer_json(&path).unwrap();
     fuzz_tokenizer("Unigram tokenizer.json (e5-small-zh)", &tok, 1500, false);
+    let per_char = Tokenizer::load_as(path.parent().unwrap(), Tokenization::Chars).unwrap();
+    fuzz_tokenizer("one token per character (e5-small-zh)", &per_char, 1500, false);
 }
 
 // ---------------------------------------------------------------------------------------------
