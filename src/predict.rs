@@ -1,12 +1,14 @@
 //! Inference on raw text: tokenize, window texts longer than the model's maximum, score, decode,
 //! and map token spans back to character offsets.
 
-use crate::batch::{make_batch, sorted_batches, Boundaries};
+use crate::batch::{make_batch, Boundaries};
 use crate::bert::EncoderError;
 use crate::decode::{flatten, DecodeMode, SpanPred, DEFAULT_THRESHOLD};
 use crate::model::NerModel;
 use crate::scalar::Scalar;
-use crate::tokenize::{token_span_to_chars, windows, Encoding, TokenizeError, Tokenizer};
+use crate::tokenize::{token_span_to_chars, window, window_ranges, Encoding, TokenizeError, Tokenizer};
+use std::borrow::Cow;
+use std::ops::Range;
 use crate::trainer::{decode_batch, Workspace};
 use serde::Serialize;
 
@@ -59,12 +61,56 @@ pub struct Predictor<T> {
     pub tokenizer: Tokenizer,
 }
 
-/// One window of one text, ready to batch.
+/// One window of one text, ready to batch: its encoding is built only when its batch is scored,
+/// so that a long text's windows do not all sit in memory at once.
 struct Unit {
     text: usize,
-    enc: Encoding,
-    /// full-encoding index of window token 0 minus 1 (window token i is full token offset + i)
-    offset: usize,
+    /// Content tokens of the text's encoding in this window; `None`: the whole encoding.
+    tokens: Option<Range<usize>>,
+    /// Tokens, specials included.
+    len: usize,
+}
+
+impl Unit {
+    /// Full-encoding index of window token 0 minus 1 (window token i is full token offset + i).
+    fn offset(&self) -> usize {
+        self.tokens.as_ref().map_or(0, |r| r.start - 1)
+    }
+
+    fn encoding<'a>(&self, encs: &'a [Encoding]) -> Cow<'a, Encoding> {
+        match &self.tokens {
+            None => Cow::Borrowed(&encs[self.text]),
+            Some(r) => Cow::Owned(window(&encs[self.text], r.clone()).encoding),
+        }
+    }
+}
+
+/// Most token pairs (`B·n²`, the size of one type's score matrices) one batch may hold: 32 texts
+/// of 128 tokens. A batch's scores are `[B, C, n, n]`, so this bounds its memory whatever the
+/// length of the texts: windows of 256 tokens go 8 at a time (32 at a time, one 1 MB line
+/// peaked at 410 MB against 41 MB for a 1 KB line).
+const MAX_BATCH_PAIRS: usize = 32 * 128 * 128;
+
+/// Batches of at most `batch_size` units and [`MAX_BATCH_PAIRS`] token pairs (at least one unit),
+/// units sorted by length for the least padding.
+fn batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| lengths[i]);
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    for i in order {
+        // sorted: the unit joining is the longest, so it sets the padded width
+        let n = lengths[i];
+        let full = current.len() >= batch_size.max(1) || (current.len() + 1) * n * n > MAX_BATCH_PAIRS;
+        if full && !current.is_empty() {
+            out.push(std::mem::take(&mut current));
+        }
+        current.push(i);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
 }
 
 impl<T: Scalar> Predictor<T> {
@@ -92,18 +138,18 @@ fn units(encs: &[Encoding], max_len: usize) -> Result<Vec<Unit>, PredictError> {
         if enc.len() <= max_len {
             units.push(Unit {
                 text,
-                enc: enc.clone(),
-                offset: 0,
+                tokens: None,
+                len: enc.len(),
             });
             continue;
         }
-        let ws =
-            windows(enc, max_len, stride).map_err(|source| PredictError::Tokenize { index: text, source })?;
-        for w in ws {
+        let ranges = window_ranges(enc, max_len, stride)
+            .map_err(|source| PredictError::Tokenize { index: text, source })?;
+        for r in ranges {
             units.push(Unit {
                 text,
-                offset: w.to_full(1) - 1,
-                enc: w.encoding,
+                len: r.len() + 2,
+                tokens: Some(r),
             });
         }
     }
@@ -143,15 +189,16 @@ pub fn predict_texts<T: Scalar>(
     let units = units(&encs, model.config.max_len)?;
     // Per text: the spans of all its windows, in full-encoding token indices.
     let mut found: Vec<Vec<SpanPred>> = vec![Vec::new(); texts.len()];
-    let lengths: Vec<usize> = units.iter().map(|u| u.enc.len()).collect();
-    for idx in sorted_batches(&lengths, opts.batch_size) {
-        let batch = make_batch(idx.iter().map(|&i| (&units[i].enc, &[][..])));
+    let lengths: Vec<usize> = units.iter().map(|u| u.len).collect();
+    for idx in batches(&lengths, opts.batch_size) {
+        let window_encs: Vec<Cow<Encoding>> = idx.iter().map(|&i| units[i].encoding(&encs)).collect();
+        let batch = make_batch(window_encs.iter().map(|e| (e.as_ref(), &[][..])));
         let spans = decode_batch(model, &batch, opts.threshold, ws)?;
         for (&i, preds) in idx.iter().zip(spans) {
-            let u = &units[i];
-            found[u.text].extend(preds.into_iter().map(|p| SpanPred {
-                start: p.start + u.offset,
-                end: p.end + u.offset,
+            let (text, offset) = (units[i].text, units[i].offset());
+            found[text].extend(preds.into_iter().map(|p| SpanPred {
+                start: p.start + offset,
+                end: p.end + offset,
                 ..p
             }));
         }
@@ -181,4 +228,27 @@ pub fn predict_texts<T: Scalar>(
                 .collect()
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_bound_the_token_pairs_of_long_windows() {
+        // 100 windows of 256 tokens and 50 texts of 30: windows 8 at a time, texts 32.
+        let mut lengths = vec![256; 100];
+        lengths.extend([30; 50]);
+        let b = batches(&lengths, 32);
+        let mut seen: Vec<usize> = b.iter().flatten().copied().collect();
+        seen.sort();
+        assert_eq!(seen, (0..150).collect::<Vec<_>>());
+        for batch in &b {
+            let n = batch.iter().map(|&i| lengths[i]).max().unwrap();
+            assert!(batch.len() <= 32 && batch.len() * n * n <= MAX_BATCH_PAIRS, "{batch:?}");
+        }
+        assert_eq!(b.iter().filter(|x| lengths[x[0]] == 256).count(), 13);
+        // a unit over the budget on its own still gets a batch
+        assert_eq!(batches(&[4096, 4096], 32), vec![vec![0], vec![1]]);
+    }
 }

@@ -39,8 +39,12 @@ fn seed() -> u64 {
 
 /// Runs `cases x multiplier` cases of `check(rng, i)`; a case fails when it returns an error or
 /// panics. Panics at the end with the first failures.
-fn fuzz(name: &str, cases: usize, mut check: impl FnMut(&mut ChaCha8Rng, usize) -> Result<(), String>) {
-    let n = cases * multiplier();
+fn fuzz(name: &str, cases: usize, check: impl FnMut(&mut ChaCha8Rng, usize) -> Result<(), String>) {
+    exhaustive(name, cases * multiplier(), check)
+}
+
+/// Exactly `n` cases (a list gone through once: not multiplied by `GP_LITE_FUZZ_CASES`).
+fn exhaustive(name: &str, n: usize, mut check: impl FnMut(&mut ChaCha8Rng, usize) -> Result<(), String>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed() ^ fxhash(name));
     let mut failures = Vec::new();
     let started = std::time::Instant::now();
@@ -617,7 +621,7 @@ fn fuzz_model_directories() {
     std::fs::write(case.join("config.json"), &config).unwrap();
     // Every cut of the weights must be refused (the file lacks tensors).
     let mut cut_iter = cuts.clone().into_iter();
-    fuzz("model.safetensors truncated at every section boundary", cuts.len(), |_, _| {
+    exhaustive("model.safetensors truncated at every section boundary", cuts.len(), |_, _| {
         let at = cut_iter.next().unwrap();
         std::fs::write(case.join("model.safetensors"), &weights[..at]).unwrap();
         match load_model::<f32>(&case.0) {
@@ -809,7 +813,7 @@ mod c_api {
         }
         let mut it = cases.into_iter();
         let n = it.len();
-        fuzz("C gp_predict with invalid UTF-8 at every position", n, |_, _| {
+        exhaustive("C gp_predict with invalid UTF-8 at every position", n, |_, _| {
             let (i, b) = it.next().unwrap();
             match (std::str::from_utf8(&b), c_predict(m, &b)) {
                 (Err(e), Err(msg)) => {

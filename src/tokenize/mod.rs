@@ -20,7 +20,7 @@ pub use char_vocab::CharVocab;
 pub use error::TokenizeError;
 pub use hf::HfTokenizer;
 pub use per_char::{is_cjk, mostly_cjk, PerChar};
-pub use window::{windows, Window};
+pub use window::{window, window_ranges, windows, Window};
 
 /// One encoded text.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -24,6 +24,15 @@ impl Window {
 /// content token, so consecutive windows overlap by `max_len - 2 - stride` tokens and every token
 /// is in at least one window. An encoding that fits gives one window, equal to `enc`.
 pub fn windows(enc: &Encoding, max_len: usize, stride: usize) -> Result<Vec<Window>, TokenizeError> {
+    Ok(window_ranges(enc, max_len, stride)?
+        .into_iter()
+        .map(|tokens| window(enc, tokens))
+        .collect())
+}
+
+/// The `tokens` ranges of [`windows`] without building the windows (a caller that scores them a
+/// few at a time builds each with [`window`] when it needs it).
+pub fn window_ranges(enc: &Encoding, max_len: usize, stride: usize) -> Result<Vec<Range<usize>>, TokenizeError> {
     if max_len < 3 || stride == 0 || stride > max_len - 2 {
         return Err(TokenizeError::BadWindow { max_len, stride });
     }
@@ -37,7 +46,7 @@ pub fn windows(enc: &Encoding, max_len: usize, stride: usize) -> Result<Vec<Wind
     let mut start = 0;
     loop {
         let end = (start + cap).min(body);
-        out.push(window(enc, 1 + start..1 + end));
+        out.push(1 + start..1 + end);
         if end == body {
             return Ok(out);
         }
@@ -45,7 +54,8 @@ pub fn windows(enc: &Encoding, max_len: usize, stride: usize) -> Result<Vec<Wind
     }
 }
 
-fn window(enc: &Encoding, tokens: Range<usize>) -> Window {
+/// The window of `enc` over content tokens `tokens` (see [`windows`]).
+pub fn window(enc: &Encoding, tokens: Range<usize>) -> Window {
     let last = enc.len() - 1;
     let take = |r: Range<usize>| std::iter::once(0).chain(r).chain(std::iter::once(last));
     let encoding = Encoding {
