@@ -57,26 +57,20 @@ pub fn check(config: &ModelConfig, weights_len: u64) -> Result<(), LimitError> {
         value: value.to_string(),
         reason: reason.to_string(),
     };
-    config
-        .encoder
-        .validate_from("")
-        .map_err(|e| match e {
-            crate::bert::config::ConfigError::Unsupported {
-                field,
-                value,
-                reason,
-                ..
-            } => LimitError::Field {
-                field,
-                value,
-                reason: reason.to_string(),
-            },
-            other => LimitError::Field {
-                field: "encoder",
-                value: String::new(),
-                reason: other.to_string(),
-            },
-        })?;
+    config.encoder.validate_from("").map_err(|e| match e {
+        crate::bert::config::ConfigError::Unsupported {
+            field, value, reason, ..
+        } => LimitError::Field {
+            field,
+            value,
+            reason: reason.to_string(),
+        },
+        other => LimitError::Field {
+            field: "encoder",
+            value: String::new(),
+            reason: other.to_string(),
+        },
+    })?;
     if let HeadConfig::Gp(g) | HeadConfig::Egp(g) = &config.head {
         if g.head_size == 0 {
             return Err(field("head.head_size", 0, "must be positive"));
@@ -86,7 +80,11 @@ pub fn check(config: &ModelConfig, weights_len: u64) -> Result<(), LimitError> {
         }
     }
     if config.max_len < 3 {
-        return Err(field("max_len", config.max_len, "must be at least 3 ([CLS], a token, [SEP])"));
+        return Err(field(
+            "max_len",
+            config.max_len,
+            "must be at least 3 ([CLS], a token, [SEP])",
+        ));
     }
     if config.max_len > config.encoder.max_position_embeddings {
         return Err(LimitError::Field {
@@ -158,7 +156,10 @@ mod tests {
             let c = config(head.clone());
             let (bound, real) = (min_params(&c), count(&c));
             assert!(bound <= real, "{head:?}: bound {bound} > {real} parameters");
-            assert!(bound * 100 >= real * 98, "{head:?}: bound {bound} far below {real}");
+            assert!(
+                bound * 100 >= real * 98,
+                "{head:?}: bound {bound} far below {real}"
+            );
             assert_eq!(check(&c, real as u64 * 2), Ok(()));
         }
     }
@@ -190,7 +191,10 @@ mod tests {
         let mut zero = c.clone();
         zero.encoder.num_attention_heads = 0;
         assert!(
-            check(&zero, real).unwrap_err().to_string().contains("num_attention_heads"),
+            check(&zero, real)
+                .unwrap_err()
+                .to_string()
+                .contains("num_attention_heads"),
             "zero heads"
         );
         let mut odd = c.clone();
@@ -201,7 +205,10 @@ mod tests {
         assert!(check(&odd, real).unwrap_err().to_string().contains("even"));
         let mut long = c.clone();
         long.max_len = 513;
-        assert!(check(&long, real).unwrap_err().to_string().contains("max_position_embeddings"));
+        assert!(check(&long, real)
+            .unwrap_err()
+            .to_string()
+            .contains("max_position_embeddings"));
         let mut short = c;
         short.max_len = 2;
         assert!(check(&short, real).is_err());

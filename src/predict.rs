@@ -7,10 +7,10 @@ use crate::decode::{flatten, DecodeMode, SpanPred, DEFAULT_THRESHOLD};
 use crate::model::NerModel;
 use crate::scalar::Scalar;
 use crate::tokenize::{token_span_to_chars, window, window_ranges, Encoding, TokenizeError, Tokenizer};
-use std::borrow::Cow;
-use std::ops::Range;
 use crate::trainer::{decode_batch, Workspace};
 use serde::Serialize;
+use std::borrow::Cow;
+use std::ops::Range;
 
 /// An entity found in a text: characters `[start, end)` (Unicode code points), its type and score.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -245,7 +245,10 @@ mod tests {
         assert_eq!(seen, (0..150).collect::<Vec<_>>());
         for batch in &b {
             let n = batch.iter().map(|&i| lengths[i]).max().unwrap();
-            assert!(batch.len() <= 32 && batch.len() * n * n <= MAX_BATCH_PAIRS, "{batch:?}");
+            assert!(
+                batch.len() <= 32 && batch.len() * n * n <= MAX_BATCH_PAIRS,
+                "{batch:?}"
+            );
         }
         assert_eq!(b.iter().filter(|x| lengths[x[0]] == 256).count(), 13);
         // a unit over the budget on its own still gets a batch

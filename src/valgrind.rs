@@ -26,10 +26,10 @@ fn client_request_running() -> u64 {
     const RUNNING_ON_VALGRIND: u64 = 0x1001;
     let args: [u64; 6] = [RUNNING_ON_VALGRIND, 0, 0, 0, 0, 0];
     let mut result: u64 = 0; // the answer when not under valgrind
-    // SAFETY: valgrind's "special instruction" sequence: four rotations of rdi by 3+13+61+51 =
-    // 128 bits (rdi ends unchanged) and `xchg rbx, rbx` (a no-op). Natively nothing changes and
-    // rdx keeps the default 0; under valgrind rdx receives the answer. rax points to `args`,
-    // which outlives the instruction.
+                             // SAFETY: valgrind's "special instruction" sequence: four rotations of rdi by 3+13+61+51 =
+                             // 128 bits (rdi ends unchanged) and `xchg rbx, rbx` (a no-op). Natively nothing changes and
+                             // rdx keeps the default 0; under valgrind rdx receives the answer. rax points to `args`,
+                             // which outlives the instruction.
     unsafe {
         std::arch::asm!(
             "rol rdi, 3",
@@ -120,16 +120,43 @@ mod tests {
                 // SAFETY: the buffers hold the matrices the strides describe.
                 unsafe {
                     matrixmultiply::sgemm(
-                        m, k, n, alpha, a.as_ptr(), k as isize, 1, b.as_ptr(), 1, k as isize, beta,
-                        want.as_mut_ptr(), n as isize, 1,
+                        m,
+                        k,
+                        n,
+                        alpha,
+                        a.as_ptr(),
+                        k as isize,
+                        1,
+                        b.as_ptr(),
+                        1,
+                        k as isize,
+                        beta,
+                        want.as_mut_ptr(),
+                        n as isize,
+                        1,
                     );
                     gemm_plain(
-                        m, k, n, alpha, a.as_ptr(), k as isize, 1, b.as_ptr(), 1, k as isize, beta,
-                        got.as_mut_ptr(), n as isize, 1,
+                        m,
+                        k,
+                        n,
+                        alpha,
+                        a.as_ptr(),
+                        k as isize,
+                        1,
+                        b.as_ptr(),
+                        1,
+                        k as isize,
+                        beta,
+                        got.as_mut_ptr(),
+                        n as isize,
+                        1,
                     );
                 }
                 for (w, g) in want.iter().zip(&got) {
-                    assert!((w - g).abs() <= 1e-5 * w.abs().max(1.0), "{m}x{k}x{n}: {w} vs {g}");
+                    assert!(
+                        (w - g).abs() <= 1e-5 * w.abs().max(1.0),
+                        "{m}x{k}x{n}: {w} vs {g}"
+                    );
                 }
             }
         }

@@ -95,15 +95,16 @@ fn compile(name: &str, lib: &Path, out_dir: &Path) -> PathBuf {
 fn compile_with(name: &str, lib: &Path, out_dir: &Path, flags: &[&str], exe_name: &str) -> PathBuf {
     let exe = out_dir.join(exe_name);
     let mut cmd = Command::new("cc");
-    cmd.args(flags).args([
-        "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-std=c11", "-pthread", "-I",
-    ])
-    .arg(root().join("include"))
-    .arg("-o")
-    .arg(&exe)
-    .arg(root().join("examples/c").join(format!("{name}.c")))
-    .arg(lib)
-    .args(NATIVE_LIBS);
+    cmd.args(flags)
+        .args([
+            "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-std=c11", "-pthread", "-I",
+        ])
+        .arg(root().join("include"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(root().join("examples/c").join(format!("{name}.c")))
+        .arg(lib)
+        .args(NATIVE_LIBS);
     run(&mut cmd, &format!("compiling {name}.c"));
     exe
 }

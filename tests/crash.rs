@@ -26,7 +26,14 @@ fn train_args(config: &Path, out: &Path) -> Vec<String> {
     a.extend(["--dev".into(), data.display().to_string()]);
     a.extend(["--out".into(), out.display().to_string()]);
     a.extend(["--config".into(), config.display().to_string()]);
-    for s in ["--epochs", &EPOCHS.to_string(), "--batch-size", "8", "--threads", "2"] {
+    for s in [
+        "--epochs",
+        &EPOCHS.to_string(),
+        "--batch-size",
+        "8",
+        "--threads",
+        "2",
+    ] {
         a.push(s.to_string());
     }
     for s in ["--max-len", "64", "--head-size", "16", "--seed", "3", "--quiet"] {
@@ -109,7 +116,10 @@ fn kill_at(args: &[String], out: &Path, at: &KillAt) -> bool {
         let fire = match at {
             KillAt::After(d) => started.elapsed() >= *d,
             KillAt::File(sub, prefix) => std::fs::read_dir(out.join(sub))
-                .map(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().starts_with(prefix)))
+                .map(|rd| {
+                    rd.flatten()
+                        .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                })
                 .unwrap_or(false),
         };
         if fire {
@@ -142,7 +152,10 @@ fn setup() -> Setup {
     let started = Instant::now();
     ok(&train_args(&config, &out));
     let took = started.elapsed();
-    let reference = (bytes(&out.join("model.safetensors")), bytes(&out.join("config.json")));
+    let reference = (
+        bytes(&out.join("model.safetensors")),
+        bytes(&out.join("config.json")),
+    );
     Setup {
         dir,
         config,
@@ -240,11 +253,17 @@ fn predict_output_killed_anywhere_is_old_or_complete() {
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let output = dir.join("out.jsonl");
     let predict = |to: &Path| -> Vec<String> {
-        ["predict", "--model", m.to_str().unwrap(), "--input", input.to_str().unwrap()]
-            .iter()
-            .map(|s| s.to_string())
-            .chain(["--output".to_string(), to.display().to_string()])
-            .collect()
+        [
+            "predict",
+            "--model",
+            m.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--output".to_string(), to.display().to_string()])
+        .collect()
     };
     let full = dir.join("full.jsonl");
     let started = Instant::now();
@@ -255,7 +274,11 @@ fn predict_output_killed_anywhere_is_old_or_complete() {
     let mut killed = 0;
     for i in 1..=10 {
         std::fs::write(&output, &old).unwrap();
-        if kill_at(&predict(&output), &dir.0, &KillAt::After(Duration::from_secs_f64(took * i as f64 / 11.0))) {
+        if kill_at(
+            &predict(&output),
+            &dir.0,
+            &KillAt::After(Duration::from_secs_f64(took * i as f64 / 11.0)),
+        ) {
             killed += 1;
         }
         let now = bytes(&output);
@@ -289,7 +312,12 @@ fn a_full_disk_names_the_file_and_keeps_the_old_model() {
         .into_iter()
         .map(|n| (n.clone(), bytes(&out.join(&n))))
         .collect();
-    let weights = before.iter().find(|(n, _)| n == "model.safetensors").unwrap().1.len();
+    let weights = before
+        .iter()
+        .find(|(n, _)| n == "model.safetensors")
+        .unwrap()
+        .1
+        .len();
     // Room for everything but the weights: the first model write fails.
     let mut again = args.clone();
     again.push("--overwrite".into());
@@ -306,7 +334,10 @@ fn a_full_disk_names_the_file_and_keeps_the_old_model() {
         .map(|n| (n.clone(), bytes(&out.join(&n))))
         .collect();
     assert!(before == after, "the old model changed: {:?}", listing(&out));
-    let parent: Vec<String> = listing(&s.dir.0).into_iter().filter(|n| n.contains("replaced")).collect();
+    let parent: Vec<String> = listing(&s.dir.0)
+        .into_iter()
+        .filter(|n| n.contains("replaced"))
+        .collect();
     assert!(parent.is_empty(), "left aside: {parent:?}");
     // predict --output to a full disk: an error naming the output, and no partial file.
     let text = s.dir.join("texts.txt");
@@ -314,12 +345,26 @@ fn a_full_disk_names_the_file_and_keeps_the_old_model() {
     let target = s.dir.join("pred.jsonl");
     let r = with_file_limit(
         64,
-        &["predict", "--model", out.to_str().unwrap(), "--input", text.to_str().unwrap(), "--output", target.to_str().unwrap()]
-            .map(String::from),
+        &[
+            "predict",
+            "--model",
+            out.to_str().unwrap(),
+            "--input",
+            text.to_str().unwrap(),
+            "--output",
+            target.to_str().unwrap(),
+        ]
+        .map(String::from),
     );
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(!r.status.success(), "predict did not fail: {err}");
-    assert!(err.contains("pred.jsonl"), "the error does not name the output: {err}");
+    assert!(
+        err.contains("pred.jsonl"),
+        "the error does not name the output: {err}"
+    );
     assert!(!target.exists(), "a partial output was left");
-    println!("full disk: train says {train_err:?}; predict says {:?}", err.trim());
+    println!(
+        "full disk: train says {train_err:?}; predict says {:?}",
+        err.trim()
+    );
 }

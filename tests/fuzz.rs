@@ -82,8 +82,9 @@ fn exhaustive(name: &str, n: usize, mut check: impl FnMut(&mut ChaCha8Rng, usize
 }
 
 fn fxhash(s: &str) -> u64 {
-    s.bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -92,13 +93,84 @@ fn fxhash(s: &str) -> u64 {
 /// Characters that break naive text handling: CJK, combining marks, emoji with joiners and
 /// modifiers, right-to-left scripts and marks, zero-width characters, controls, odd whitespace.
 const HOSTILE_CHARS: &[char] = &[
-    '北', '京', '欢', '迎', '你', '医', '院', 'a', 'B', 'z', '0', '9', '.', ',', '-', '\'', '"',
-    '\\', '/', '{', '}', '[', ']', ':', 'é', 'ß', 'İ', 'ﬁ', '\u{301}', '\u{308}', '\u{20DD}',
-    '\u{1F600}', '\u{1F468}', '\u{200D}', '\u{1F469}', '\u{1F3FD}', '\u{FE0F}', '\u{1F1EF}',
-    '\u{1F1F5}', 'ש', 'ל', 'ו', 'م', 'ر', 'ح', '\u{200F}', '\u{202E}', '\u{200B}', '\u{200C}',
-    '\u{FEFF}', '\u{2060}', '\0', '\u{1}', '\u{7}', '\u{1B}', '\u{7F}', '\u{85}', '\u{9F}', ' ',
-    '\t', '\u{A0}', '\u{3000}', '\u{2028}', '\u{2029}', '\r', '\u{FFFD}', '\u{FFFF}',
-    '\u{E000}', '\u{10FFFF}', '한', 'ア', 'ｶ', '𠀀', 'Ω', 'ॐ', 'ก', '\u{E01}', '\u{E48}',
+    '北',
+    '京',
+    '欢',
+    '迎',
+    '你',
+    '医',
+    '院',
+    'a',
+    'B',
+    'z',
+    '0',
+    '9',
+    '.',
+    ',',
+    '-',
+    '\'',
+    '"',
+    '\\',
+    '/',
+    '{',
+    '}',
+    '[',
+    ']',
+    ':',
+    'é',
+    'ß',
+    'İ',
+    'ﬁ',
+    '\u{301}',
+    '\u{308}',
+    '\u{20DD}',
+    '\u{1F600}',
+    '\u{1F468}',
+    '\u{200D}',
+    '\u{1F469}',
+    '\u{1F3FD}',
+    '\u{FE0F}',
+    '\u{1F1EF}',
+    '\u{1F1F5}',
+    'ש',
+    'ל',
+    'ו',
+    'م',
+    'ر',
+    'ح',
+    '\u{200F}',
+    '\u{202E}',
+    '\u{200B}',
+    '\u{200C}',
+    '\u{FEFF}',
+    '\u{2060}',
+    '\0',
+    '\u{1}',
+    '\u{7}',
+    '\u{1B}',
+    '\u{7F}',
+    '\u{85}',
+    '\u{9F}',
+    ' ',
+    '\t',
+    '\u{A0}',
+    '\u{3000}',
+    '\u{2028}',
+    '\u{2029}',
+    '\r',
+    '\u{FFFD}',
+    '\u{FFFF}',
+    '\u{E000}',
+    '\u{10FFFF}',
+    '한',
+    'ア',
+    'ｶ',
+    '𠀀',
+    'Ω',
+    'ॐ',
+    'ก',
+    '\u{E01}',
+    '\u{E48}',
 ];
 
 fn hostile_char(rng: &mut ChaCha8Rng) -> char {
@@ -184,7 +256,12 @@ fn mutate_bytes(rng: &mut ChaCha8Rng, b: &mut Vec<u8>) {
             1 => {
                 b.remove(i);
             }
-            2 => b.insert(i, *[b'"', b'\\', b'{', b'[', b'\n', 0, 0xff, 0xc3, b'\t'].choose(rng).unwrap()),
+            2 => b.insert(
+                i,
+                *[b'"', b'\\', b'{', b'[', b'\n', 0, 0xff, 0xc3, b'\t']
+                    .choose(rng)
+                    .unwrap(),
+            ),
             3 => b.truncate(i),
             4 => {
                 let chunk = b[i..].to_vec();
@@ -206,7 +283,11 @@ fn example(rng: &mut ChaCha8Rng) -> (String, Vec<(usize, usize, String)>) {
     for _ in 0..rng.gen_range(0..4) {
         let s = rng.gen_range(0..n);
         let e = rng.gen_range(s + 1..=n);
-        ents.push((s, e, ["PER", "LOC", "x y", "类型"].choose(rng).unwrap().to_string()));
+        ents.push((
+            s,
+            e,
+            ["PER", "LOC", "x y", "类型"].choose(rng).unwrap().to_string(),
+        ));
     }
     (text, ents)
 }
@@ -258,7 +339,9 @@ fn bio_file(rng: &mut ChaCha8Rng) -> String {
                 .filter(|c| !c.is_whitespace())
                 .collect();
             let word = if word.is_empty() { "w".into() } else { word };
-            let tag = ["O", "B-PER", "I-PER", "E-LOC", "S-LOC", "B-LOC", "I-X"].choose(rng).unwrap();
+            let tag = ["O", "B-PER", "I-PER", "E-LOC", "S-LOC", "B-LOC", "I-X"]
+                .choose(rng)
+                .unwrap();
             let sep = if rng.gen_bool(0.5) { "\t" } else { " NN " };
             out.push_str(&format!("{word}{sep}{tag}\n"));
         }
@@ -300,10 +383,15 @@ fn check_outcome(r: Result<Dataset, DataError>, path: &Path, lines: usize) -> Re
 fn fuzz_data_readers() {
     let path = PathBuf::from("fuzz-input");
     type Gen = fn(&mut ChaCha8Rng) -> String;
-    let formats: [(&str, Gen, fn(&Path, &str) -> Result<Dataset, DataError>); 5] = [
+    type Parse = fn(&Path, &str) -> Result<Dataset, DataError>;
+    let formats: [(&str, Gen, Parse); 5] = [
         (
             "cluener",
-            |r| (0..r.gen_range(1..4)).map(|_| cluener_line(r).to_string() + "\n").collect(),
+            |r| {
+                (0..r.gen_range(1..4))
+                    .map(|_| cluener_line(r).to_string() + "\n")
+                    .collect()
+            },
             data::cluener::parse,
         ),
         (
@@ -313,12 +401,20 @@ fn fuzz_data_readers() {
         ),
         (
             "cmeee-lines",
-            |r| (0..r.gen_range(1..4)).map(|_| cmeee_record(r).to_string() + "\n").collect(),
+            |r| {
+                (0..r.gen_range(1..4))
+                    .map(|_| cmeee_record(r).to_string() + "\n")
+                    .collect()
+            },
             data::cmeee::parse,
         ),
         (
             "gp-jsonl",
-            |r| (0..r.gen_range(1..4)).map(|_| gp_line(r).to_string() + "\n").collect(),
+            |r| {
+                (0..r.gen_range(1..4))
+                    .map(|_| gp_line(r).to_string() + "\n")
+                    .collect()
+            },
             data::jsonl::parse,
         ),
         ("bio", bio_file, data::bio::parse),
@@ -371,10 +467,16 @@ fn fuzz_data_files_with_invalid_utf8_and_random_bytes() {
         let at = rng.gen_range(0..=b.len());
         b.insert(at, *[0xff, 0xc0, 0x80, 0xed].choose(rng).unwrap());
         std::fs::write(&path, &b).unwrap();
-        let format = [None, Some(data::Format::Cluener), Some(data::Format::Cmeee), Some(data::Format::Conll), Some(data::Format::Jsonl)]
-            .choose(rng)
-            .unwrap()
-            .to_owned();
+        let format = [
+            None,
+            Some(data::Format::Cluener),
+            Some(data::Format::Cmeee),
+            Some(data::Format::Conll),
+            Some(data::Format::Jsonl),
+        ]
+        .choose(rng)
+        .unwrap()
+        .to_owned();
         let lines = b.split(|&c| c == b'\n').count();
         check_outcome(data::read_dataset(&path, format), &path, lines)
     });
@@ -433,7 +535,9 @@ fn fuzz_tokenizer(name: &str, tok: &Tokenizer, cases: usize, exact_chars: bool) 
         } else {
             hostile_text(rng, 40)
         };
-        let enc = tok.encode(&text).map_err(|e| format!("encode failed: {e} on {text:?}"))?;
+        let enc = tok
+            .encode(&text)
+            .map_err(|e| format!("encode failed: {e} on {text:?}"))?;
         check_encoding(&text, &enc).map_err(|e| format!("{e}\ntext: {text:?}"))?;
         if exact_chars {
             // one token per non-whitespace character, in order: the offsets give the text back
@@ -462,15 +566,30 @@ fn fuzz_char_vocab_tokenizer() {
 fn fuzz_wordpiece_tokenizers() {
     let vocab = common::fixture("tiny-vocab/vocab.txt");
     let per_char = Tokenizer::load_as(common::fixture("tiny-vocab"), Tokenization::Chars).unwrap();
-    fuzz_tokenizer("one token per character (WordPiece vocab.txt)", &per_char, 1000, false);
+    fuzz_tokenizer(
+        "one token per character (WordPiece vocab.txt)",
+        &per_char,
+        1000,
+        false,
+    );
     for lowercase in [true, false] {
         let tok = Tokenizer::from_vocab_txt(&vocab, lowercase).unwrap();
-        fuzz_tokenizer(&format!("WordPiece vocab.txt lowercase={lowercase}"), &tok, 1500, false);
+        fuzz_tokenizer(
+            &format!("WordPiece vocab.txt lowercase={lowercase}"),
+            &tok,
+            1500,
+            false,
+        );
         // the same tokenizer written as tokenizer.json and read back
         let dir = common::TempDir::new("fuzz-wp");
         tok.save(&dir.0).unwrap();
         let json = Tokenizer::from_tokenizer_json(dir.join("tokenizer.json")).unwrap();
-        fuzz_tokenizer(&format!("WordPiece tokenizer.json lowercase={lowercase}"), &json, 1000, false);
+        fuzz_tokenizer(
+            &format!("WordPiece tokenizer.json lowercase={lowercase}"),
+            &json,
+            1000,
+            false,
+        );
     }
 }
 
@@ -544,10 +663,16 @@ fn check_predictions(texts: &[&str], preds: &[Vec<gp_lite::predict::PredEntity>]
         let n = t.chars().count();
         for e in ents {
             if !(e.start < e.end && e.end <= n) {
-                return Err(format!("entity {}..{} outside a text of {n} characters", e.start, e.end));
+                return Err(format!(
+                    "entity {}..{} outside a text of {n} characters",
+                    e.start, e.end
+                ));
             }
         }
-        if ents.windows(2).any(|w| (w[0].start, w[0].end) > (w[1].start, w[1].end)) {
+        if ents
+            .windows(2)
+            .any(|w| (w[0].start, w[0].end) > (w[1].start, w[1].end))
+        {
             return Err("entities out of order".into());
         }
     }
@@ -621,15 +746,19 @@ fn fuzz_model_directories() {
     std::fs::write(case.join("config.json"), &config).unwrap();
     // Every cut of the weights must be refused (the file lacks tensors).
     let mut cut_iter = cuts.clone().into_iter();
-    exhaustive("model.safetensors truncated at every section boundary", cuts.len(), |_, _| {
-        let at = cut_iter.next().unwrap();
-        std::fs::write(case.join("model.safetensors"), &weights[..at]).unwrap();
-        match load_model::<f32>(&case.0) {
-            Ok(_) => Err(format!("truncated at {at} of {} bytes but loaded", weights.len())),
-            Err(e) if names_a_file(&e.to_string()) => Ok(()),
-            Err(e) => Err(format!("cut at {at}: error names no file: {e}")),
-        }
-    });
+    exhaustive(
+        "model.safetensors truncated at every section boundary",
+        cuts.len(),
+        |_, _| {
+            let at = cut_iter.next().unwrap();
+            std::fs::write(case.join("model.safetensors"), &weights[..at]).unwrap();
+            match load_model::<f32>(&case.0) {
+                Ok(_) => Err(format!("truncated at {at} of {} bytes but loaded", weights.len())),
+                Err(e) if names_a_file(&e.to_string()) => Ok(()),
+                Err(e) => Err(format!("cut at {at}: error names no file: {e}")),
+            }
+        },
+    );
     fuzz("model.safetensors with a lying header", 600, |rng, _| {
         let mut h = header.clone();
         let bytes = match rng.gen_range(0..4) {
@@ -639,10 +768,20 @@ fn fuzz_model_directories() {
             }
             1 => {
                 // one tensor's shape, offsets or dtype
-                let names: Vec<String> = h.as_object().unwrap().keys().filter(|k| *k != "__metadata__").cloned().collect();
+                let names: Vec<String> = h
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .filter(|k| *k != "__metadata__")
+                    .cloned()
+                    .collect();
                 let t = &mut h[names.choose(rng).unwrap().as_str()];
                 match rng.gen_range(0..4) {
-                    0 => t["dtype"] = json!(["F16", "BF16", "F64", "I8", "BOOL", "U8", "F8_E4M3", "XX", "I32"].choose(rng).unwrap()),
+                    0 => {
+                        t["dtype"] = json!(["F16", "BF16", "F64", "I8", "BOOL", "U8", "F8_E4M3", "XX", "I32"]
+                            .choose(rng)
+                            .unwrap())
+                    }
                     1 => {
                         let s = t["shape"].as_array_mut().unwrap();
                         if s.is_empty() {
@@ -656,7 +795,9 @@ fn fuzz_model_directories() {
                     _ => {
                         let o = t["data_offsets"].as_array_mut().unwrap();
                         let i = rng.gen_range(0..2);
-                        o[i] = json!([0u64, 4, u64::MAX, 1 << 33, data.len() as u64 + 4].choose(rng).unwrap());
+                        o[i] = json!([0u64, 4, u64::MAX, 1 << 33, data.len() as u64 + 4]
+                            .choose(rng)
+                            .unwrap());
                     }
                 }
                 join_safetensors(&h, &data)
@@ -664,7 +805,16 @@ fn fuzz_model_directories() {
             2 => {
                 // the declared header length
                 let mut b = weights.clone();
-                let n = [u64::MAX, 1 << 40, 100_000_001, header_end as u64, (header_end - 9) as u64, 0, 1, 7];
+                let n = [
+                    u64::MAX,
+                    1 << 40,
+                    100_000_001,
+                    header_end as u64,
+                    (header_end - 9) as u64,
+                    0,
+                    1,
+                    7,
+                ];
                 b[..8].copy_from_slice(&n.choose(rng).unwrap().to_le_bytes());
                 b
             }
@@ -684,15 +834,34 @@ fn fuzz_model_directories() {
         if rng.gen_bool(0.5) {
             // a size field set to an absurd number
             let fields = [
-                "/encoder/vocab_size", "/encoder/hidden_size", "/encoder/num_hidden_layers",
-                "/encoder/num_attention_heads", "/encoder/intermediate_size",
-                "/encoder/max_position_embeddings", "/encoder/type_vocab_size", "/head/head_size",
-                "/max_len", "/encoder/layer_norm_eps", "/encoder/hidden_dropout_prob",
+                "/encoder/vocab_size",
+                "/encoder/hidden_size",
+                "/encoder/num_hidden_layers",
+                "/encoder/num_attention_heads",
+                "/encoder/intermediate_size",
+                "/encoder/max_position_embeddings",
+                "/encoder/type_vocab_size",
+                "/head/head_size",
+                "/max_len",
+                "/encoder/layer_norm_eps",
+                "/encoder/hidden_dropout_prob",
             ];
-            let v = [json!(0), json!(1), json!(3), json!(-1), json!(1e12), json!(1_000_000_000_000u64), json!(1_000_000_000), json!(u64::MAX), json!(usize::MAX / 2), json!(1e300), json!("64")]
-                .choose(rng)
-                .unwrap()
-                .clone();
+            let v = [
+                json!(0),
+                json!(1),
+                json!(3),
+                json!(-1),
+                json!(1e12),
+                json!(1_000_000_000_000u64),
+                json!(1_000_000_000),
+                json!(u64::MAX),
+                json!(usize::MAX / 2),
+                json!(1e300),
+                json!("64"),
+            ]
+            .choose(rng)
+            .unwrap()
+            .clone();
             *c.pointer_mut(fields.choose(rng).unwrap()).unwrap() = v;
         } else {
             mutate_value(rng, &mut c);
@@ -718,12 +887,16 @@ fn fuzz_predict_texts() {
         let name = head.name();
         let other = micro_model_dir_with("fuzz-predict-head", head);
         let q: Predictor<f32> = load_model(&other.0).unwrap();
-        fuzz(&format!("predict on hostile texts ({name} head)"), 300, |rng, i| {
-            let texts: Vec<String> = (0..rng.gen_range(1..4)).map(|_| hostile_text(rng, 60)).collect();
-            let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
-            let threshold = if i % 3 == 0 { f64::NEG_INFINITY } else { 0.0 };
-            predict_some(&q, &refs, threshold).map_err(|e| format!("{e}\ntexts: {texts:?}"))
-        });
+        fuzz(
+            &format!("predict on hostile texts ({name} head)"),
+            300,
+            |rng, i| {
+                let texts: Vec<String> = (0..rng.gen_range(1..4)).map(|_| hostile_text(rng, 60)).collect();
+                let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+                let threshold = if i % 3 == 0 { f64::NEG_INFINITY } else { 0.0 };
+                predict_some(&q, &refs, threshold).map_err(|e| format!("{e}\ntexts: {texts:?}"))
+            },
+        );
     }
     fuzz("predict on hostile texts", 1500, |rng, i| {
         let texts: Vec<String> = (0..rng.gen_range(1..5))
@@ -778,7 +951,9 @@ mod c_api {
         unsafe {
             let rc = gp_predict(m, text.as_ptr() as *const _, text.len(), &mut out, &mut err);
             if rc != GP_OK {
-                let msg = CStr::from_ptr(gp_error_message(err)).to_string_lossy().into_owned();
+                let msg = CStr::from_ptr(gp_error_message(err))
+                    .to_string_lossy()
+                    .into_owned();
                 gp_error_free(err);
                 assert!(out.is_null());
                 return Err(msg);

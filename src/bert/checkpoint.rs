@@ -50,7 +50,8 @@ pub enum CheckpointError {
     )]
     TooLarge {
         path: PathBuf,
-        params: u128,
+        /// (u64, saturated: a u128 would double the size of every `Result` carrying this error)
+        params: u64,
         file_len: usize,
     },
 }
@@ -107,7 +108,7 @@ pub fn load_encoder_from_bytes<T: Scalar>(
     if params.saturating_mul(2) > bytes.len() as u128 {
         return Err(CheckpointError::TooLarge {
             path: path.to_path_buf(),
-            params,
+            params: u64::try_from(params).unwrap_or(u64::MAX),
             file_len: bytes.len(),
         });
     }

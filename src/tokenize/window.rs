@@ -32,7 +32,11 @@ pub fn windows(enc: &Encoding, max_len: usize, stride: usize) -> Result<Vec<Wind
 
 /// The `tokens` ranges of [`windows`] without building the windows (a caller that scores them a
 /// few at a time builds each with [`window`] when it needs it).
-pub fn window_ranges(enc: &Encoding, max_len: usize, stride: usize) -> Result<Vec<Range<usize>>, TokenizeError> {
+pub fn window_ranges(
+    enc: &Encoding,
+    max_len: usize,
+    stride: usize,
+) -> Result<Vec<Range<usize>>, TokenizeError> {
     if max_len < 3 || stride == 0 || stride > max_len - 2 {
         return Err(TokenizeError::BadWindow { max_len, stride });
     }
