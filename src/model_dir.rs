@@ -117,7 +117,11 @@ pub fn load_model<T: Scalar>(dir: &Path) -> Result<Predictor<T>, ModelDirError> 
     let weights = dir.join(WEIGHTS_FILE);
     let weights_len = std::fs::metadata(&weights).map_err(io_err(&weights))?.len();
     crate::model_limits::check(&config, weights_len).map_err(|e| ModelDirError::Invalid {
-        path: dir.join(CONFIG_FILE),
+        // a size that does not fit is the weights file's fault as much as the config's
+        path: match e {
+            crate::model_limits::LimitError::TooLarge { .. } => weights.clone(),
+            _ => dir.join(CONFIG_FILE),
+        },
         what: e.to_string(),
     })?;
     let mut model = NerModel::zeroed(config).map_err(|e| ModelDirError::Invalid {

@@ -20,8 +20,7 @@ pub enum LimitError {
         reason: String,
     },
     #[error(
-        "declares at least {params} parameters ({} bytes at 2 bytes each), more than the {file_len} bytes of the weights file",
-        params.saturating_mul(2)
+        "{file_len} bytes cannot hold the {params} or more parameters config.json declares (2 bytes each at the least): the file is cut short or config.json is wrong"
     )]
     TooLarge { params: u128, file_len: u64 },
 }

@@ -1035,3 +1035,37 @@ mod c_api {
         Ok(())
     }
 }
+
+/// Regression: `num_hidden_layers: 1000000000` in config.json made `gp-lite predict` abort
+/// (exit 134, an allocation failure) instead of refusing the directory.
+#[test]
+fn a_billion_layers_is_refused_not_an_abort() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let dir = micro_model_dir("billion-layers");
+    let path = dir.join("config.json");
+    let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    c["encoder"]["num_hidden_layers"] = json!(1_000_000_000u64);
+    std::fs::write(&path, c.to_string()).unwrap();
+    let mut child = Command::new(common::BIN)
+        .args(["predict", "--model"])
+        .arg(&dir.0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all("北京欢迎你\n".as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("model.safetensors") && err.contains("config.json declares"),
+        "{err}"
+    );
+}
