@@ -170,20 +170,19 @@ struct PredictArgs {
     /// Texts per forward pass (and per chunk read from the input).
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    /// Worker threads [default: all cores]; under a task scheduler, the cores of one task.
+    /// Worker threads (0: all cores); under a task scheduler, the cores one task owns.
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// What a bad input line (invalid UTF-8, malformed JSON, no string "text") does. `record`:
-    /// it is answered in its place by {"error", "line"}, the message goes to stderr as
-    /// FILE:LINE, and the run goes on (exit 0). `fail`: the run stops there, after the results
-    /// of every line before it (exit 3; no --output file).
+    /// What a bad input line (invalid UTF-8, malformed JSON, no string "text") does.
     #[arg(long, value_enum, default_value = "record")]
     on_error: OnError,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum OnError {
+    /// Answer it in its place with {"error", "line"}, report FILE:LINE on stderr, go on (exit 0)
     Record,
+    /// Stop there, after the results of every line before it (exit 3; no --output file)
     Fail,
 }
 

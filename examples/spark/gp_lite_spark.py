@@ -42,6 +42,8 @@ def parse_args(argv=None):
     ap.add_argument("--partitions", type=int, default=None,
                     help="minimum number of input splits (order is kept) [default: Spark's]")
     ap.add_argument("--master", default=None, help="e.g. local[2] [default: spark-submit's]")
+    ap.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                    help="a Spark setting, e.g. spark.task.cpus=2 (repeatable)")
     return ap.parse_args(argv)
 
 
@@ -107,6 +109,9 @@ def main(argv=None):
     builder = SparkSession.builder.appName("gp-lite predict")
     if a.master:
         builder = builder.master(a.master)
+    for kv in a.conf:
+        key, _, value = kv.partition("=")
+        builder = builder.config(key, value)
     spark = builder.getOrCreate()
     sc = spark.sparkContext
     sc.setLogLevel("WARN")
