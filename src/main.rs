@@ -629,6 +629,9 @@ impl PredictStream<'_> {
                 }
             }
             lineno += 1;
+            if lineno == 1 && buf.starts_with(b"\xef\xbb\xbf") {
+                buf.drain(..3); // a UTF-8 byte order mark
+            }
             if buf.last() == Some(&b'\n') {
                 buf.pop();
                 if buf.last() == Some(&b'\r') {

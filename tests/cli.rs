@@ -517,6 +517,9 @@ fn predict_answers_a_bad_line_in_its_place() {
         }
         assert!(err.contains("<stdin>: 4 bad line(s)"), "{err}");
     }
+    // A byte order mark before the first line is not part of it.
+    let (code, out, err) = predict_bytes(&model, &[], "\u{feff}{\"text\": \"张三在杭州\"}\n".as_bytes());
+    assert_eq!((code, out.trim_end()), (Some(0), clean[3]), "{err}");
 }
 
 #[test]
