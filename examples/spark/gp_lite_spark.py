@@ -38,7 +38,8 @@ def parse_args(argv=None):
                     help="gp-lite threads per task [default: spark.task.cpus]")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threshold", type=float, default=None)
-    ap.add_argument("--flat", action="store_true")
+    ap.add_argument("--flat", action="store_true", help="non-overlapping output")
+    ap.add_argument("--nested", action="store_true", help="every span above the threshold")
     ap.add_argument("--partitions", type=int, default=None,
                     help="minimum number of input splits (order is kept) [default: Spark's]")
     ap.add_argument("--master", default=None, help="e.g. local[2] [default: spark-submit's]")
@@ -122,6 +123,8 @@ def main(argv=None):
         predict_args.append(f"--threshold={a.threshold!r}")
     if a.flat:
         predict_args.append("--flat")
+    if a.nested:
+        predict_args.append("--nested")
 
     if a.ship:
         # Files and directories added here are copied to every executor's working area; the
