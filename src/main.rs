@@ -212,6 +212,10 @@ struct TrainArgs {
     /// Continue the interrupted run in --out from its last completed epoch (same arguments).
     #[arg(long)]
     resume: bool,
+    /// Stop after this many epochs of this invocation, to be continued with --resume (e.g. one
+    /// epoch at a time across several runs on a shared machine).
+    #[arg(long)]
+    stop_after: Option<usize>,
     /// Replace an existing --out directory.
     #[arg(long)]
     overwrite: bool,
@@ -413,6 +417,7 @@ fn cmd_train(a: TrainArgs) -> Res<()> {
         dropout: a.dropout,
         seed: a.seed,
         min_char_count: a.min_char_count,
+        stop_after: a.stop_after,
     };
     let pool = pool(a.threads)?;
     let record = TrainingRecord {
