@@ -581,7 +581,15 @@ impl<'a> Run<'a> {
             path: state_p.clone(),
             source,
         })?;
-        let (_, model_p, opt_p) = resume_paths(self.out, state.epochs_done);
+        let (_, mut model_p, mut opt_p) = resume_paths(self.out, state.epochs_done);
+        let legacy = self.out.join(RESUME_DIR);
+        if !model_p.exists() && legacy.join("model.safetensors").exists() {
+            // The layout before epoch-named files (model.safetensors, optimizer.safetensors).
+            (model_p, opt_p) = (
+                legacy.join("model.safetensors"),
+                legacy.join("optimizer.safetensors"),
+            );
+        }
         model_dir::load_weights(&model_p, &mut self.trainer.model)?;
         let bytes = std::fs::read(&opt_p).map_err(|source| ModelDirError::Io {
             path: opt_p.clone(),

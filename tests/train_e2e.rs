@@ -472,6 +472,15 @@ fn resume_and_seeds_are_bit_reproducible() {
     ok(gp_lite(&first));
     let state: Value = serde_json::from_slice(&bytes(&e.join("resume/state.json"))).unwrap();
     assert_eq!(state["epochs_done"], 1);
+    // Resume state in the layout of earlier versions (no epoch in the file names) still resumes.
+    for f in ["model", "optimizer"] {
+        let r = e.join("resume");
+        std::fs::rename(
+            r.join(format!("{f}-1.safetensors")),
+            r.join(format!("{f}.safetensors")),
+        )
+        .unwrap();
+    }
     first.push("--resume".into());
     ok(gp_lite(&first));
 
