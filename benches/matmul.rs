@@ -1,5 +1,7 @@
-//! GFLOP/s of the matmul module on BERT-shaped products at 1 and 2 threads (and `GP_LITE_BENCH_THREADS`).
-//! Run: `cargo bench --bench matmul`. Prints a table of medians over repeated runs.
+//! GFLOP/s of the matmul module on BERT-shaped products at 1 and 2 threads.
+//! Run: `cargo bench --bench matmul`. Prints a table of medians over repeated runs. Environment:
+//! `GP_LITE_BENCH_THREADS`, `GP_LITE_BENCH_H`, `GP_LITE_BENCH_T` (comma lists) choose the cases;
+//! `benches/torch_matmul.py` runs this binary interleaved with torch.matmul on the same shapes.
 
 use gp_lite::matmul::{gemm, thread_pool};
 use ndarray::Array2;
@@ -30,7 +32,11 @@ fn main() {
             .map(|t| format!("{:>10}", format!("{t} thr")))
             .collect::<String>()
     );
-    for &t in &[1024usize, 2048] {
+    let ts: Vec<usize> = std::env::var("GP_LITE_BENCH_T")
+        .ok()
+        .map(|s| s.split(',').filter_map(|t| t.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1024, 2048]);
+    for &t in &ts {
         for &h in &hs {
             // (name, m, k, n, transpose a, transpose b): forward x·Wᵀ, backward dy·W and dyᵀ·x.
             let cases = [
