@@ -7,20 +7,10 @@
 //! batched products over their batch axes. The thread count is the size of the rayon pool the
 //! call runs in (`rayon::current_num_threads()`): run inside `ThreadPool::install` (see
 //! [`thread_pool`]) to govern it, so `--threads N` bounds every product and nothing nests.
-//!
-//! In f32 on a CPU with AVX-512F, products whose right operand and output have contiguous rows
-//! (every linear layer's forward and weight gradient, the attention's P·V) run on the
-//! packing-free kernel of [`avx512`] instead; `GP_LITE_MATMUL=portable` in the environment turns
-//! it off (read once), to compare the two.
 
 use crate::scalar::Scalar;
 use ndarray::{Array2, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis};
 use rayon::prelude::*;
-use std::any::TypeId;
-use std::sync::OnceLock;
-
-#[cfg(target_arch = "x86_64")]
-pub mod avx512;
 
 /// Products below this many multiply-adds run on one thread (splitting costs more than it saves).
 const PARALLEL_MIN_MACS: usize = 1 << 18;
@@ -40,43 +30,8 @@ pub fn thread_pool_builder(threads: usize) -> rayon::ThreadPoolBuilder {
     b
 }
 
-/// Which kernel runs a product.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kernel {
-    /// matrixmultiply (f32 and f64, any strides)
-    Portable,
-    /// [`avx512`] where the operands allow it (f32, unit column stride of b and c), else portable
-    Avx512,
-}
-
-/// The kernel this process uses: AVX-512 when the CPU has it, unless `GP_LITE_MATMUL=portable`.
-pub fn kernel() -> Kernel {
-    static K: OnceLock<Kernel> = OnceLock::new();
-    *K.get_or_init(|| {
-        let portable = std::env::var("GP_LITE_MATMUL").is_ok_and(|v| v == "portable");
-        #[cfg(target_arch = "x86_64")]
-        if !portable && avx512::available() {
-            return Kernel::Avx512;
-        }
-        let _ = portable;
-        Kernel::Portable
-    })
-}
-
 /// Serial kernel call: `c = alpha * a · b + beta * c`.
-fn gemm_serial<T: Scalar>(alpha: T, a: ArrayView2<T>, b: ArrayView2<T>, beta: T, c: ArrayViewMut2<T>) {
-    gemm_serial_with(kernel(), alpha, a, b, beta, c)
-}
-
-/// [`gemm_serial`] on a given kernel (tests run both).
-fn gemm_serial_with<T: Scalar>(
-    kernel: Kernel,
-    alpha: T,
-    a: ArrayView2<T>,
-    b: ArrayView2<T>,
-    beta: T,
-    mut c: ArrayViewMut2<T>,
-) {
+fn gemm_serial<T: Scalar>(alpha: T, a: ArrayView2<T>, b: ArrayView2<T>, beta: T, mut c: ArrayViewMut2<T>) {
     let (m, k) = a.dim();
     let (k2, n) = b.dim();
     assert_eq!(k, k2, "matmul: inner dimensions differ ({m}x{k} · {k2}x{n})");
@@ -99,34 +54,6 @@ fn gemm_serial_with<T: Scalar>(
     }
     let (sa, sb, sc) = (a.strides(), b.strides(), c.strides());
     let (rsc, csc) = (sc[0], sc[1]);
-    #[cfg(target_arch = "x86_64")]
-    if kernel == Kernel::Avx512
-        && TypeId::of::<T>() == TypeId::of::<f32>()
-        && (sb[1] == 1 || n == 1)
-        && (csc == 1 || n == 1)
-    {
-        // SAFETY: T is f32 (checked), the CPU has AVX-512F (`kernel()` checked it; the tests
-        // call this only where `avx512::available()`), and the views describe valid memory;
-        // with n = 1 the column stride is never used.
-        unsafe {
-            avx512::sgemm(
-                m,
-                k,
-                n,
-                alpha.f64() as f32,
-                a.as_ptr() as *const f32,
-                sa[0],
-                sa[1],
-                b.as_ptr() as *const f32,
-                sb[0],
-                beta.f64() as f32,
-                c.as_mut_ptr() as *mut f32,
-                rsc,
-            );
-        }
-        return;
-    }
-    let _ = kernel;
     // SAFETY: the views guarantee valid memory for their dims and strides; `c` is a unique
     // mutable view so it cannot alias `a` or `b`.
     unsafe {
@@ -309,83 +236,18 @@ mod tests {
         }
     }
 
-    fn seq32(r: usize, c: usize, s: f64) -> Array2<f32> {
-        seq(r, c, s).mapv(|x| x as f32)
-    }
-
-    /// Both kernels against the naive product (in f64) on odd shapes, transposed operands,
-    /// strided (sliced) views, alpha/beta, and the n = 1 and tail cases of the AVX-512 tiles.
+    /// Sliced operands: A rows with a non-unit column stride, B cut from a wider matrix, in f32,
+    /// serial and split over two threads.
     #[test]
-    fn f32_kernels_match_naive_on_odd_shapes_and_strides() {
-        let mut kernels = vec![Kernel::Portable];
-        #[cfg(target_arch = "x86_64")]
-        if avx512::available() {
-            kernels.push(Kernel::Avx512);
-        } else {
-            let mut err = std::io::stderr();
-            let _ = std::io::Write::write_all(&mut err, b"SKIPPED avx512 kernel: CPU lacks AVX-512F\n");
-        }
-        let shapes = [
-            (1, 1, 1),
-            (1, 7, 1),
-            (3, 5, 17),
-            (8, 16, 32),
-            (9, 33, 31),
-            (13, 1, 47),
-            (50, 384, 65),
-            (17, 64, 16),
-            (7, 0, 5),
-            (64, 100, 96),
-        ];
-        for kernel in kernels {
-            for &(m, k, n) in &shapes {
-                for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-                    let a = if ta { seq32(k, m, 0.37) } else { seq32(m, k, 0.37) };
-                    let b = if tb { seq32(n, k, 0.23) } else { seq32(k, n, 0.23) };
-                    let av = if ta { a.t() } else { a.view() };
-                    let bv = if tb { b.t() } else { b.view() };
-                    let want = naive(av.mapv(|x| x as f64).view(), bv.mapv(|x| x as f64).view());
-                    for (alpha, beta) in [(1.0f32, 0.0f32), (0.5, 1.0), (-2.0, 0.25)] {
-                        // c is a strided window of a wider buffer (row stride n + 3).
-                        let mut buf = Array2::<f32>::from_elem((m, n + 3), 0.5);
-                        let mut c = buf.slice_mut(ndarray::s![.., 1..n + 1]);
-                        gemm_serial_with(kernel, alpha, av, bv, beta, c.view_mut());
-                        for i in 0..m {
-                            for j in 0..n {
-                                let w = alpha as f64 * want[[i, j]] + beta as f64 * 0.5;
-                                let g = c[[i, j]] as f64;
-                                assert!(
-                                    (g - w).abs() <= 1e-4 * (1.0 + w.abs()) * (1.0 + k as f64).sqrt(),
-                                    "{kernel:?} {m}x{k}x{n} ta={ta} tb={tb} alpha={alpha} beta={beta} [{i},{j}]: {g} vs {w}"
-                                );
-                            }
-                        }
-                        // The columns beside the window are untouched.
-                        assert!(buf.column(0).iter().chain(buf.column(n + 1)).all(|&x| x == 0.5));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Sliced A rows with a non-unit column stride and a B sliced from a wider matrix.
-    #[test]
-    fn f32_kernels_read_strided_operands() {
-        let big_a = seq32(40, 90, 0.19);
-        let big_b = seq32(60, 70, 0.29);
+    fn f32_products_read_strided_operands() {
+        let big_a = seq(40, 90, 0.19).mapv(|x| x as f32);
+        let big_b = seq(60, 70, 0.29).mapv(|x| x as f32);
         let a = big_a.slice(ndarray::s![3..37;2, 1..61;2]); // 17 x 30, strides (180, 2)
         let b = big_b.slice(ndarray::s![5..35, 2..69]); // 30 x 67, row stride 70
         let want = naive(a.mapv(|x| x as f64).view(), b.mapv(|x| x as f64).view());
+        let serial = matmul(a, b);
+        assert!((serial.mapv(|x| x as f64) - &want).iter().all(|d| d.abs() < 1e-4));
         let pool = thread_pool(2).unwrap();
-        for kernel in [Kernel::Portable, kernel()] {
-            let mut c = Array2::<f32>::zeros((17, 67));
-            gemm_serial_with(kernel, 1.0, a, b, 0.0, c.view_mut());
-            assert!(
-                (c.mapv(|x| x as f64) - &want).iter().all(|d| d.abs() < 1e-4),
-                "{kernel:?}"
-            );
-        }
-        // Through the public entry, split over two threads.
         let got = pool.install(|| matmul(a, b));
         assert!((got.mapv(|x| x as f64) - &want).iter().all(|d| d.abs() < 1e-4));
     }
