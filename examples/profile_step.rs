@@ -1,11 +1,11 @@
 //! Runs the bench workload's pieces in a loop for profilers (callgrind, perf):
 //! `profile_step CONFIG MODE BATCH LEN ITERS [THREADS]`, MODE = train | infer.
-//! E.g. `valgrind --tool=callgrind --toggle-collect='gp_lite::trainer::score*' \
+//! E.g. `valgrind --tool=callgrind --toggle-collect='gp_lite::bench::ScoreOnly::run*' \
 //!   target/release/examples/profile_step small infer 1 50 3`.
 
-use gp_lite::bench::{bench_model, random_batch};
+use gp_lite::bench::{bench_model, random_batch, ScoreOnly};
 use gp_lite::optim::adamw::AdamWConfig;
-use gp_lite::trainer::{score, Trainer, Workspace};
+use gp_lite::trainer::Trainer;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -38,10 +38,10 @@ fn main() {
             );
         }
         "infer" => {
-            let mut ws = Workspace::new();
+            let mut infer = ScoreOnly::new(model.config.encoder.hidden_size, &mut rng);
             let start = std::time::Instant::now();
             for _ in 0..iters {
-                score(&model, &batch, &mut ws).expect("valid batch");
+                infer.run(&model.encoder, &batch);
             }
             println!(
                 "{:.3} ms/call",

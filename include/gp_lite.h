@@ -54,7 +54,9 @@ typedef struct GpModel GpModel;
 typedef struct GpPredictOptions {
   // A span whose score exceeds this is an entity (default 0).
   double threshold;
-  // `true`: non-overlapping entities (the best of overlapping spans); `false`: nested (default).
+  // `true`: non-overlapping entities (the best of overlapping spans); `false` (default): the
+  // model's own output, nested unless it was trained on data without overlapping entities
+  // (as `gp-lite predict` without `--flat`).
   bool flat;
   // Texts (or windows of long texts) per forward pass; 0 means the default (32).
   size_t batch_size;
@@ -132,7 +134,8 @@ size_t gp_model_max_len(const struct GpModel *model);
 // `model` is NULL or a live model.
 size_t gp_model_num_threads(const struct GpModel *model);
 
-// The default options: threshold 0, nested entities, 32 texts per forward pass.
+// The default options: threshold 0, the model's own output (`flat` false), 32 texts per
+// forward pass.
 struct GpPredictOptions gp_predict_options_default(void);
 
 // Finds the entities of `text`: `text_len` bytes of UTF-8 (no NUL terminator needed), with the

@@ -1,11 +1,26 @@
 //! Encoded samples and padded batches: what the encoder, head and loss consume.
 
 use crate::bert::EncoderInput;
+use crate::head::Bounds;
 use crate::loss::GoldSpan;
 use crate::tokenize::Encoding;
 use ndarray::Array2;
 use rand::seq::SliceRandom;
 use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// Where entities may begin and end (recorded in a model's config.json).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Boundaries {
+    /// At any real token.
+    #[default]
+    Tokens,
+    /// At word starts and ends only (words are separated by whitespace in the text, as in
+    /// column files and in whitespace-tokenized corpora): a span starting or ending inside a
+    /// word is never scored, learned or decoded.
+    Words,
+}
 
 /// One tokenized text (or window of a text) with its gold spans in token indices.
 #[derive(Clone, Debug)]
@@ -19,12 +34,22 @@ pub struct Sample {
 #[derive(Clone, Debug)]
 pub struct Batch {
     pub input: EncoderInput,
-    /// `[B, n]`: token may be an entity boundary (real and not special).
-    pub valid: Array2<bool>,
+    /// `[B, n]`: token may start / end an entity (real, not special, and where the model uses
+    /// word boundaries, at a word start / end).
+    pub starts: Array2<bool>,
+    pub ends: Array2<bool>,
     pub gold: Vec<Vec<GoldSpan>>,
 }
 
 impl Batch {
+    /// The boundary flags as the heads take them.
+    pub fn bounds(&self) -> Bounds<'_> {
+        Bounds {
+            starts: self.starts.view(),
+            ends: self.ends.view(),
+        }
+    }
+
     /// Real (unpadded) tokens in the batch.
     pub fn tokens(&self) -> usize {
         self.input.lengths.iter().sum()
@@ -37,13 +62,15 @@ pub fn make_batch<'a>(encs: impl IntoIterator<Item = (&'a Encoding, &'a [GoldSpa
     let n = items.iter().map(|(e, _)| e.len()).max().unwrap_or(0).max(1);
     let b = items.len();
     let mut ids = Array2::<u32>::zeros((b, n));
-    let mut valid = Array2::from_elem((b, n), false);
+    let mut starts = Array2::from_elem((b, n), false);
+    let mut ends = Array2::from_elem((b, n), false);
     let mut lengths = Vec::with_capacity(b);
     let mut gold = Vec::with_capacity(b);
     for (r, (enc, g)) in items.iter().enumerate() {
-        for (i, (&id, &special)) in enc.ids.iter().zip(&enc.special).enumerate() {
+        for (i, &id) in enc.ids.iter().enumerate() {
             ids[[r, i]] = id;
-            valid[[r, i]] = !special;
+            starts[[r, i]] = enc.may_start[i];
+            ends[[r, i]] = enc.may_end[i];
         }
         lengths.push(enc.len());
         gold.push(g.to_vec());
@@ -53,7 +80,12 @@ pub fn make_batch<'a>(encs: impl IntoIterator<Item = (&'a Encoding, &'a [GoldSpa
         token_type_ids: Array2::zeros((b, n)),
         lengths,
     };
-    Batch { input, valid, gold }
+    Batch {
+        input,
+        starts,
+        ends,
+        gold,
+    }
 }
 
 /// Batches of `samples` (as index lists) for one epoch: shuffled, then grouped by length within
@@ -87,11 +119,7 @@ mod tests {
         let mut special = vec![false; n];
         special[0] = true;
         special[n - 1] = true;
-        Encoding {
-            ids: (0..n as u32).map(|i| i + 5).collect(),
-            offsets: vec![(0, 0); n],
-            special,
-        }
+        Encoding::new((0..n as u32).map(|i| i + 5).collect(), vec![(0, 0); n], special)
     }
 
     #[test]
@@ -103,11 +131,12 @@ mod tests {
         assert_eq!(batch.input.lengths, vec![4, 6]);
         assert_eq!(batch.input.input_ids.row(0).to_vec(), vec![5, 6, 7, 8, 0, 0]);
         assert_eq!(
-            batch.valid.row(0).to_vec(),
+            batch.starts.row(0).to_vec(),
             vec![false, true, true, false, false, false]
         );
+        assert_eq!(batch.starts, batch.ends);
         assert_eq!(
-            batch.valid.row(1).to_vec(),
+            batch.ends.row(1).to_vec(),
             vec![false, true, true, true, true, false]
         );
         assert_eq!(batch.gold, vec![vec![(0, 1, 2)], vec![]]);

@@ -4,11 +4,12 @@
 //! (text, type); inference (dropout off, scores only) at batch 1 x 50 and batch 32 x 64.
 
 use crate::batch::{make_batch, Batch};
-use crate::bert::BertConfig;
-use crate::model::{HeadConfig, HeadKind, ModelConfig, NerModel};
+use crate::bert::{BertConfig, BertEncoder};
+use crate::head::{Buffer, GlobalPointer, GlobalPointerConfig, HeadConfig, ScoreCache, ScoreHead};
+use crate::model::{ModelConfig, NerModel};
 use crate::optim::adamw::AdamWConfig;
 use crate::tokenize::Encoding;
-use crate::trainer::{score, Trainer, Workspace};
+use crate::trainer::Trainer;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -36,10 +37,12 @@ pub struct BenchResult {
 /// gold spans of length 1..=5 (as bench_torch.py draws them).
 pub fn random_batch(b: usize, n: usize, rng: &mut impl Rng) -> Batch {
     let encs: Vec<Encoding> = (0..b)
-        .map(|_| Encoding {
-            ids: (0..n).map(|_| rng.gen_range(1..VOCAB as u32)).collect(),
-            offsets: vec![(0, 0); n],
-            special: vec![false; n],
+        .map(|_| {
+            Encoding::new(
+                (0..n).map(|_| rng.gen_range(1..VOCAB as u32)).collect(),
+                vec![(0, 0); n],
+                vec![false; n],
+            )
         })
         .collect();
     let mut gold = vec![Vec::new(); b];
@@ -81,20 +84,53 @@ pub fn bench_model(config: &str, seed: u64) -> Option<NerModel<f32>> {
     let encoder = BertConfig::preset(config, VOCAB)?;
     let cfg = ModelConfig {
         encoder,
-        head: HeadConfig {
-            kind: HeadKind::Gp,
+        head: HeadConfig::Gp(GlobalPointerConfig {
             head_size: HEAD_SIZE,
             rope: true,
-        },
+        }),
         labels: (0..TYPES).map(|i| format!("T{i}")).collect(),
         max_len: 512,
+        tokenization: None,
+        boundaries: Default::default(),
+        decode: Default::default(),
     };
     Some(NerModel::new(cfg, &mut ChaCha8Rng::seed_from_u64(seed)).expect("presets are valid"))
+}
+
+/// Inference as the baseline measures it: the GlobalPointer span scores of a batch (no decoding).
+pub struct ScoreOnly {
+    head: GlobalPointer<f32>,
+    cache: ScoreCache<f32>,
+    scores: Buffer<f32>,
+}
+
+impl ScoreOnly {
+    /// The workload's head over hidden size `hidden`.
+    pub fn new(hidden: usize, rng: &mut impl Rng) -> Self {
+        ScoreOnly {
+            head: GlobalPointer::new(hidden, TYPES, HEAD_SIZE, true, 0.02, rng),
+            cache: ScoreCache::new(),
+            scores: Buffer::new(),
+        }
+    }
+
+    /// Encodes `batch` (dropout off) and scores its spans.
+    pub fn run(&mut self, encoder: &BertEncoder<f32>, batch: &Batch) {
+        let h = encoder.encode(&batch.input).expect("bench batch is valid");
+        self.head.forward_scores(
+            h.view(),
+            batch.input.width(),
+            batch.bounds(),
+            &mut self.cache,
+            &mut self.scores,
+        );
+    }
 }
 
 /// Runs the workload for one preset in the current thread pool (`threads` is only recorded).
 pub fn run(config: &str, threads: usize, steps: usize) -> Option<BenchResult> {
     let model = bench_model(config, 0)?;
+    let trainer_hidden = model.config.encoder.hidden_size;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let batch = random_batch(16, 64, &mut rng);
     let adamw = AdamWConfig {
@@ -109,12 +145,12 @@ pub fn run(config: &str, threads: usize, steps: usize) -> Option<BenchResult> {
             .step(&batch, 2e-5, &mut dropout)
             .expect("bench batch is valid");
     });
-    let model = trainer.model;
-    let mut ws = Workspace::new();
+    let encoder = trainer.model.encoder;
+    let mut infer = ScoreOnly::new(trainer_hidden, &mut rng);
     let b1 = random_batch(1, 50, &mut rng);
     let b32 = random_batch(32, 64, &mut rng);
-    let lat_ms = timed(steps * 3, 3, || score(&model, &b1, &mut ws).expect("valid"));
-    let thr_ms = timed(steps, 2, || score(&model, &b32, &mut ws).expect("valid"));
+    let lat_ms = timed(steps * 3, 3, || infer.run(&encoder, &b1));
+    let thr_ms = timed(steps, 2, || infer.run(&encoder, &b32));
     let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
     Some(BenchResult {
         implementation: "gp-lite".into(),

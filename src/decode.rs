@@ -4,10 +4,11 @@
 //! entity; this is nested output for free. [`DecodeMode::Flat`] keeps spans by descending score
 //! and drops any that overlaps (shares a token with) one already kept, whatever its type.
 
-use crate::head::span_is_valid;
+use crate::head::{span_is_valid, Bounds};
 use crate::scalar::Scalar;
-use ndarray::{ArrayView2, ArrayView4, Axis};
+use ndarray::{ArrayView4, Axis};
 use rayon::prelude::*;
+use serde::Deserialize;
 use serde::Serialize;
 
 /// The score above which a span is an entity.
@@ -23,27 +24,29 @@ pub struct SpanPred {
 }
 
 /// Nested (every span above the threshold) or flat (non-overlapping) output.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DecodeMode {
     #[default]
     Nested,
     Flat,
 }
 
-/// scores `[B, C, n, n]`, valid `[B, n]` -> per text, its entities sorted by (start, end, type).
+/// scores `[B, C, n, n]`, bounds `[B, n]` -> per text, its entities sorted by (start, end, type).
 pub fn decode<T: Scalar>(
     scores: ArrayView4<T>,
-    valid: ArrayView2<bool>,
+    bounds: Bounds,
     threshold: f64,
     mode: DecodeMode,
 ) -> Vec<Vec<SpanPred>> {
     let (bs, _, n, _) = scores.dim();
-    assert_eq!(valid.dim(), (bs, n), "decode: valid must be [B, n]");
+    assert_eq!(bounds.dim(), (bs, n), "decode: bounds must be [B, n]");
     scores
         .axis_iter(Axis(0))
         .into_par_iter()
-        .zip(valid.axis_iter(Axis(0)).into_par_iter())
-        .map(|(sb, vb)| {
+        .enumerate()
+        .map(|(b, sb)| {
+            let vb = bounds.row(b);
             let mut out = Vec::new();
             for (ty, sa) in sb.outer_iter().enumerate() {
                 for ((start, end), &s) in sa.indexed_iter() {
@@ -129,7 +132,12 @@ mod tests {
             ],
         );
         let valid = ndarray::array![[false, true, true, true, false]];
-        let got = decode(s.view(), valid.view(), DEFAULT_THRESHOLD, DecodeMode::Nested);
+        let got = decode(
+            s.view(),
+            Bounds::same(valid.view()),
+            DEFAULT_THRESHOLD,
+            DecodeMode::Nested,
+        );
         let keys: Vec<_> = got[0].iter().map(|p| (p.ty, p.start, p.end)).collect();
         // (0,0,1) touches [CLS] and (1,3,1) has start > end: both excluded.
         assert_eq!(keys, vec![(0, 1, 2), (0, 1, 3), (1, 2, 2)]);
@@ -141,11 +149,11 @@ mod tests {
         let s = scores(3, 1, &[(0, 0, 0, 0.3), (0, 1, 2, MASKED_SCORE)]);
         let valid = Array2::from_elem((1, 3), true);
         assert_eq!(
-            decode(s.view(), valid.view(), 0.5, DecodeMode::Nested)[0].len(),
+            decode(s.view(), Bounds::same(valid.view()), 0.5, DecodeMode::Nested)[0].len(),
             0
         );
         assert_eq!(
-            decode(s.view(), valid.view(), 0.0, DecodeMode::Nested)[0].len(),
+            decode(s.view(), Bounds::same(valid.view()), 0.0, DecodeMode::Nested)[0].len(),
             1
         );
     }
@@ -164,7 +172,7 @@ mod tests {
             ],
         );
         let valid = Array2::from_elem((1, 6), true);
-        let got = decode(s.view(), valid.view(), 0.0, DecodeMode::Flat);
+        let got = decode(s.view(), Bounds::same(valid.view()), 0.0, DecodeMode::Flat);
         let keys: Vec<_> = got[0].iter().map(|p| (p.ty, p.start, p.end)).collect();
         // 3.0 (2..=3) kept; 2.0 (1..=1) kept; 1.0 (0..=2) overlaps; 0.8 (0..=0) kept; 0.5 kept.
         assert_eq!(keys, vec![(1, 0, 0), (0, 1, 1), (1, 2, 3), (0, 4, 5)]);

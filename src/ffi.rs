@@ -30,7 +30,7 @@ pub struct GpModel {
     workers: Workers,
     labels: Vec<CString>,
     /// Scratch buffers of finished calls, reused by later ones (one per concurrent call).
-    workspaces: Mutex<Vec<Workspace<f32>>>,
+    workspaces: Mutex<Vec<Workspace>>,
 }
 
 /// The entities found in one text, in order of start, then end, then label index.
@@ -65,7 +65,9 @@ pub struct GpEntity {
 pub struct GpPredictOptions {
     /// A span whose score exceeds this is an entity (default 0).
     pub threshold: f64,
-    /// `true`: non-overlapping entities (the best of overlapping spans); `false`: nested (default).
+    /// `true`: non-overlapping entities (the best of overlapping spans); `false` (default): the
+    /// model's own output, nested unless it was trained on data without overlapping entities
+    /// (as `gp-lite predict` without `--flat`).
     pub flat: bool,
     /// Texts (or windows of long texts) per forward pass; 0 means the default (32).
     pub batch_size: usize,
@@ -207,11 +209,8 @@ unsafe fn c_text<'a>(p: *const c_char, len: usize, name: &str) -> Res<&'a str> {
 fn predict_options(opts: Option<&GpPredictOptions>) -> PredictOptions {
     let o = opts.copied().unwrap_or_else(|| gp_predict_options_default());
     PredictOptions {
-        mode: if o.flat {
-            DecodeMode::Flat
-        } else {
-            DecodeMode::Nested
-        },
+        // false: the model's own default (flat when it was trained without overlapping entities).
+        mode: o.flat.then_some(DecodeMode::Flat),
         threshold: o.threshold,
         batch_size: if o.batch_size == 0 { 32 } else { o.batch_size },
     }
@@ -372,7 +371,8 @@ pub unsafe extern "C" fn gp_model_num_threads(model: *const GpModel) -> usize {
         .map_or(0, |m| m.workers.pool().current_num_threads())
 }
 
-/// The default options: threshold 0, nested entities, 32 texts per forward pass.
+/// The default options: threshold 0, the model's own output (`flat` false), 32 texts per
+/// forward pass.
 #[no_mangle]
 pub extern "C" fn gp_predict_options_default() -> GpPredictOptions {
     GpPredictOptions {

@@ -134,7 +134,11 @@ impl GradCheck {
 
     /// Checks every parameter of `model` against the gradients it currently holds (run forward
     /// and backward with zeroed gradients first); `loss(model)` evaluates the scalar.
-    pub fn params<M: Params<f64>>(&self, model: &mut M, mut loss: impl FnMut(&M) -> f64) -> GradReport {
+    pub fn params<M: Params<f64> + ?Sized>(
+        &self,
+        model: &mut M,
+        mut loss: impl FnMut(&M) -> f64,
+    ) -> GradReport {
         let mut grads: BTreeMap<String, ArrayD<f64>> = BTreeMap::new();
         let mut order = Vec::new();
         model.visit_mut("", &mut |name, p| {
@@ -160,7 +164,7 @@ impl GradCheck {
     }
 }
 
-fn get<M: Params<f64>>(model: &mut M, name: &str, idx: usize) -> f64 {
+fn get<M: Params<f64> + ?Sized>(model: &mut M, name: &str, idx: usize) -> f64 {
     let mut out = f64::NAN;
     model.visit_mut("", &mut |n, p| {
         if n == name {
@@ -170,7 +174,7 @@ fn get<M: Params<f64>>(model: &mut M, name: &str, idx: usize) -> f64 {
     out
 }
 
-fn set<M: Params<f64>>(model: &mut M, name: &str, idx: usize, v: f64) {
+fn set<M: Params<f64> + ?Sized>(model: &mut M, name: &str, idx: usize, v: f64) {
     model.visit_mut("", &mut |n, mut p| {
         if n == name {
             *p.value.iter_mut().nth(idx).unwrap() = v;

@@ -14,16 +14,17 @@
 //! subtraction, which loses all precision when a gold score dominates): it gives the same value
 //! and gradient as the dense form, bit for bit, with no dense label tensor.
 
+use crate::head::{Bounds, RowBounds};
 use crate::scalar::Scalar;
-use ndarray::{ArrayView1, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis};
+use ndarray::{ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis};
 use rayon::prelude::*;
 
 /// Which spans of each text take part in the loss.
 #[derive(Clone, Copy, Debug)]
 pub enum SpanSet<'a> {
-    /// `(i, j)` with `i <= j` and both `valid[b, i]` and `valid[b, j]`: what the heads score
-    /// (`valid` `[B, n]`). The other spans contribute nothing and get gradient 0.
-    Valid(ArrayView2<'a, bool>),
+    /// `(i, j)` with `i <= j`, `starts[b, i]` and `ends[b, j]`: what the heads score
+    /// (`[B, n]` each). The other spans contribute nothing and get gradient 0.
+    Valid(Bounds<'a>),
     /// Every `(i, j)` of the `n x n` grid (scores already masked by the caller, as in the
     /// reference implementation's loss).
     All,
@@ -129,7 +130,8 @@ where
     assert_eq!(n, n2, "mcce: scores must be [B, C, n, n]");
     assert_eq!(grad.dim(), scores.dim(), "mcce: grad shape differs from scores");
     if let SpanSet::Valid(v) = spans {
-        assert_eq!(v.dim(), (bs, n), "mcce: valid must be [B, n]");
+        assert_eq!(v.dim(), (bs, n), "mcce: starts must be [B, n]");
+        assert_eq!(v.ends.dim(), (bs, n), "mcce: ends must be [B, n]");
     }
     if bs * c == 0 {
         return 0.0;
@@ -150,7 +152,7 @@ where
             let (b, a) = (ba / c, ba % c);
             let s = scores.slice(ndarray::s![b, a, .., ..]);
             let row = match spans {
-                SpanSet::Valid(v) => Some(v.index_axis_move(Axis(0), b)),
+                SpanSet::Valid(v) => Some(v.row(b)),
                 SpanSet::All => None,
             };
             block(s, row, || gold_of(b, a), scale, g)
@@ -161,12 +163,12 @@ where
 
 /// Calls `f(i, j)` for every span taking part, in increasing (i, j) order.
 #[inline]
-fn for_each_span(n: usize, valid: Option<ArrayView1<bool>>, mut f: impl FnMut(usize, usize)) {
+fn for_each_span(n: usize, valid: Option<RowBounds>, mut f: impl FnMut(usize, usize)) {
     match valid {
         None => (0..n).for_each(|i| (0..n).for_each(|j| f(i, j))),
         Some(v) => {
-            for i in (0..n).filter(|&i| v[i]) {
-                for j in (i..n).filter(|&j| v[j]) {
+            for i in (0..n).filter(|&i| v.starts[i]) {
+                for j in (i..n).filter(|&j| v.ends[j]) {
                     f(i, j);
                 }
             }
@@ -179,7 +181,7 @@ fn for_each_span(n: usize, valid: Option<ArrayView1<bool>>, mut f: impl FnMut(us
 /// them, pass 3 (over `g` only) divides by the sums.
 fn block<T: Scalar, G: Gold>(
     s: ArrayView2<T>,
-    valid: Option<ArrayView1<bool>>,
+    valid: Option<RowBounds>,
     gold_of: impl Fn() -> G,
     scale: T,
     mut g: ArrayViewMut2<T>,
@@ -224,6 +226,7 @@ fn block<T: Scalar, G: Gold>(
 mod tests {
     use super::*;
     use crate::gradcheck::{fixed_random, GradCheck};
+    use crate::head::Bounds;
     use ndarray::{Array2, Array4, Ix4};
 
     fn setup() -> (Array4<f64>, Array2<bool>, Vec<Vec<GoldSpan>>) {
@@ -259,7 +262,7 @@ mod tests {
         let l = mcce_dense(
             s.view(),
             labels.view(),
-            SpanSet::Valid(valid.view()),
+            SpanSet::Valid(Bounds::same(valid.view())),
             g.view_mut(),
         );
         let zp = 1.0 + (-2.0f64).exp();
@@ -274,7 +277,7 @@ mod tests {
     fn dense_and_sparse_agree() {
         let (s, valid, gold) = setup();
         let labels = dense_labels(s.dim(), &gold);
-        for spans in [SpanSet::Valid(valid.view()), SpanSet::All] {
+        for spans in [SpanSet::Valid(Bounds::same(valid.view())), SpanSet::All] {
             let mut gd = Array4::from_elem(s.dim(), 7.0);
             let mut gs = Array4::from_elem(s.dim(), 7.0);
             let ld = mcce_dense(s.view(), labels.view(), spans, gd.view_mut());
@@ -288,11 +291,21 @@ mod tests {
     fn excluded_spans_contribute_nothing() {
         let (s, valid, gold) = setup();
         let mut g = Array4::zeros(s.dim());
-        let l0 = mcce_sparse(s.view(), &gold, SpanSet::Valid(valid.view()), g.view_mut());
+        let l0 = mcce_sparse(
+            s.view(),
+            &gold,
+            SpanSet::Valid(Bounds::same(valid.view())),
+            g.view_mut(),
+        );
         let mut s2 = s.clone();
         s2[[0, 0, 0, 0]] = 1e4; // invalid start
         s2[[0, 1, 3, 1]] = 1e4; // lower triangle
-        let l1 = mcce_sparse(s2.view(), &gold, SpanSet::Valid(valid.view()), g.view_mut());
+        let l1 = mcce_sparse(
+            s2.view(),
+            &gold,
+            SpanSet::Valid(Bounds::same(valid.view())),
+            g.view_mut(),
+        );
         assert_eq!(l0, l1);
         assert_eq!(g[[0, 0, 0, 0]], 0.0);
         assert_eq!(g[[0, 1, 3, 1]], 0.0);
@@ -304,19 +317,29 @@ mod tests {
         s[[0, 0, 1, 3]] = -1e4; // a gold span scored very low
         s[[0, 1, 1, 2]] = 1e4; // a non-gold span scored very high
         let mut g = Array4::zeros(s.dim());
-        let l = mcce_sparse(s.view(), &gold, SpanSet::Valid(valid.view()), g.view_mut());
+        let l = mcce_sparse(
+            s.view(),
+            &gold,
+            SpanSet::Valid(Bounds::same(valid.view())),
+            g.view_mut(),
+        );
         assert!(l.is_finite() && l > (2e4 - 1.0) / 6.0);
         assert!(g.iter().all(|x| x.is_finite()));
         let s32 = s.mapv(|x| x as f32);
         let mut g32 = Array4::<f32>::zeros(s.dim());
-        let l32 = mcce_sparse(s32.view(), &gold, SpanSet::Valid(valid.view()), g32.view_mut());
+        let l32 = mcce_sparse(
+            s32.view(),
+            &gold,
+            SpanSet::Valid(Bounds::same(valid.view())),
+            g32.view_mut(),
+        );
         assert!(((l32 - l) / l).abs() < 1e-5);
     }
 
     #[test]
     fn gradcheck_sparse() {
         let (s, valid, gold) = setup();
-        for spans in [SpanSet::Valid(valid.view()), SpanSet::All] {
+        for spans in [SpanSet::Valid(Bounds::same(valid.view())), SpanSet::All] {
             let mut g = Array4::zeros(s.dim());
             mcce_sparse(s.view(), &gold, spans, g.view_mut());
             let mut scratch = Array4::zeros(s.dim());

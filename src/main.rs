@@ -1,11 +1,14 @@
 //! The gp-lite command line: train, eval, predict, bench.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use gp_lite::data::{cluener, read_dataset, Dataset, Format};
+use gp_lite::batch::Boundaries;
+use gp_lite::data::bio::Join;
+use gp_lite::data::{cluener, read_dataset_with, Dataset, Format, ReadOptions};
 use gp_lite::decode::DecodeMode;
-use gp_lite::model::{HeadConfig, HeadKind};
+use gp_lite::head::{crf::DEFAULT_TRANSITION_LR_MULTIPLIER, HeadConfig, HeadOptions};
 use gp_lite::predict::{PredictOptions, Predictor};
-use gp_lite::train::{EncoderSource, Event, TrainOptions, TrainingRecord};
+use gp_lite::tokenize::Tokenization;
+use gp_lite::train::{EncoderSource, Event, TokenizationChoice, TrainOptions, TrainingRecord};
 use gp_lite::trainer::Workspace;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{BufRead, BufWriter, IsTerminal, Write};
@@ -28,6 +31,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size difference between the variants is moot.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Train a model. With no --train, trains a tiny model on the bundled CLUENER sample.
@@ -41,11 +46,79 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum HeadArg {
-    /// GlobalPointer
-    Gp,
-    /// Efficient GlobalPointer
-    Egp,
+enum TokenizationArg {
+    /// chars when more than half of the training texts' non-whitespace characters are CJK
+    /// (Han, kana, Hangul, CJK punctuation), subwords otherwise
+    Auto,
+    /// the pretrained tokenizer's own pieces
+    Subwords,
+    /// one token per character, looked up in the pretrained vocabulary after its normalizer
+    Chars,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BoundariesArg {
+    /// words when the training texts are not mostly CJK and every gold span starts and ends at
+    /// whitespace (column files, tokenized corpora), tokens otherwise
+    Auto,
+    /// entities may start and end at any token
+    Tokens,
+    /// entities start at word starts and end at word ends (words are whitespace-separated)
+    Words,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum JoinArg {
+    /// none when most token characters are CJK or every token is one character, space otherwise
+    Auto,
+    Space,
+    None,
+}
+
+/// Column-file and format options shared by train and eval.
+#[derive(Args)]
+struct DataArgs {
+    /// Data format: cluener, cmeee, conll (bio), jsonl (gp) [default: detected from the content].
+    #[arg(long)]
+    format: Option<String>,
+    /// How a column file's tokens are joined into the sentence text.
+    #[arg(long, value_enum, default_value = "auto")]
+    column_join: JoinArg,
+}
+
+impl DataArgs {
+    fn options(&self) -> Res<ReadOptions> {
+        Ok(ReadOptions {
+            format: parse_format(&self.format)?,
+            join: match self.column_join {
+                JoinArg::Auto => Join::Auto,
+                JoinArg::Space => Join::Space,
+                JoinArg::None => Join::None,
+            },
+        })
+    }
+}
+
+/// `--flat` / `--nested` (neither: the model's default, flat when its training data had no
+/// overlapping entities).
+#[derive(Args)]
+struct ModeArgs {
+    /// Non-overlapping output (keep the best of overlapping spans).
+    #[arg(long, conflicts_with = "nested")]
+    flat: bool,
+    /// Every span above the threshold, overlapping or not.
+    #[arg(long)]
+    nested: bool,
+}
+
+impl ModeArgs {
+    fn mode(&self) -> Option<DecodeMode> {
+        match (self.flat, self.nested) {
+            (true, _) => Some(DecodeMode::Flat),
+            (_, true) => Some(DecodeMode::Nested),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -59,9 +132,8 @@ struct TrainArgs {
     /// Model directory to write [default: gp-lite-sample-model for the bundled sample].
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Data format: cluener, cmeee, conll (bio), jsonl (gp).
-    #[arg(long)]
-    format: Option<String>,
+    #[command(flatten)]
+    data: DataArgs,
     /// Fine-tune a pretrained HF BERT directory (config.json, model.safetensors, tokenizer).
     #[arg(long, conflicts_with = "config")]
     init: Option<PathBuf>,
@@ -72,13 +144,25 @@ struct TrainArgs {
     /// vocabulary built from the training texts.
     #[arg(long, requires = "config")]
     vocab: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "gp")]
-    head: HeadArg,
+    /// The head: gp (GlobalPointer), egp (Efficient GlobalPointer), crf (BIO tagger with a
+    /// linear-chain CRF, the published baseline; flat output, of nested gold spans it learns the
+    /// outermost).
+    #[arg(long, default_value = "gp", value_parser = clap::builder::PossibleValuesParser::new(HeadConfig::NAMES))]
+    head: String,
     /// Turn RoPE off (the ablation of method.md).
     #[arg(long)]
     no_rope: bool,
     #[arg(long, default_value_t = 64)]
     head_size: usize,
+    /// CRF head: the transitions' learning rate over the model's (bert4keras uses 1000 at lr 2e-5).
+    #[arg(long, default_value_t = DEFAULT_TRANSITION_LR_MULTIPLIER)]
+    crf_lr_multiplier: f64,
+    /// How texts are tokenized for a pretrained encoder (--init, or --vocab from scratch).
+    #[arg(long, value_enum, default_value = "auto")]
+    tokenization: TokenizationArg,
+    /// Where entities may begin and end.
+    #[arg(long, value_enum, default_value = "auto")]
+    boundaries: BoundariesArg,
     /// [default: 3 fine-tuning, 20 from scratch, 30 on the bundled sample]
     #[arg(long)]
     epochs: Option<usize>,
@@ -88,6 +172,9 @@ struct TrainArgs {
     /// Peak learning rate [default: 5e-5 fine-tuning, 1e-3 from scratch]
     #[arg(long)]
     lr: Option<f64>,
+    /// Peak learning rate of the head [default: --lr]
+    #[arg(long)]
+    head_lr: Option<f64>,
     /// Fraction of steps with linear warmup (then linear decay to 0).
     #[arg(long, default_value_t = 0.1)]
     warmup: f64,
@@ -127,14 +214,13 @@ struct EvalArgs {
     model: PathBuf,
     #[arg(long)]
     data: PathBuf,
-    #[arg(long)]
-    format: Option<String>,
+    #[command(flatten)]
+    data_opts: DataArgs,
     /// One JSON object instead of a table.
     #[arg(long)]
     json: bool,
-    /// Non-overlapping output (keep the best of overlapping spans).
-    #[arg(long)]
-    flat: bool,
+    #[command(flatten)]
+    mode: ModeArgs,
     #[arg(long, default_value_t = 0)]
     threads: usize,
 }
@@ -149,9 +235,8 @@ struct PredictArgs {
     /// Output file [default: stdout]
     #[arg(long)]
     output: Option<PathBuf>,
-    /// Non-overlapping output (keep the best of overlapping spans).
-    #[arg(long)]
-    flat: bool,
+    #[command(flatten)]
+    mode: ModeArgs,
     /// Score above which a span is an entity.
     #[arg(long, default_value_t = 0.0)]
     threshold: f64,
@@ -209,7 +294,7 @@ fn parse_format(f: &Option<String>) -> Res<Option<Format>> {
 }
 
 fn cmd_train(a: TrainArgs) -> Res<()> {
-    let format = parse_format(&a.format)?;
+    let read = a.data.options()?;
     let sample = a.train.is_none();
     if sample && a.dev.is_some() {
         return Err("--dev needs --train".into());
@@ -219,9 +304,9 @@ fn cmd_train(a: TrainArgs) -> Res<()> {
         let d = cluener::parse(Path::new("<bundled>/cluener-sample/dev.json"), SAMPLE_DEV)?;
         (t, Some(d))
     } else {
-        let t = read_dataset(a.train.as_ref().unwrap(), format)?;
+        let t = read_dataset_with(a.train.as_ref().unwrap(), read)?;
         let d = match &a.dev {
-            Some(p) => Some(read_dataset(p, format)?),
+            Some(p) => Some(read_dataset_with(p, read)?),
             None => None,
         };
         (t, d)
@@ -261,14 +346,26 @@ fn cmd_train(a: TrainArgs) -> Res<()> {
     };
     let opts = TrainOptions {
         encoder,
-        head: HeadConfig {
-            kind: match a.head {
-                HeadArg::Gp => HeadKind::Gp,
-                HeadArg::Egp => HeadKind::Egp,
+        head: HeadConfig::from_name(
+            &a.head,
+            &HeadOptions {
+                head_size: a.head_size,
+                rope: !a.no_rope,
+                crf_lr_multiplier: a.crf_lr_multiplier,
             },
-            head_size: a.head_size,
-            rope: !a.no_rope,
+        )
+        .ok_or_else(|| format!("unknown head `{}`", a.head))?,
+        tokenization: match a.tokenization {
+            TokenizationArg::Auto => TokenizationChoice::Auto,
+            TokenizationArg::Subwords => TokenizationChoice::Fixed(Tokenization::Subwords),
+            TokenizationArg::Chars => TokenizationChoice::Fixed(Tokenization::Chars),
         },
+        boundaries: match a.boundaries {
+            BoundariesArg::Auto => None,
+            BoundariesArg::Tokens => Some(Boundaries::Tokens),
+            BoundariesArg::Words => Some(Boundaries::Words),
+        },
+        head_lr: a.head_lr,
         // The bundled sample is small: 30 epochs take about half a minute on 2 cores.
         epochs: a.epochs.unwrap_or(if fine_tune {
             3
@@ -424,17 +521,13 @@ impl Progress {
 }
 
 fn cmd_eval(a: EvalArgs) -> Res<()> {
-    let format = parse_format(&a.format)?;
+    let read = a.data_opts.options()?;
     let pool = pool(a.threads)?;
     let predictor: Predictor<f32> = gp_lite::model_dir::load_model(&a.model)?;
-    let data = read_dataset(&a.data, format)?;
+    let data = read_dataset_with(&a.data, read)?;
     data.check_labels(&predictor.model.config.labels)?;
     let opts = PredictOptions {
-        mode: if a.flat {
-            DecodeMode::Flat
-        } else {
-            DecodeMode::Nested
-        },
+        mode: a.mode.mode(),
         ..Default::default()
     };
     let report = pool
@@ -518,11 +611,7 @@ fn cmd_predict(a: PredictArgs) -> Res<()> {
         None => Box::new(BufWriter::new(std::io::stdout().lock())),
     };
     let opts = PredictOptions {
-        mode: if a.flat {
-            DecodeMode::Flat
-        } else {
-            DecodeMode::Nested
-        },
+        mode: a.mode.mode(),
         threshold: a.threshold,
         batch_size: a.batch_size.max(1),
     };

@@ -1,33 +1,18 @@
-//! The NER model: a BERT encoder, a span-scoring head and the label set, with its configuration.
+//! The NER model: a BERT encoder, a head and the label set, with its configuration.
 //!
 //! Parameters walk as the encoder's HF names (`embeddings.*`, `encoder.layer.N.*`) followed by the
 //! head's under `head.`, so one model.safetensors holds both and HF can still load the encoder.
 
+use crate::batch::Boundaries;
 use crate::bert::{BertConfig, BertEncoder, EncoderError};
-use crate::head::{EfficientGlobalPointer, GlobalPointer, Head};
+use crate::decode::DecodeMode;
+use crate::head::{HeadConfig, SpanHead};
 use crate::param::{join, ParamMut, Params};
 use crate::scalar::Scalar;
+use crate::tokenize::Tokenization;
 use ndarray::ArrayViewD;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-
-/// Which span-scoring head.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HeadKind {
-    /// GlobalPointer (method.md §2): dense H -> C*2d.
-    Gp,
-    /// Efficient GlobalPointer (method.md §6): shared H -> 2d plus per-type boundary scores.
-    Egp,
-}
-
-/// The head's hyper-parameters.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct HeadConfig {
-    pub kind: HeadKind,
-    pub head_size: usize,
-    pub rope: bool,
-}
 
 /// Everything needed to rebuild a model (written as config.json in a model directory).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,41 +23,34 @@ pub struct ModelConfig {
     pub labels: Vec<String>,
     /// Longest token sequence (specials included) the model is run on; longer texts are windowed.
     pub max_len: usize,
+    /// How texts are tokenized (absent in directories written before it was recorded: then the
+    /// tokenizer files present decide).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenization: Option<Tokenization>,
+    /// Where entities may begin and end.
+    #[serde(default)]
+    pub boundaries: Boundaries,
+    /// Output when neither `--flat` nor `--nested` is asked for: flat when the training data had
+    /// no overlapping entities.
+    #[serde(default)]
+    pub decode: DecodeMode,
 }
 
 /// Encoder + head.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct NerModel<T> {
     pub config: ModelConfig,
     pub encoder: BertEncoder<T>,
-    pub head: Head<T>,
+    pub head: Box<dyn SpanHead<T>>,
 }
 
-/// Builds the head described by `cfg` over hidden size `hidden`.
-pub fn new_head<T: Scalar>(
-    cfg: &HeadConfig,
-    hidden: usize,
-    types: usize,
-    std: f64,
-    rng: &mut impl Rng,
-) -> Head<T> {
-    match cfg.kind {
-        HeadKind::Gp => Head::GlobalPointer(GlobalPointer::new(
-            hidden,
-            types,
-            cfg.head_size,
-            cfg.rope,
-            std,
-            rng,
-        )),
-        HeadKind::Egp => Head::Efficient(EfficientGlobalPointer::new(
-            hidden,
-            types,
-            cfg.head_size,
-            cfg.rope,
-            std,
-            rng,
-        )),
+impl<T: Scalar> Clone for NerModel<T> {
+    fn clone(&self) -> Self {
+        NerModel {
+            config: self.config.clone(),
+            encoder: self.encoder.clone(),
+            head: self.head.boxed_clone(),
+        }
     }
 }
 
@@ -97,8 +75,7 @@ impl<T: Scalar> NerModel<T> {
 
     /// A model around an existing (e.g. pretrained) encoder, with a fresh head.
     pub fn with_encoder(config: ModelConfig, encoder: BertEncoder<T>, rng: &mut impl Rng) -> Self {
-        let head = new_head(
-            &config.head,
+        let head = config.head.build(
             config.encoder.hidden_size,
             config.labels.len(),
             config.encoder.initializer_range,
@@ -108,6 +85,15 @@ impl<T: Scalar> NerModel<T> {
             config,
             encoder,
             head,
+        }
+    }
+
+    /// Learning-rate multiplier of parameter `name` (a walk name): the head's own for its
+    /// parameters times `head_lr_scale`, 1 for the encoder's.
+    pub fn lr_scale(&self, name: &str, head_lr_scale: f64) -> f64 {
+        match name.strip_prefix("head.") {
+            Some(rest) => head_lr_scale * self.head.lr_scale(rest),
+            None => 1.0,
         }
     }
 }

@@ -118,7 +118,11 @@ pub fn load_model<T: Scalar>(dir: &Path) -> Result<Predictor<T>, ModelDirError> 
         what: e.to_string(),
     })?;
     load_weights(&dir.join(WEIGHTS_FILE), &mut model)?;
-    let tokenizer = Tokenizer::load(dir).map_err(|source| ModelDirError::Tokenizer {
+    let tokenizer = match model.config.tokenization {
+        Some(t) => Tokenizer::load_as(dir, t),
+        None => Tokenizer::load(dir),
+    }
+    .map_err(|source| ModelDirError::Tokenizer {
         path: dir.to_path_buf(),
         source,
     })?;

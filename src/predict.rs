@@ -1,15 +1,14 @@
 //! Inference on raw text: tokenize, window texts longer than the model's maximum, score, decode,
 //! and map token spans back to character offsets.
 
-use crate::batch::{make_batch, sorted_batches};
+use crate::batch::{make_batch, sorted_batches, Boundaries};
 use crate::bert::EncoderError;
-use crate::decode::{decode, flatten, DecodeMode, SpanPred, DEFAULT_THRESHOLD};
+use crate::decode::{flatten, DecodeMode, SpanPred, DEFAULT_THRESHOLD};
 use crate::model::NerModel;
 use crate::scalar::Scalar;
 use crate::tokenize::{token_span_to_chars, windows, Encoding, TokenizeError, Tokenizer};
-use crate::trainer::{score, Workspace};
+use crate::trainer::{decode_batch, Workspace};
 use serde::Serialize;
-use std::collections::HashMap;
 
 /// An entity found in a text: characters `[start, end)` (Unicode code points), its type and score.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -36,7 +35,8 @@ pub enum PredictError {
 /// How texts are decoded.
 #[derive(Clone, Copy, Debug)]
 pub struct PredictOptions {
-    pub mode: DecodeMode,
+    /// Nested or flat output; `None`: the model's default (config.json `decode`).
+    pub mode: Option<DecodeMode>,
     pub threshold: f64,
     /// Texts per forward pass.
     pub batch_size: usize,
@@ -45,7 +45,7 @@ pub struct PredictOptions {
 impl Default for PredictOptions {
     fn default() -> Self {
         PredictOptions {
-            mode: DecodeMode::Nested,
+            mode: None,
             threshold: DEFAULT_THRESHOLD,
             batch_size: 32,
         }
@@ -78,7 +78,7 @@ impl<T: Scalar> Predictor<T> {
         &self,
         texts: &[&str],
         opts: &PredictOptions,
-        ws: &mut Workspace<T>,
+        ws: &mut Workspace,
     ) -> Result<Vec<Vec<PredEntity>>, PredictError> {
         predict_texts(&self.model, &self.tokenizer, texts, opts, ws)
     }
@@ -110,62 +110,60 @@ fn units(encs: &[Encoding], max_len: usize) -> Result<Vec<Unit>, PredictError> {
     Ok(units)
 }
 
+/// Tokenizes `text` as `model` was trained: its tokenizer, and entity boundaries restricted to
+/// words when the model uses word boundaries.
+pub fn encode_for<T: Scalar>(
+    model: &NerModel<T>,
+    tokenizer: &Tokenizer,
+    text: &str,
+) -> Result<Encoding, TokenizeError> {
+    let mut enc = tokenizer.encode(text)?;
+    if model.config.boundaries == Boundaries::Words {
+        enc.mark_words(text);
+    }
+    Ok(enc)
+}
+
 /// Entities of each text, in character offsets. Texts longer than the model's `max_len` are
-/// scored in windows overlapping by half; a span found in several windows keeps its best score.
+/// scored in windows overlapping by half; the head merges what the windows found.
 pub fn predict_texts<T: Scalar>(
     model: &NerModel<T>,
     tokenizer: &Tokenizer,
     texts: &[&str],
     opts: &PredictOptions,
-    ws: &mut Workspace<T>,
+    ws: &mut Workspace,
 ) -> Result<Vec<Vec<PredEntity>>, PredictError> {
     let encs = texts
         .iter()
         .enumerate()
         .map(|(index, t)| {
-            tokenizer
-                .encode(t)
-                .map_err(|source| PredictError::Tokenize { index, source })
+            encode_for(model, tokenizer, t).map_err(|source| PredictError::Tokenize { index, source })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let units = units(&encs, model.config.max_len)?;
-    // Per text: best score of each (type, first token, last token) in full-encoding indices.
-    let mut found: Vec<HashMap<(usize, usize, usize), f64>> = vec![HashMap::new(); texts.len()];
+    // Per text: the spans of all its windows, in full-encoding token indices.
+    let mut found: Vec<Vec<SpanPred>> = vec![Vec::new(); texts.len()];
     let lengths: Vec<usize> = units.iter().map(|u| u.enc.len()).collect();
     for idx in sorted_batches(&lengths, opts.batch_size) {
         let batch = make_batch(idx.iter().map(|&i| (&units[i].enc, &[][..])));
-        score(model, &batch, ws)?;
-        let spans = decode(
-            ws.scores.view4(),
-            batch.valid.view(),
-            opts.threshold,
-            DecodeMode::Nested,
-        );
+        let spans = decode_batch(model, &batch, opts.threshold, ws)?;
         for (&i, preds) in idx.iter().zip(spans) {
             let u = &units[i];
-            for p in preds {
-                let key = (p.ty, p.start + u.offset, p.end + u.offset);
-                let best = found[u.text].entry(key).or_insert(f64::NEG_INFINITY);
-                *best = best.max(p.score);
-            }
+            found[u.text].extend(preds.into_iter().map(|p| SpanPred {
+                start: p.start + u.offset,
+                end: p.end + u.offset,
+                ..p
+            }));
         }
     }
     let labels = &model.config.labels;
+    let mode = opts.mode.unwrap_or(model.config.decode);
     Ok(found
         .into_iter()
         .zip(&encs)
         .map(|(spans, enc)| {
-            let mut preds: Vec<SpanPred> = spans
-                .into_iter()
-                .map(|((ty, start, end), score)| SpanPred {
-                    ty,
-                    start,
-                    end,
-                    score,
-                })
-                .collect();
-            preds.sort_by_key(|a| (a.start, a.end, a.ty));
-            if opts.mode == DecodeMode::Flat {
+            let mut preds = model.head.merge_windows(spans);
+            if mode == DecodeMode::Flat {
                 preds = flatten(preds);
             }
             preds

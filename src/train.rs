@@ -5,18 +5,22 @@
 //! parallel computation splits work by the thread count alone, so the same data, seed and thread
 //! count give the same model bit for bit, also across `--resume`.
 
-use crate::batch::{bucketed_batches, make_batch, Sample};
+use crate::batch::{bucketed_batches, make_batch, Boundaries, Sample};
 use crate::bert::checkpoint::{load_encoder, CheckpointError};
 use crate::bert::{BertConfig, EncoderError};
-use crate::data::{DataError, Dataset};
+use crate::data::{DataError, Dataset, Example};
+use crate::decode::DecodeMode;
+use crate::head::{GlobalPointerConfig, HeadConfig};
 use crate::metrics::{evaluate, Report};
-use crate::model::{HeadConfig, HeadKind, ModelConfig, NerModel};
+use crate::model::{ModelConfig, NerModel};
 use crate::model_dir::{self, ModelDirError};
 use crate::optim::adamw::AdamWConfig;
 use crate::optim::schedule::LinearSchedule;
-use crate::predict::{predict_texts, PredictError, PredictOptions};
+use crate::predict::{encode_for, predict_texts, PredictError, PredictOptions};
 use crate::tensor_io;
-use crate::tokenize::{char_span_to_tokens, windows, CharVocab, TokenizeError, Tokenizer};
+use crate::tokenize::{
+    char_span_to_tokens, mostly_cjk, windows, CharVocab, Tokenization, TokenizeError, Tokenizer,
+};
 use crate::trainer::{Trainer, Workspace};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -35,14 +39,31 @@ pub enum EncoderSource {
     Pretrained(PathBuf),
 }
 
+/// How to tokenize a pretrained encoder's input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TokenizationChoice {
+    /// One token per character when the training texts are mostly CJK (more than half of their
+    /// non-whitespace characters), the tokenizer's own pieces otherwise.
+    #[default]
+    Auto,
+    /// This one.
+    Fixed(Tokenization),
+}
+
 /// Everything a run needs.
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
     pub encoder: EncoderSource,
     pub head: HeadConfig,
+    pub tokenization: TokenizationChoice,
+    /// Entity boundaries; `None`: words when the training data is whitespace-separated and every
+    /// gold span is on word boundaries, tokens otherwise (see [`choose_boundaries`]).
+    pub boundaries: Option<Boundaries>,
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
+    /// Peak learning rate of the head (`None`: `lr`).
+    pub head_lr: Option<f64>,
     /// Fraction of all steps spent warming up linearly.
     pub warmup: f64,
     pub weight_decay: f64,
@@ -99,7 +120,11 @@ pub struct TrainingRecord {
     pub dev_file: Option<String>,
     pub train_examples: usize,
     pub train_windows: usize,
+    /// Gold spans whose boundaries fall inside a token (or, with word boundaries, a word).
     pub unaligned_spans: usize,
+    /// Gold spans the head cannot learn (overlapping spans for a tagger).
+    #[serde(default)]
+    pub head_left_out_spans: usize,
     pub epochs: Vec<EpochRecord>,
     pub best_epoch: Option<usize>,
     pub best_dev_f1: Option<f64>,
@@ -130,39 +155,47 @@ pub enum TrainError {
 /// Tokenized training samples and what could not be used as is.
 pub struct Prepared {
     pub samples: Vec<Sample>,
-    /// Gold spans whose boundaries fall inside a token (left out of training).
+    /// Gold spans whose boundaries fall inside a token, or outside the allowed boundaries
+    /// (left out of training).
     pub unaligned: usize,
+    /// Gold spans the head cannot learn (left out of training).
+    pub left_out: usize,
     /// Texts longer than `max_len` tokens, split into windows.
     pub windowed: usize,
 }
 
-/// Tokenizes `data`, maps its spans onto tokens and windows texts longer than `max_len`.
-pub fn prepare(
+/// Tokenizes `data` as `model` will see it, maps its spans onto tokens, keeps those the head can
+/// learn and windows texts longer than the model's `max_len`.
+pub fn prepare<T: crate::Scalar>(
     data: &Dataset,
+    model: &NerModel<T>,
     tokenizer: &Tokenizer,
-    labels: &[String],
-    max_len: usize,
 ) -> Result<Prepared, TrainError> {
+    let labels = &model.config.labels;
+    let max_len = model.config.max_len;
     let index: HashMap<&str, usize> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
     let mut out = Prepared {
         samples: Vec::new(),
         unaligned: 0,
+        left_out: 0,
         windowed: 0,
     };
     for (ex, &line) in data.examples.iter().zip(&data.lines) {
-        let enc = tokenizer
-            .encode(&ex.text)
-            .map_err(|source| TrainError::Tokenizer {
-                path: PathBuf::from(format!("{}:{line}", data.path.display())),
-                source,
-            })?;
+        let enc = encode_for(model, tokenizer, &ex.text).map_err(|source| TrainError::Tokenizer {
+            path: PathBuf::from(format!("{}:{line}", data.path.display())),
+            source,
+        })?;
         let mut gold = Vec::new();
         for e in &ex.entities {
             match char_span_to_tokens(&enc, e.start, e.end) {
-                Some((s, t)) => gold.push((index[e.label.as_str()], s, t)),
-                None => out.unaligned += 1,
+                Some((s, t)) if enc.may_start[s] && enc.may_end[t] => {
+                    gold.push((index[e.label.as_str()], s, t))
+                }
+                _ => out.unaligned += 1,
             }
         }
+        let (gold, left_out) = model.head.trainable_gold(gold);
+        out.left_out += left_out;
         if enc.len() <= max_len {
             out.samples.push(Sample { enc, gold });
             continue;
@@ -212,6 +245,44 @@ pub fn evaluate_dataset<T: crate::Scalar>(
     Ok(evaluate(&gold, &pred, labels.len()))
 }
 
+/// Word boundaries when the texts are not mostly CJK and every gold span starts at a word start
+/// and ends at a word end (whitespace-separated: column files, tokenized corpora); token
+/// boundaries otherwise (raw text where an entity may end inside a word, as in "Google's").
+pub fn choose_boundaries(data: &Dataset) -> Boundaries {
+    let on_words = |ex: &Example| {
+        let space: Vec<bool> = ex.text.chars().map(char::is_whitespace).collect();
+        ex.entities
+            .iter()
+            .all(|e| (e.start == 0 || space[e.start - 1]) && space.get(e.end).copied().unwrap_or(true))
+    };
+    let any_space = data.examples.iter().any(|e| e.text.contains(char::is_whitespace));
+    let cjk = mostly_cjk(data.examples.iter().map(|e| e.text.as_str()));
+    if any_space && !cjk && data.examples.iter().all(on_words) {
+        Boundaries::Words
+    } else {
+        Boundaries::Tokens
+    }
+}
+
+/// Flat output by default when no two gold entities of a text overlap.
+pub fn choose_decode(data: &Dataset) -> DecodeMode {
+    let overlapping = data.examples.iter().any(|ex| {
+        // entities are sorted by start: one overlaps an earlier one when it starts before the
+        // furthest end seen so far
+        let mut end = 0;
+        ex.entities.iter().any(|e| {
+            let overlaps = e.start < end;
+            end = end.max(e.end);
+            overlaps
+        })
+    });
+    if overlapping {
+        DecodeMode::Nested
+    } else {
+        DecodeMode::Flat
+    }
+}
+
 /// State for `--resume`, kept in `OUT/resume/` after each epoch.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct ResumeState {
@@ -249,7 +320,7 @@ fn save_resume(out: &Path, trainer: &Trainer<f32>, state: &ResumeState) -> Resul
     Ok(())
 }
 
-/// The tokenizer and model a run starts from.
+/// The tokenizer and model a run starts from, with the choices made from the data reported.
 fn build_model(
     opts: &TrainOptions,
     train: &Dataset,
@@ -257,9 +328,9 @@ fn build_model(
     rng: &mut ChaCha8Rng,
     info: &mut dyn FnMut(Event),
 ) -> Result<(NerModel<f32>, Tokenizer), TrainError> {
-    match &opts.encoder {
+    let (cfg, encoder, tokenizer) = match &opts.encoder {
         EncoderSource::Pretrained(dir) => {
-            let mut cfg = crate::bert::config::BertConfig::from_json_file(dir.join("config.json"))
+            let mut cfg = BertConfig::from_json_file(dir.join("config.json"))
                 .map_err(|e| TrainError::Invalid(e.to_string()))?;
             apply_dropout(&mut cfg, opts.dropout);
             let (encoder, report) = load_encoder::<f32>(&cfg, &dir.join("model.safetensors"))?;
@@ -269,23 +340,22 @@ fn build_model(
                     report.skipped.join(", ")
                 )));
             }
-            let tokenizer = Tokenizer::load(dir).map_err(TrainError::Tokenize)?;
-            check_max_len(opts.max_len, &cfg)?;
-            let config = ModelConfig {
-                encoder: cfg,
-                head: opts.head.clone(),
-                labels,
-                max_len: opts.max_len,
-            };
-            Ok((NerModel::with_encoder(config, encoder, rng), tokenizer))
+            let tokenizer =
+                choose_tokenization(opts, train, Tokenizer::load(dir).map_err(TrainError::Tokenize)?)?;
+            (cfg, Some(encoder), tokenizer)
         }
         EncoderSource::Scratch { config, vocab } => {
             let tokenizer = match vocab {
-                Some(p) if p.is_dir() => Tokenizer::load(p).map_err(TrainError::Tokenize)?,
-                Some(p) if p.extension().is_some_and(|e| e == "json") => {
-                    Tokenizer::from_tokenizer_json(p).map_err(TrainError::Tokenize)?
+                Some(p) => {
+                    let t = if p.is_dir() {
+                        Tokenizer::load(p)
+                    } else if p.extension().is_some_and(|e| e == "json") {
+                        Tokenizer::from_tokenizer_json(p)
+                    } else {
+                        Tokenizer::from_vocab_txt(p, true)
+                    };
+                    choose_tokenization(opts, train, t.map_err(TrainError::Tokenize)?)?
                 }
-                Some(p) => Tokenizer::from_vocab_txt(p, true).map_err(TrainError::Tokenize)?,
                 None => Tokenizer::Char(CharVocab::build(
                     train.examples.iter().map(|e| e.text.as_str()),
                     opts.min_char_count,
@@ -295,26 +365,75 @@ fn build_model(
             let mut cfg = match BertConfig::preset(config, vocab_size) {
                 Some(c) => c,
                 None => {
-                    let mut c = crate::bert::config::BertConfig::from_json_file(config)
-                        .map_err(|e| TrainError::Invalid(e.to_string()))?;
+                    let mut c =
+                        BertConfig::from_json_file(config).map_err(|e| TrainError::Invalid(e.to_string()))?;
                     c.vocab_size = vocab_size;
                     c
                 }
             };
             apply_dropout(&mut cfg, opts.dropout);
-            check_max_len(opts.max_len, &cfg)?;
             info(Event::Info(format!(
                 "from scratch: {} layers, hidden {}, vocabulary {vocab_size}",
                 cfg.num_hidden_layers, cfg.hidden_size
             )));
-            let config = ModelConfig {
-                encoder: cfg,
-                head: opts.head.clone(),
-                labels,
-                max_len: opts.max_len,
-            };
-            Ok((NerModel::new(config, rng)?, tokenizer))
+            (cfg, None, tokenizer)
         }
+    };
+    check_max_len(opts.max_len, &cfg)?;
+    let boundaries = opts.boundaries.unwrap_or_else(|| choose_boundaries(train));
+    let decode = if opts.head.nested() {
+        choose_decode(train)
+    } else {
+        DecodeMode::Flat
+    };
+    info(Event::Info(format!(
+        "tokenization {}, entity boundaries at {}, {} output by default",
+        tokenizer.tokenization().name(),
+        match boundaries {
+            Boundaries::Words => "words",
+            Boundaries::Tokens => "tokens",
+        },
+        match decode {
+            DecodeMode::Flat => "flat",
+            DecodeMode::Nested => "nested",
+        }
+    )));
+    let config = ModelConfig {
+        encoder: cfg,
+        head: opts.head.clone(),
+        labels,
+        max_len: opts.max_len,
+        tokenization: Some(tokenizer.tokenization()),
+        boundaries,
+        decode,
+    };
+    let model = match encoder {
+        Some(encoder) => NerModel::with_encoder(config, encoder, rng),
+        None => NerModel::new(config, rng)?,
+    };
+    Ok((model, tokenizer))
+}
+
+/// A pretrained tokenizer as `opts` asks, or one token per character when the texts are mostly CJK.
+fn choose_tokenization(
+    opts: &TrainOptions,
+    train: &Dataset,
+    tokenizer: Tokenizer,
+) -> Result<Tokenizer, TrainError> {
+    let chars = match opts.tokenization {
+        TokenizationChoice::Fixed(Tokenization::Chars) => true,
+        TokenizationChoice::Fixed(Tokenization::Subwords) => false,
+        TokenizationChoice::Fixed(Tokenization::CharVocab) => {
+            return Err(TrainError::Invalid(
+                "--tokenization char_vocab is for training from scratch without --vocab".into(),
+            ))
+        }
+        TokenizationChoice::Auto => mostly_cjk(train.examples.iter().map(|e| e.text.as_str())),
+    };
+    if chars {
+        tokenizer.per_char().map_err(TrainError::Tokenize)
+    } else {
+        Ok(tokenizer)
     }
 }
 
@@ -335,69 +454,108 @@ fn check_max_len(max_len: usize, cfg: &BertConfig) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// Trains a model on `train`, evaluating on `dev` after each epoch and keeping the best model
-/// (by dev F1; the last one without dev data) in `out`. With `resume`, continues the run whose
-/// state is in `out` from its last completed epoch.
-pub fn train(
-    opts: &TrainOptions,
-    train: &Dataset,
-    dev: Option<&Dataset>,
-    out: &Path,
-    resume: bool,
-    mut record: TrainingRecord,
-    on_event: &mut dyn FnMut(Event),
-) -> Result<TrainingRecord, TrainError> {
-    let start_time = Instant::now();
-    let labels = train.labels.clone();
-    if labels.is_empty() {
+/// Refuses a run that cannot start: no entities, dev labels the training data lacks, zero sizes.
+fn check_inputs(opts: &TrainOptions, train: &Dataset, dev: Option<&Dataset>) -> Result<(), TrainError> {
+    if train.labels.is_empty() {
         return Err(TrainError::Invalid(format!(
             "{}: no entities to learn from",
             train.path.display()
         )));
     }
     if let Some(d) = dev {
-        d.check_labels(&labels)?;
+        d.check_labels(&train.labels)?;
     }
     if opts.batch_size == 0 || opts.epochs == 0 {
         return Err(TrainError::Invalid(
             "--batch-size and --epochs must be positive".into(),
         ));
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-    let (model, tokenizer) = if resume {
-        let predictor = model_dir::load_model::<f32>(out)?;
-        (predictor.model, predictor.tokenizer)
-    } else {
-        build_model(opts, train, labels, &mut rng, on_event)?
-    };
-    let labels = model.config.labels.clone();
-    let prepared = prepare(train, &tokenizer, &labels, model.config.max_len)?;
-    on_event(Event::Info(format!(
-        "{} training texts ({} samples after windowing {} long texts), {} labels; {} gold spans not on token boundaries (left out)",
-        train.examples.len(),
-        prepared.samples.len(),
-        prepared.windowed,
-        labels.len(),
-        prepared.unaligned
-    )));
-    record.train_examples = train.examples.len();
-    record.train_windows = prepared.samples.len();
-    record.unaligned_spans = prepared.unaligned;
-    let adamw = AdamWConfig {
-        lr: opts.lr,
-        weight_decay: opts.weight_decay,
-        ..AdamWConfig::default()
-    };
-    let mut trainer = Trainer::new(model, adamw, opts.max_grad_norm);
-    let batches_per_epoch = prepared.samples.len().div_ceil(opts.batch_size);
-    let total_steps = batches_per_epoch * opts.epochs;
-    let schedule = LinearSchedule {
-        warmup_steps: (opts.warmup * total_steps as f64).round() as usize,
-        total_steps,
-    };
-    let (mut first_epoch, mut step, mut best_f1) = (0, 0, None::<f64>);
-    if resume {
-        let (state_p, model_p, opt_p) = resume_paths(out);
+    let positive = |l: f64| l.is_finite() && l > 0.0;
+    if !positive(opts.lr) || opts.head_lr.is_some_and(|l| !positive(l)) {
+        return Err(TrainError::Invalid("learning rates must be positive".into()));
+    }
+    Ok(())
+}
+
+/// A run in progress: the trainer, its data and schedule, and where it stands.
+struct Run<'a> {
+    opts: &'a TrainOptions,
+    out: &'a Path,
+    trainer: Trainer<f32>,
+    tokenizer: Tokenizer,
+    samples: Vec<Sample>,
+    schedule: LinearSchedule,
+    first_epoch: usize,
+    step: usize,
+    best_f1: Option<f64>,
+    record: TrainingRecord,
+}
+
+impl<'a> Run<'a> {
+    /// A fresh model (or, with `resume`, the one in `out`), its prepared data and optimizer.
+    fn start(
+        opts: &'a TrainOptions,
+        train: &Dataset,
+        out: &'a Path,
+        resume: bool,
+        mut record: TrainingRecord,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<Run<'a>, TrainError> {
+        let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+        let (model, tokenizer) = if resume {
+            let predictor = model_dir::load_model::<f32>(out)?;
+            (predictor.model, predictor.tokenizer)
+        } else {
+            build_model(opts, train, train.labels.clone(), &mut rng, on_event)?
+        };
+        let prepared = prepare(train, &model, &tokenizer)?;
+        on_event(Event::Info(format!(
+            "{} training texts ({} samples after windowing {} long texts), {} labels; {} gold spans not on token boundaries and {} the {} head cannot learn (left out)",
+            train.examples.len(),
+            prepared.samples.len(),
+            prepared.windowed,
+            model.config.labels.len(),
+            prepared.unaligned,
+            prepared.left_out,
+            model.config.head.name(),
+        )));
+        record.train_examples = train.examples.len();
+        record.train_windows = prepared.samples.len();
+        record.unaligned_spans = prepared.unaligned;
+        record.head_left_out_spans = prepared.left_out;
+        let adamw = AdamWConfig {
+            lr: opts.lr,
+            weight_decay: opts.weight_decay,
+            ..AdamWConfig::default()
+        };
+        let mut trainer = Trainer::new(model, adamw, opts.max_grad_norm);
+        trainer.head_lr_scale = opts.head_lr.map_or(1.0, |h| h / opts.lr);
+        let total_steps = prepared.samples.len().div_ceil(opts.batch_size) * opts.epochs;
+        let schedule = LinearSchedule {
+            warmup_steps: (opts.warmup * total_steps as f64).round() as usize,
+            total_steps,
+        };
+        let mut run = Run {
+            opts,
+            out,
+            trainer,
+            tokenizer,
+            samples: prepared.samples,
+            schedule,
+            first_epoch: 0,
+            step: 0,
+            best_f1: None,
+            record,
+        };
+        if resume {
+            run.restore(on_event)?;
+        }
+        Ok(run)
+    }
+
+    /// Weights, optimizer state and progress from `OUT/resume/`.
+    fn restore(&mut self, on_event: &mut dyn FnMut(Event)) -> Result<(), TrainError> {
+        let (state_p, model_p, opt_p) = resume_paths(self.out);
         let text = std::fs::read_to_string(&state_p).map_err(|source| ModelDirError::Io {
             path: state_p.clone(),
             source,
@@ -406,38 +564,47 @@ pub fn train(
             path: state_p.clone(),
             source,
         })?;
-        model_dir::load_weights(&model_p, &mut trainer.model)?;
+        model_dir::load_weights(&model_p, &mut self.trainer.model)?;
         let bytes = std::fs::read(&opt_p).map_err(|source| ModelDirError::Io {
             path: opt_p.clone(),
             source,
         })?;
         let tensors = tensor_io::named_from_bytes::<f32>(&bytes, &opt_p)?;
-        trainer
+        self.trainer
             .opt
-            .load_state(&trainer.model, &tensors)
+            .load_state(&self.trainer.model, &tensors)
             .map_err(|e| TrainError::Invalid(format!("{}: {e}", opt_p.display())))?;
-        (first_epoch, step, best_f1) = (state.epochs_done, state.step, state.best_f1);
+        (self.first_epoch, self.step, self.best_f1) = (state.epochs_done, state.step, state.best_f1);
         // The figures of the epochs already done, so that training.json and the final
         // "best dev F1" line describe the whole run, not only the resumed part.
-        record.epochs = state.record.epochs;
-        record.best_epoch = state.record.best_epoch;
-        record.best_dev_f1 = state.record.best_dev_f1;
-        record.total_seconds = state.record.total_seconds;
+        self.record.epochs = state.record.epochs;
+        self.record.best_epoch = state.record.best_epoch;
+        self.record.best_dev_f1 = state.record.best_dev_f1;
+        self.record.total_seconds = state.record.total_seconds;
         on_event(Event::Info(format!(
-            "resuming after epoch {first_epoch} (step {step})"
+            "resuming after epoch {} (step {})",
+            self.first_epoch, self.step
         )));
-        if first_epoch >= opts.epochs {
+        if self.first_epoch >= self.opts.epochs {
             return Err(TrainError::Invalid(format!(
-                "{}: the run already completed {first_epoch} of {} epochs",
-                out.display(),
-                opts.epochs
+                "{}: the run already completed {} of {} epochs",
+                self.out.display(),
+                self.first_epoch,
+                self.opts.epochs
             )));
         }
+        Ok(())
     }
-    let lengths: Vec<usize> = prepared.samples.iter().map(|s| s.enc.len()).collect();
-    let eval_opts = PredictOptions::default();
-    for epoch in first_epoch..opts.epochs {
-        let epoch_start = Instant::now();
+
+    /// One pass over the shuffled, length-bucketed training samples: (mean loss, tokens, seconds).
+    fn epoch(
+        &mut self,
+        epoch: usize,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<(f64, usize, f64), TrainError> {
+        let start = Instant::now();
+        let opts = self.opts;
+        let lengths: Vec<usize> = self.samples.iter().map(|s| s.enc.len()).collect();
         let mut order_rng = ChaCha8Rng::seed_from_u64(opts.seed ^ (0x5eed_0000 + epoch as u64));
         let batches = bucketed_batches(&lengths, opts.batch_size, &mut order_rng);
         on_event(Event::EpochStart {
@@ -448,13 +615,13 @@ pub fn train(
         for (i, idx) in batches.iter().enumerate() {
             let batch = make_batch(
                 idx.iter()
-                    .map(|&k| (&prepared.samples[k].enc, &prepared.samples[k].gold[..])),
+                    .map(|&k| (&self.samples[k].enc, &self.samples[k].gold[..])),
             );
-            let lr = schedule.lr(opts.lr, step);
+            let lr = self.schedule.lr(opts.lr, self.step);
             let mut dropout_rng =
-                ChaCha8Rng::seed_from_u64(opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step as u64);
-            let stats = trainer.step(&batch, lr, &mut dropout_rng)?;
-            step += 1;
+                ChaCha8Rng::seed_from_u64(opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.step as u64);
+            let stats = self.trainer.step(&batch, lr, &mut dropout_rng)?;
+            self.step += 1;
             loss_sum += stats.loss;
             tokens += batch.tokens();
             on_event(Event::Step {
@@ -466,60 +633,103 @@ pub fn train(
                 lr,
             });
         }
-        let seconds = epoch_start.elapsed().as_secs_f64();
-        let dev_report = match dev {
-            Some(d) => Some(evaluate_dataset(&trainer.model, &tokenizer, d, &eval_opts)?),
-            None => None,
-        };
-        let f1 = dev_report.as_ref().map(|r| r.micro.f1);
-        let better = match (f1, best_f1) {
+        Ok((
+            loss_sum / batches.len() as f64,
+            tokens,
+            start.elapsed().as_secs_f64(),
+        ))
+    }
+
+    /// Dev P/R/F1 of the current model (None without dev data).
+    fn evaluate(&self, dev: Option<&Dataset>) -> Result<Option<Report>, TrainError> {
+        dev.map(|d| {
+            evaluate_dataset(
+                &self.trainer.model,
+                &self.tokenizer,
+                d,
+                &PredictOptions::default(),
+            )
+        })
+        .transpose()
+    }
+
+    /// Records the epoch, keeps the model when it is the best so far (by dev F1; the last one
+    /// without dev data), and writes the resume state and training.json.
+    fn save(
+        &mut self,
+        epoch: usize,
+        (loss, tokens, seconds): (f64, usize, f64),
+        dev: Option<Report>,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<(), TrainError> {
+        let f1 = dev.as_ref().map(|r| r.micro.f1);
+        let better = match (f1, self.best_f1) {
             (Some(f), Some(b)) => f > b,
-            (Some(_), None) => true,
-            (None, _) => true,
+            _ => true,
         };
         let rec = EpochRecord {
             epoch: epoch + 1,
-            train_loss: loss_sum / batches.len() as f64,
+            train_loss: loss,
             train_tokens: tokens,
             seconds,
             tokens_per_s: tokens as f64 / seconds,
-            dev_precision: dev_report.as_ref().map(|r| r.micro.precision),
-            dev_recall: dev_report.as_ref().map(|r| r.micro.recall),
+            dev_precision: dev.as_ref().map(|r| r.micro.precision),
+            dev_recall: dev.as_ref().map(|r| r.micro.recall),
             dev_f1: f1,
         };
-        record.epochs.push(rec.clone());
+        self.record.epochs.push(rec.clone());
         if better {
-            best_f1 = f1.or(best_f1);
-            record.best_epoch = Some(epoch + 1);
-            record.best_dev_f1 = f1;
-            model_dir::save_model(out, &trainer.model, &tokenizer)?;
+            self.best_f1 = f1.or(self.best_f1);
+            self.record.best_epoch = Some(epoch + 1);
+            self.record.best_dev_f1 = f1;
+            model_dir::save_model(self.out, &self.trainer.model, &self.tokenizer)?;
         }
-        record.total_seconds += seconds;
+        self.record.total_seconds += seconds;
         let state = ResumeState {
             epochs_done: epoch + 1,
-            step,
-            best_f1,
-            record: record.clone(),
+            step: self.step,
+            best_f1: self.best_f1,
+            record: self.record.clone(),
         };
-        save_resume(out, &trainer, &state)?;
+        save_resume(self.out, &self.trainer, &state)?;
         model_dir::write_atomic(
-            &out.join(model_dir::RECORD_FILE),
-            &serde_json::to_vec_pretty(&record).unwrap(),
+            &self.out.join(model_dir::RECORD_FILE),
+            &serde_json::to_vec_pretty(&self.record).expect("the record serialises"),
         )?;
         on_event(Event::EpochEnd {
             record: rec,
             best: better,
         });
+        Ok(())
     }
-    let _ = start_time;
-    Ok(record)
+}
+
+/// Trains a model on `train`, evaluating on `dev` after each epoch and keeping the best model
+/// (by dev F1; the last one without dev data) in `out`. With `resume`, continues the run whose
+/// state is in `out` from its last completed epoch.
+pub fn train(
+    opts: &TrainOptions,
+    train: &Dataset,
+    dev: Option<&Dataset>,
+    out: &Path,
+    resume: bool,
+    record: TrainingRecord,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<TrainingRecord, TrainError> {
+    check_inputs(opts, train, dev)?;
+    let mut run = Run::start(opts, train, out, resume, record, on_event)?;
+    for epoch in run.first_epoch..opts.epochs {
+        let stats = run.epoch(epoch, on_event)?;
+        let report = run.evaluate(dev)?;
+        run.save(epoch, stats, report, on_event)?;
+    }
+    Ok(run.record)
 }
 
 /// The default head: GlobalPointer with RoPE, head size 64.
 pub fn default_head() -> HeadConfig {
-    HeadConfig {
-        kind: HeadKind::Gp,
+    HeadConfig::Gp(GlobalPointerConfig {
         head_size: 64,
         rope: true,
-    }
+    })
 }

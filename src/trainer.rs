@@ -3,8 +3,8 @@
 
 use crate::batch::Batch;
 use crate::bert::EncoderError;
-use crate::head::{Buffer, HeadCache};
-use crate::loss::{mcce_sparse, SpanSet};
+use crate::decode::SpanPred;
+use crate::head::HeadCache;
 use crate::model::NerModel;
 use crate::optim::adamw::{AdamW, AdamWConfig};
 use crate::optim::clip::clip_grad_norm;
@@ -12,39 +12,33 @@ use crate::param::Params;
 use crate::scalar::Scalar;
 use rand::Rng;
 
-/// Scratch a model reuses across calls: the head's activations and the `[B, C, n, n]` scores.
-#[derive(Clone, Debug, Default)]
-pub struct Workspace<T> {
-    pub head: HeadCache<T>,
-    pub scores: Buffer<T>,
-    pub dscores: Buffer<T>,
+/// Scratch a model reuses across calls: the head's own cache.
+#[derive(Debug, Default)]
+pub struct Workspace {
+    pub head: HeadCache,
 }
 
-impl<T: Scalar> Workspace<T> {
+impl Workspace {
     pub fn new() -> Self {
-        Workspace {
-            head: HeadCache::new(),
-            scores: Buffer::new(),
-            dscores: Buffer::new(),
-        }
+        Workspace::default()
     }
 }
 
-/// Inference: span scores `[B, C, n, n]` of `batch` into `ws.scores` (dropout off).
-pub fn score<T: Scalar>(
+/// Inference: the entities the head finds in each text of `batch` (token indices; dropout off).
+pub fn decode_batch<T: Scalar>(
     model: &NerModel<T>,
     batch: &Batch,
-    ws: &mut Workspace<T>,
-) -> Result<(), EncoderError> {
+    threshold: f64,
+    ws: &mut Workspace,
+) -> Result<Vec<Vec<SpanPred>>, EncoderError> {
     let h = model.encoder.encode(&batch.input)?;
-    model.head.forward(
+    Ok(model.head.decode(
         h.view(),
         batch.input.width(),
-        batch.valid.view(),
+        batch.bounds(),
+        threshold,
         &mut ws.head,
-        &mut ws.scores,
-    );
-    Ok(())
+    ))
 }
 
 /// What one step reports.
@@ -59,9 +53,11 @@ pub struct StepStats {
 pub struct Trainer<T> {
     pub model: NerModel<T>,
     pub opt: AdamW<T>,
-    pub ws: Workspace<T>,
+    pub ws: Workspace,
     /// Clip the global gradient norm to this (None: no clipping).
     pub max_grad_norm: Option<f64>,
+    /// The head's learning rate over the encoder's.
+    pub head_lr_scale: f64,
 }
 
 impl<T: Scalar> Trainer<T> {
@@ -71,11 +67,12 @@ impl<T: Scalar> Trainer<T> {
             opt: AdamW::new(adamw),
             ws: Workspace::new(),
             max_grad_norm,
+            head_lr_scale: 1.0,
         }
     }
 
-    /// Forward, mean multilabel cross-entropy, backward, clip, AdamW update at learning rate `lr`.
-    /// `dropout` drives dropout masks (training mode).
+    /// Forward, the head's loss, backward, clip, AdamW update at learning rate `lr` (each
+    /// parameter scaled by [`NerModel::lr_scale`]). `dropout` drives dropout masks.
     pub fn step(
         &mut self,
         batch: &Batch,
@@ -84,25 +81,26 @@ impl<T: Scalar> Trainer<T> {
     ) -> Result<StepStats, EncoderError> {
         let n = batch.input.width();
         let model = &mut self.model;
-        let ws = &mut self.ws;
         model.zero_grad();
         let (h, cache) = model.encoder.forward(&batch.input, Some(dropout))?;
-        model
+        let loss = model
             .head
-            .forward(h.view(), n, batch.valid.view(), &mut ws.head, &mut ws.scores);
-        ws.dscores.reshape(ws.scores.shape());
-        let loss = mcce_sparse(
-            ws.scores.view4(),
-            &batch.gold,
-            SpanSet::Valid(batch.valid.view()),
-            ws.dscores.view4_mut(),
-        );
-        let dh = model.head.backward(h.view(), &mut ws.head, ws.dscores.view4());
+            .loss(h.view(), n, batch.bounds(), &batch.gold, &mut self.ws.head);
+        let dh = model.head.backward(h.view(), &mut self.ws.head);
         model.encoder.backward(&batch.input, &cache, dh.view());
         // The norm is a full pass over every gradient: only clipping needs it.
         let grad_norm = self.max_grad_norm.map(|max| clip_grad_norm(model, max));
+        // Parameters whose rate differs from the encoder's (the head's, a CRF's transitions).
+        let mut scaled: Vec<(String, f64)> = Vec::new();
+        model.visit("", &mut |name, _| {
+            let s = model.lr_scale(name, self.head_lr_scale);
+            if s != 1.0 {
+                scaled.push((name.to_string(), s));
+            }
+        });
+        let scale = |name: &str| scaled.iter().find(|(n, _)| n == name).map_or(1.0, |&(_, s)| s);
         self.opt
-            .step(model, lr)
+            .step_scaled(model, lr, &scale)
             .expect("optimizer state is built from this model");
         Ok(StepStats { loss, grad_norm })
     }

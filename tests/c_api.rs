@@ -232,7 +232,7 @@ fn example_entities(line: &Value) -> Ents {
         .collect()
 }
 
-fn cli_predict(model: &Path, input: &Path, threshold: &str) -> Vec<Value> {
+fn cli_predict(model: &Path, input: &Path, threshold: &str, extra: &[&str]) -> Vec<Value> {
     let out = run(
         gp_lite()
             .arg("predict")
@@ -240,7 +240,8 @@ fn cli_predict(model: &Path, input: &Path, threshold: &str) -> Vec<Value> {
             .arg(model)
             .arg("--input")
             .arg(input)
-            .arg(format!("--threshold={threshold}")),
+            .arg(format!("--threshold={threshold}"))
+            .args(extra),
         "gp-lite predict",
     );
     json_lines(&out.stdout)
@@ -249,7 +250,8 @@ fn cli_predict(model: &Path, input: &Path, threshold: &str) -> Vec<Value> {
 /// A threshold about 20 spans per text of `input` exceed, halfway between two distinct scores
 /// (a very briefly trained model scores every span below the default 0).
 fn threshold_for(s: &Setup, input: &Path, texts: usize) -> String {
-    let mut scores: Vec<f64> = cli_predict(&s.model, input, "-1e30")
+    // Nested: every span has a score (the sample model's default output is flat).
+    let mut scores: Vec<f64> = cli_predict(&s.model, input, "-1e30", &["--nested"])
         .iter()
         .flat_map(|l| l["entities"].as_array().unwrap().clone())
         .map(|e| e["score"].as_f64().unwrap())
@@ -272,7 +274,7 @@ fn example_matches_cli_predict() {
     std::fs::write(&sample, texts[..3].join("\n") + "\n").unwrap();
     let threshold = threshold_for(s, &sample, 3);
 
-    let cli = cli_predict(&s.model, &input, &threshold);
+    let cli = cli_predict(&s.model, &input, &threshold, &[]);
     let example = run(
         Command::new(&s.example)
             .arg(&s.model)

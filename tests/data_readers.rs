@@ -275,3 +275,118 @@ fn misaligned(tok: &Tokenizer, d: &Dataset) -> usize {
     }
     bad
 }
+
+/// Number of (contained or crossing) overlapping entity pairs, per text.
+fn overlapping_pairs(d: &Dataset) -> usize {
+    d.examples
+        .iter()
+        .map(|ex| {
+            let e = &ex.entities;
+            (0..e.len())
+                .flat_map(|i| (i + 1..e.len()).map(move |j| (i, j)))
+                .filter(|&(i, j)| e[i].start < e[j].end && e[j].start < e[i].end)
+                .count()
+        })
+        .sum()
+}
+
+#[test]
+fn peoples_daily_counts_and_text_as_written() {
+    let test = "peoples_daily_counts_and_text_as_written";
+    let mut sets = Vec::new();
+    for split in ["train", "dev", "test"] {
+        let Some(d) = shared_dataset(&format!("data/peoples-daily/example.{split}"), test) else {
+            return;
+        };
+        sets.push(d);
+    }
+    // SOURCE.md: sentences, characters, LOC, ORG, PER.
+    let want = [
+        (20864, 979180, 16571, 9277, 8144),
+        (2318, 109870, 1951, 984, 884),
+        (4636, 219197, 3658, 2185, 1864),
+    ];
+    for (d, w) in sets.iter().zip(want) {
+        let chars: usize = d.examples.iter().map(|e| e.text.chars().count()).sum();
+        let c = d.label_counts();
+        assert_eq!(
+            (d.examples.len(), chars, c["LOC"], c["ORG"], c["PER"]),
+            w,
+            "{}",
+            d.path.display()
+        );
+        assert_eq!(overlapping_pairs(d), 0);
+    }
+    // A sentence comes back exactly as written: its characters in order, no spaces added.
+    let path = shared_file("data/peoples-daily/example.test", test).unwrap();
+    let raw = std::fs::read_to_string(path).unwrap();
+    let first: String = raw
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(sets[2].examples[0].text, first);
+    assert!(!sets[2].examples.iter().any(|e| e.text.contains(' ')));
+    // Entities are the characters their BIO tags cover.
+    let e = &sets[2].examples[0];
+    for x in &e.entities {
+        assert!(!chars(&e.text, x).is_empty());
+    }
+}
+
+#[test]
+fn cmeee_counts_indented_array() {
+    let test = "cmeee_counts_indented_array";
+    let Some(train) = shared_dataset("data/cmeee/CMeEE_train.json", test) else {
+        return;
+    };
+    let Some(dev) = shared_dataset("data/cmeee/CMeEE_dev.json", test) else {
+        return;
+    };
+    // The files are the original indented JSON arrays.
+    let raw = std::fs::read_to_string(&dev.path).unwrap();
+    assert!(raw.starts_with('[') && raw.lines().count() > 5000);
+    assert_eq!((train.examples.len(), train.entity_count()), (15000, 61794));
+    assert_eq!((dev.examples.len(), dev.entity_count()), (5000, 20300));
+    let c = train.label_counts();
+    let got: Vec<usize> = ["bod", "dis", "sym", "pro", "dru", "ite", "mic", "equ", "dep"]
+        .iter()
+        .map(|t| c[*t])
+        .collect();
+    assert_eq!(got, [17697, 15843, 12269, 6331, 3930, 2581, 1907, 888, 348]);
+    let contained = |d: &Dataset| -> usize {
+        d.examples
+            .iter()
+            .map(|ex| {
+                let e = &ex.entities;
+                (0..e.len())
+                    .flat_map(|i| (0..e.len()).map(move |j| (i, j)))
+                    .filter(|&(i, j)| {
+                        i != j
+                            && e[i].start <= e[j].start
+                            && e[j].end <= e[i].end
+                            && (e[i].start, e[i].end) != (e[j].start, e[j].end)
+                    })
+                    .count()
+            })
+            .sum()
+    };
+    assert_eq!(contained(&train), 3645);
+    assert_eq!(contained(&dev), 1209);
+}
+
+#[test]
+fn genia_full_counts() {
+    let test = "genia_full_counts";
+    let mut got = Vec::new();
+    for split in ["train", "dev", "test"] {
+        let Some(d) = shared_dataset(&format!("data/genia/{split}.jsonl"), test) else {
+            return;
+        };
+        got.push((d.examples.len(), d.entity_count(), d.labels.len()));
+        if split == "train" {
+            assert_eq!(overlapping_pairs(&d), 4555);
+        }
+    }
+    assert_eq!(got, [(15021, 47005, 5), (1668, 4458, 5), (1854, 5585, 5)]);
+}

@@ -4,7 +4,9 @@
 //! Errors are relative: `|got - want| / max(|want|, FLOOR)`, FLOOR = 1e-30, so only values below
 //! 1e-30 (subnormal-range gradients of the extreme-logit file) are compared absolutely.
 
-use gp_lite::head::{Buffer, EfficientGlobalPointer, GlobalPointer, Head, HeadCache, MASKED_SCORE};
+use gp_lite::head::{
+    Bounds, Buffer, EfficientGlobalPointer, GlobalPointer, ScoreCache, ScoreHead, MASKED_SCORE,
+};
 use gp_lite::loss::{mcce_dense, mcce_sparse, GoldSpan, SpanSet};
 use gp_lite::nn::Linear;
 use gp_lite::optim::{AdamW, AdamWConfig};
@@ -84,9 +86,21 @@ fn inputs(st: &SafeTensors) -> Inputs {
 }
 
 /// Runs forward, loss (dense and sparse) and backward; checks every reference tensor of `pre`.
-fn check_head(st: &SafeTensors, x: &Inputs, mut head: Head<f64>, pre: &str, grads: &[(&str, &str)]) {
-    let (mut cache, mut scores) = (HeadCache::new(), Buffer::new());
-    head.forward(x.h.view(), x.n, x.valid.view(), &mut cache, &mut scores);
+fn check_head<H: ScoreHead<f64>>(
+    st: &SafeTensors,
+    x: &Inputs,
+    mut head: H,
+    pre: &str,
+    grads: &[(&str, &str)],
+) {
+    let (mut cache, mut scores) = (ScoreCache::new(), Buffer::new());
+    head.forward_scores(
+        x.h.view(),
+        x.n,
+        Bounds::same(x.valid.view()),
+        &mut cache,
+        &mut scores,
+    );
     let s = scores.view4();
     let want = get(st, &format!("{pre}.logits"))
         .into_dimensionality::<Ix4>()
@@ -107,15 +121,25 @@ fn check_head(st: &SafeTensors, x: &Inputs, mut head: Head<f64>, pre: &str, grad
     let e_logits = max_rel(&pairs.0, &pairs.1);
 
     let mut ds = Array4::zeros(s.dim());
-    let loss = mcce_dense(s, x.labels.view(), SpanSet::Valid(x.valid.view()), ds.view_mut());
+    let loss = mcce_dense(
+        s,
+        x.labels.view(),
+        SpanSet::Valid(Bounds::same(x.valid.view())),
+        ds.view_mut(),
+    );
     let mut ds_sparse = Array4::zeros(s.dim());
-    let loss_sparse = mcce_sparse(s, &x.gold, SpanSet::Valid(x.valid.view()), ds_sparse.view_mut());
+    let loss_sparse = mcce_sparse(
+        s,
+        &x.gold,
+        SpanSet::Valid(Bounds::same(x.valid.view())),
+        ds_sparse.view_mut(),
+    );
     assert_eq!(loss, loss_sparse, "{pre}: dense and sparse losses differ");
     assert_eq!(ds, ds_sparse, "{pre}: dense and sparse gradients differ");
     let e_loss = max_rel(&[loss], get(st, &format!("{pre}.loss")).iter());
 
     head.zero_grad();
-    let dh = head.backward(x.h.view(), &mut cache, ds.view());
+    let dh = head.backward_scores(x.h.view(), &mut cache, ds.view());
     let want_dh = get(st, &format!("{pre}.grad_h"));
     let mut e_grads = vec![("grad_h".to_string(), max_rel(dh.iter(), want_dh.iter()))];
     let mut ours = std::collections::HashMap::new();
@@ -141,11 +165,11 @@ fn check_head(st: &SafeTensors, x: &Inputs, mut head: Head<f64>, pre: &str, grad
     }
 }
 
-fn plain(st: &SafeTensors, pre: &str, num_types: usize, rope: bool) -> Head<f64> {
+fn plain(st: &SafeTensors, pre: &str, num_types: usize, rope: bool) -> GlobalPointer<f64> {
     let w = get2(st, &format!("{pre}.weight"));
     let d = w.nrows() / (2 * num_types);
     let dense = Linear::from_arrays(w, get1(st, &format!("{pre}.bias")));
-    Head::GlobalPointer(GlobalPointer::from_dense(dense, num_types, d, rope))
+    GlobalPointer::from_dense(dense, num_types, d, rope)
 }
 
 const PLAIN_GRADS: [(&str, &str); 2] = [("dense.weight", "grad_weight"), ("dense.bias", "grad_bias")];
@@ -196,8 +220,8 @@ fn efficient_global_pointer_matches_reference() {
     let x = inputs(&st);
     let p = Linear::from_arrays(get2(&st, "egp.p_weight"), get1(&st, "egp.p_bias"));
     let c = Linear::from_arrays(get2(&st, "egp.c_weight"), get1(&st, "egp.c_bias"));
-    let head = Head::Efficient(EfficientGlobalPointer::from_dense(p, c, true));
-    assert_eq!(head.num_types(), x.labels.shape()[1]);
+    let head = EfficientGlobalPointer::from_dense(p, c, true);
+    assert_eq!(head.num_types, x.labels.shape()[1]);
     let grads = [
         ("p_dense.weight", "grad_p_weight"),
         ("p_dense.bias", "grad_p_bias"),

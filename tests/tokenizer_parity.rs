@@ -76,3 +76,40 @@ fn model_dir_loads_tokenizer_json_without_padding() {
         assert!(pair[1].tokens.start < pair[0].tokens.end, "windows must overlap");
     }
 }
+
+/// One token per character on e5-small-zh (Unigram tokenizer.json): every non-whitespace
+/// character of every CLUENER training text is one token covering exactly it, between `<s>` and
+/// `</s>`, and (SOURCE.md there) all but about 0.02% are pieces of the vocabulary, not `<unk>`.
+#[test]
+fn per_character_e5_on_cluener() {
+    let test = "per_character_e5_on_cluener";
+    let Some(tok) = gp_lite::shared::shared_file("models/e5-small-zh/tokenizer.json", test) else {
+        return;
+    };
+    let Some(data) = gp_lite::shared::shared_file("data/cluener/train.json", test) else {
+        return;
+    };
+    let t = Tokenizer::from_tokenizer_json(tok).unwrap().per_char().unwrap();
+    let d = gp_lite::data::read_dataset(data, None).unwrap();
+    let (mut chars, mut unk) = (0usize, 0usize);
+    for ex in &d.examples {
+        let e = t.encode(&ex.text).unwrap();
+        let want: Vec<(usize, usize)> = ex
+            .text
+            .chars()
+            .enumerate()
+            .filter(|(_, c)| !c.is_whitespace())
+            .map(|(i, _)| (i, i + 1))
+            .collect();
+        assert_eq!(&e.offsets[1..e.len() - 1], &want[..], "{}", ex.text);
+        assert_eq!((e.ids[0], e.ids[e.len() - 1]), (0, 2), "<s> and </s>");
+        chars += want.len();
+        unk += e.ids.iter().filter(|&&i| i == 3).count();
+    }
+    let rate = unk as f64 / chars as f64;
+    eprintln!(
+        "e5 per character: {unk} <unk> of {chars} characters ({:.4}%)",
+        100.0 * rate
+    );
+    assert!(rate < 5e-4, "{rate}");
+}

@@ -333,7 +333,7 @@ fn round_trip_train_eval_predict() {
     let m = model.to_str().unwrap();
     let low = "--threshold=-1e9";
     let nested = stdout(&ok_stdin(
-        gp_lite(&["predict", "--model", m, low, "--threads", "2"]),
+        gp_lite(&["predict", "--model", m, low, "--nested", "--threads", "2"]),
         &input,
     ));
     let nested_lines = json_lines(&nested);
@@ -365,6 +365,7 @@ fn round_trip_train_eval_predict() {
         "--model",
         m,
         low,
+        "--nested",
         "--input",
         inp.to_str().unwrap(),
         "--output",
@@ -379,13 +380,16 @@ fn round_trip_train_eval_predict() {
     assert_eq!(predicted(&json_lines(&from_file)), nested_set);
     assert_eq!(from_file.lines().count(), texts.len());
 
-    // At the default threshold: a subset of the above, with positive scores.
+    // At the default threshold: a subset of the above, with positive scores, flat (the training
+    // data has no overlapping entities, and config.json records it).
+    let config: Value = serde_json::from_slice(&bytes(&model.join("config.json"))).unwrap();
+    assert_eq!(config["decode"], "flat");
     let default = stdout(&ok_stdin(
         gp_lite(&["predict", "--model", m, "--threads", "2"]),
         &input,
     ));
     let default_lines = json_lines(&default);
-    check_predictions(&texts, &default_lines, &labels, 0.0, false);
+    check_predictions(&texts, &default_lines, &labels, 0.0, true);
     assert!(predicted(&default_lines).is_subset(&nested_set));
 }
 

@@ -5,31 +5,68 @@
 //! One decoder reads IOB2 (BIO), IOB1 and BIOES: `B` always starts an entity; `I` continues an
 //! entity of the same type, and otherwise starts one (IOB1's rule; for IOB2 an `I-X` after `O` or
 //! after another type is the common lenient reading: a start); `E` ends one (starting it when
-//! there is none of its type); `S` is a one-token entity. The sentence text is the tokens joined
-//! by single spaces; entity spans are character offsets into it.
+//! there is none of its type); `S` is a one-token entity.
+//!
+//! The sentence text is its tokens joined ([`Join`]): by single spaces for words (CoNLL), with
+//! nothing between them for a character-per-line file of a script written without spaces
+//! (People's Daily gives back its sentences exactly as written). [`Join::Auto`] decides from the
+//! whole file: no separator when more than half of its token characters are CJK or every token
+//! is a single character, a space otherwise. Entity spans are character offsets into the text.
 
 use std::path::Path;
+use std::str::FromStr;
 
 use super::{DataError, Dataset, Entity, Example, Problem};
+use crate::tokenize::mostly_cjk;
+
+/// How the tokens of a sentence are joined into its text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Join {
+    /// Decided from the file (see the module docs).
+    #[default]
+    Auto,
+    /// One space between tokens (words).
+    Space,
+    /// Nothing between tokens (characters of a text without spaces).
+    None,
+}
+
+impl FromStr for Join {
+    type Err = DataError;
+
+    /// `auto`, `space` or `none`.
+    fn from_str(s: &str) -> Result<Join, DataError> {
+        match s {
+            "auto" => Ok(Join::Auto),
+            "space" => Ok(Join::Space),
+            "none" => Ok(Join::None),
+            _ => Err(DataError::UnknownJoin(s.to_string())),
+        }
+    }
+}
 
 /// Reads a column file.
 pub fn read(path: &Path) -> Result<Dataset, DataError> {
     parse(path, &super::read_text(path)?)
 }
 
-/// Parses column text; `path` names the file in errors.
+/// Parses column text, joining tokens as [`Join::Auto`] decides; `path` names the file in errors.
 pub fn parse(path: &Path, text: &str) -> Result<Dataset, DataError> {
-    let mut examples = Vec::new();
-    let mut lines = Vec::new();
+    parse_with(path, text, Join::Auto)
+}
+
+/// Parses column text with tokens joined as `join` says.
+pub fn parse_with(path: &Path, text: &str, join: Join) -> Result<Dataset, DataError> {
+    let mut sentences: Vec<Sentence> = Vec::new();
     let mut sentence = Sentence::default();
     for (i, line) in text.lines().enumerate() {
         let mut cols = line.split_whitespace();
         let Some(token) = cols.next() else {
-            sentence.flush(&mut examples, &mut lines);
+            sentence.flush(&mut sentences);
             continue;
         };
         if token == "-DOCSTART-" {
-            sentence.flush(&mut examples, &mut lines);
+            sentence.flush(&mut sentences);
             continue;
         }
         let Some(tag) = cols.last() else {
@@ -40,7 +77,21 @@ pub fn parse(path: &Path, text: &str) -> Result<Dataset, DataError> {
             Tag::parse(tag).ok_or_else(|| DataError::at(path, i + 1, Problem::BadTag(tag.to_string())))?;
         sentence.push(i + 1, token, tag);
     }
-    sentence.flush(&mut examples, &mut lines);
+    sentence.flush(&mut sentences);
+    let sep = match join {
+        Join::Space => " ",
+        Join::None => "",
+        Join::Auto => {
+            let tokens = || sentences.iter().flat_map(|s| s.tokens.iter().map(String::as_str));
+            if mostly_cjk(tokens()) || tokens().all(|t| t.chars().count() == 1) {
+                ""
+            } else {
+                " "
+            }
+        }
+    };
+    let lines = sentences.iter().map(|s| s.first_line).collect();
+    let examples = sentences.into_iter().map(|s| s.example(sep)).collect();
     Dataset::new(path, examples, lines)
 }
 
@@ -74,44 +125,48 @@ impl Tag {
     }
 }
 
-/// The sentence being read.
+/// A sentence: its tokens and tags.
 #[derive(Default)]
 struct Sentence {
     first_line: usize,
-    text: String,
-    /// Per token, its characters `[start, end)` in `text`.
-    spans: Vec<(usize, usize)>,
+    tokens: Vec<String>,
     tags: Vec<Tag>,
-    chars: usize,
 }
 
 impl Sentence {
     fn push(&mut self, line: usize, token: &str, tag: Tag) {
-        if self.spans.is_empty() {
+        if self.tokens.is_empty() {
             self.first_line = line;
-        } else {
-            self.text.push(' ');
-            self.chars += 1;
         }
-        let len = token.chars().count();
-        self.text.push_str(token);
-        self.spans.push((self.chars, self.chars + len));
-        self.chars += len;
+        self.tokens.push(token.to_string());
         self.tags.push(tag);
     }
 
-    /// Ends the sentence (if any) and appends it as an example.
-    fn flush(&mut self, examples: &mut Vec<Example>, lines: &mut Vec<usize>) {
-        if self.spans.is_empty() {
-            return;
+    /// Ends the sentence (if any) and appends it.
+    fn flush(&mut self, sentences: &mut Vec<Sentence>) {
+        if !self.tokens.is_empty() {
+            sentences.push(std::mem::take(self));
         }
-        let s = std::mem::take(self);
-        let entities = decode(&s.tags, &s.spans);
-        examples.push(Example {
-            text: s.text,
-            entities,
-        });
-        lines.push(s.first_line);
+    }
+
+    /// The tokens joined by `sep`, with the entities of the tags as character spans.
+    fn example(self, sep: &str) -> Example {
+        let sep_chars = sep.chars().count();
+        let (mut text, mut spans, mut chars) = (String::new(), Vec::with_capacity(self.tokens.len()), 0);
+        for (k, token) in self.tokens.iter().enumerate() {
+            if k > 0 {
+                text.push_str(sep);
+                chars += sep_chars;
+            }
+            let len = token.chars().count();
+            text.push_str(token);
+            spans.push((chars, chars + len));
+            chars += len;
+        }
+        Example {
+            entities: decode(&self.tags, &spans),
+            text,
+        }
     }
 }
 
@@ -207,6 +262,37 @@ mod tests {
             (8, 8, "LOC"),
         ];
         assert_eq!(got, ents(&want));
+    }
+
+    #[test]
+    fn join_follows_the_data() {
+        let p = Path::new("x.bio");
+        let zh = "中 B-LOC\n国 I-LOC\n人 O\n\n北 B-LOC\n京 I-LOC\n";
+        let d = parse(p, zh).unwrap();
+        assert_eq!(d.examples[0].text, "中国人");
+        assert_eq!(d.examples[1].text, "北京");
+        assert_eq!(
+            (d.examples[0].entities[0].start, d.examples[0].entities[0].end),
+            (0, 2)
+        );
+        let en = "EU B-ORG\nrejects O\nGerman B-MISC\n";
+        let d = parse(p, en).unwrap();
+        assert_eq!(d.examples[0].text, "EU rejects German");
+        assert_eq!(
+            (d.examples[0].entities[1].start, d.examples[0].entities[1].end),
+            (11, 17)
+        );
+        // The override.
+        assert_eq!(
+            parse_with(p, zh, Join::Space).unwrap().examples[0].text,
+            "中 国 人"
+        );
+        assert_eq!(
+            parse_with(p, en, Join::None).unwrap().examples[0].text,
+            "EUrejectsGerman"
+        );
+        assert_eq!("none".parse::<Join>().unwrap(), Join::None);
+        assert!("tab".parse::<Join>().is_err());
     }
 
     #[test]

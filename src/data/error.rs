@@ -17,6 +17,8 @@ pub enum DataError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("unknown data format `{0}` (expected cluener, cmeee, conll, bio, jsonl or gp)")]
     UnknownFormat(String),
+    #[error("unknown column join `{0}` (expected auto, space or none)")]
+    UnknownJoin(String),
 }
 
 impl DataError {

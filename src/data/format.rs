@@ -47,9 +47,29 @@ impl fmt::Display for Format {
     }
 }
 
+/// How to read a data file.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReadOptions {
+    /// The format; `None`: detected from the content.
+    pub format: Option<Format>,
+    /// How a column file's tokens are joined into text.
+    pub join: bio::Join,
+}
+
 /// Reads `path` in `format`, or in the format detected from its content when `None`.
 pub fn read_dataset(path: impl AsRef<Path>, format: Option<Format>) -> Result<Dataset, DataError> {
-    let path = path.as_ref();
+    read_dataset_with(
+        path,
+        ReadOptions {
+            format,
+            ..Default::default()
+        },
+    )
+}
+
+/// Reads `path` as `opts` say.
+pub fn read_dataset_with(path: impl AsRef<Path>, opts: ReadOptions) -> Result<Dataset, DataError> {
+    let (path, format) = (path.as_ref(), opts.format);
     let text = super::read_text(path)?;
     let format = match format {
         Some(f) => f,
@@ -58,7 +78,7 @@ pub fn read_dataset(path: impl AsRef<Path>, format: Option<Format>) -> Result<Da
     match format {
         Format::Cluener => cluener::parse(path, &text),
         Format::Cmeee => cmeee::parse(path, &text),
-        Format::Conll => bio::parse(path, &text),
+        Format::Conll => bio::parse_with(path, &text, opts.join),
         Format::Jsonl => jsonl::parse(path, &text),
     }
 }

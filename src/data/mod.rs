@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 pub use error::{DataError, Problem};
-pub use format::{detect, read_dataset, Format};
+pub use format::{detect, read_dataset, read_dataset_with, Format, ReadOptions};
 
 /// An entity: characters `[start, end)` of its text (Unicode code points) and its type.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -11,7 +11,10 @@
 //! Parameter names: `p_dense.weight` `[2d, H]`, `p_dense.bias` `[2d]`, `c_dense.weight` `[2C, 2d]`,
 //! `c_dense.bias` `[2C]`.
 
-use super::{batch_size, rotate_rows, span_is_valid, Buffer, HeadCache, MASKED_SCORE};
+use super::score_head::{batch_size, rotate_rows};
+use super::{
+    span_is_valid, Bounds, Buffer, GlobalPointerConfig, HeadConfig, ScoreCache, ScoreHead, MASKED_SCORE,
+};
 use crate::matmul::gemm_batched;
 use crate::nn::Linear;
 use crate::param::{join, ParamMut, Params};
@@ -77,17 +80,30 @@ impl<T: Scalar> EfficientGlobalPointer<T> {
             rope,
         }
     }
+}
 
-    /// h `[B*n, H]`, valid `[B, n]` -> scores `[B, C, n, n]` in `scores` (grown if needed).
-    pub fn forward(
+impl<T: Scalar> ScoreHead<T> for EfficientGlobalPointer<T> {
+    fn head_config(&self) -> HeadConfig {
+        HeadConfig::Egp(GlobalPointerConfig {
+            head_size: self.head_size,
+            rope: self.rope,
+        })
+    }
+
+    fn types(&self) -> usize {
+        self.num_types
+    }
+
+    /// h `[B*n, H]` -> scores `[B, C, n, n]` in `scores` (grown if needed).
+    fn forward_scores(
         &self,
         h: ArrayView2<T>,
         n: usize,
-        valid: ArrayView2<bool>,
-        cache: &mut HeadCache<T>,
+        bounds: Bounds,
+        cache: &mut ScoreCache<T>,
         scores: &mut Buffer<T>,
     ) {
-        let b = batch_size(h, n, &valid);
+        let b = batch_size(h, n, &bounds);
         let (c, d) = (self.num_types, self.head_size);
         cache.batch = (b, n);
         // u = h W_pᵀ + b_p: [B*n, 2d]; c = u W_cᵀ + b_c: [B*n, 2C]
@@ -116,9 +132,9 @@ impl<T: Scalar> EfficientGlobalPointer<T> {
         let (half, masked) = (T::c(0.5), T::c(MASKED_SCORE));
         sv.axis_iter_mut(Axis(0))
             .into_par_iter()
-            .zip(valid.axis_iter(Axis(0)).into_par_iter())
             .enumerate()
-            .for_each(|(bi, (sb, vb))| {
+            .for_each(|(bi, sb)| {
+                let vb = bounds.row(bi);
                 let cb = bias.slice(s![bi * n..(bi + 1) * n, ..]);
                 let (mut s0, mut rest) = sb.split_at(Axis(0), 1);
                 let mut s0 = s0.index_axis_mut(Axis(0), 0);
@@ -143,10 +159,10 @@ impl<T: Scalar> EfficientGlobalPointer<T> {
 
     /// dscores `[B, C, n, n]` (zero on excluded spans) -> dh `[B*n, H]`; accumulates grads.
     /// `h` and `cache` must be those of the matching forward.
-    pub fn backward(
+    fn backward_scores(
         &mut self,
         h: ArrayView2<T>,
-        cache: &mut HeadCache<T>,
+        cache: &mut ScoreCache<T>,
         dscores: ArrayView4<T>,
     ) -> Array2<T> {
         let (b, n) = cache.batch;
@@ -271,8 +287,8 @@ mod tests {
         );
         let h = fixed_random(Ix2(2 * n, hid), 5);
         let valid = ndarray::array![[true, true, true, true], [false, true, true, false]];
-        let (mut cache, mut scores) = (HeadCache::new(), Buffer::new());
-        e.forward(h.view(), n, valid.view(), &mut cache, &mut scores);
+        let (mut cache, mut scores) = (ScoreCache::new(), Buffer::new());
+        e.forward_scores(h.view(), n, Bounds::same(valid.view()), &mut cache, &mut scores);
         let u = e.p_dense.forward(h.view());
         let cc = e.c_dense.forward(u.view());
         let mut rope = RopeTable::<f64>::new(d);

@@ -6,13 +6,24 @@
 //!
 //! [`MASKED_SCORE`]: super::MASKED_SCORE
 
-use super::{batch_size, mask_invalid, rotate_rows, Buffer, HeadCache};
+use super::score_head::{batch_size, mask_invalid, rotate_rows};
+use super::{Bounds, Buffer, HeadConfig, ScoreCache, ScoreHead};
 use crate::matmul::gemm_batched;
 use crate::nn::Linear;
 use crate::param::{join, ParamMut, Params};
 use crate::scalar::Scalar;
 use ndarray::{s, Array2, ArrayView2, ArrayView4, ArrayViewD, Axis};
 use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// Settings of both GlobalPointer heads (config.json: `{"kind": "gp" | "egp", "head_size", "rope"}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GlobalPointerConfig {
+    /// d, the size of each q and k vector (64 by default).
+    pub head_size: usize,
+    /// RoPE on q and k (on by default; off only for the ablation).
+    pub rope: bool,
+}
 
 /// The plain GlobalPointer head.
 #[derive(Clone, Debug)]
@@ -57,17 +68,30 @@ impl<T: Scalar> GlobalPointer<T> {
             rope,
         }
     }
+}
 
-    /// h `[B*n, H]`, valid `[B, n]` -> scores `[B, C, n, n]` in `scores` (grown if needed).
-    pub fn forward(
+impl<T: Scalar> ScoreHead<T> for GlobalPointer<T> {
+    fn head_config(&self) -> HeadConfig {
+        HeadConfig::Gp(GlobalPointerConfig {
+            head_size: self.head_size,
+            rope: self.rope,
+        })
+    }
+
+    fn types(&self) -> usize {
+        self.num_types
+    }
+
+    /// h `[B*n, H]` -> scores `[B, C, n, n]` in `scores` (grown if needed).
+    fn forward_scores(
         &self,
         h: ArrayView2<T>,
         n: usize,
-        valid: ArrayView2<bool>,
-        cache: &mut HeadCache<T>,
+        bounds: Bounds,
+        cache: &mut ScoreCache<T>,
         scores: &mut Buffer<T>,
     ) {
-        let b = batch_size(h, n, &valid);
+        let b = batch_size(h, n, &bounds);
         let (c, d) = (self.num_types, self.head_size);
         cache.batch = (b, n);
         // proj = h Wᵀ + b: [B*n, C*2d], then q and k rotated in place.
@@ -88,15 +112,15 @@ impl<T: Scalar> GlobalPointer<T> {
         scores.reshape(&[b, c, n, n]);
         let alpha = T::c(1.0 / (d as f64).sqrt());
         gemm_batched(alpha, q, kt, T::zero(), scores.view4_mut());
-        mask_invalid(scores.view4_mut(), valid);
+        mask_invalid(scores.view4_mut(), bounds);
     }
 
     /// dscores `[B, C, n, n]` (zero on excluded spans) -> dh `[B*n, H]`; accumulates dense grads.
     /// `h` and `cache` must be those of the matching forward.
-    pub fn backward(
+    fn backward_scores(
         &mut self,
         h: ArrayView2<T>,
-        cache: &mut HeadCache<T>,
+        cache: &mut ScoreCache<T>,
         dscores: ArrayView4<T>,
     ) -> Array2<T> {
         let (b, n) = cache.batch;
@@ -165,8 +189,8 @@ mod tests {
         );
         let h = fixed_random(Ix2(2 * n, hid), 3);
         let valid = ndarray::array![[true, true, true, true, true], [false, true, true, true, false]];
-        let (mut cache, mut scores) = (HeadCache::new(), Buffer::new());
-        gp.forward(h.view(), n, valid.view(), &mut cache, &mut scores);
+        let (mut cache, mut scores) = (ScoreCache::new(), Buffer::new());
+        gp.forward_scores(h.view(), n, Bounds::same(valid.view()), &mut cache, &mut scores);
         let y = gp.dense.forward(h.view());
         let mut rope = RopeTable::<f64>::new(d);
         rope.ensure(d, n);

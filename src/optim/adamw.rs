@@ -124,6 +124,17 @@ impl<T: Scalar> AdamW<T> {
     /// One update of every parameter with learning rate `lr` (the schedule's value; the
     /// config's `lr` is the base). The model's gradients are left as they are.
     pub fn step<M: Params<T> + ?Sized>(&mut self, model: &mut M, lr: f64) -> Result<(), OptimError> {
+        self.step_scaled(model, lr, &|_| 1.0)
+    }
+
+    /// [`AdamW::step`] with the learning rate of parameter `name` multiplied by `scale(name)`
+    /// (parameter groups: weight decay and step both use the scaled rate, as in PyTorch).
+    pub fn step_scaled<M: Params<T> + ?Sized>(
+        &mut self,
+        model: &mut M,
+        base_lr: f64,
+        scale: &dyn Fn(&str) -> f64,
+    ) -> Result<(), OptimError> {
         if self.state.is_empty() {
             self.state = fresh_state(&*model);
         }
@@ -139,6 +150,7 @@ impl<T: Scalar> AdamW<T> {
             );
             st.step += 1;
             let t = st.step as i32;
+            let lr = base_lr * scale(name);
             let coef = Coefs {
                 keep: T::c(if decay(name) {
                     1.0 - lr * cfg.weight_decay

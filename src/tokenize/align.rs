@@ -32,11 +32,11 @@ mod tests {
 
     /// "[CLS] new york ##er . [SEP]" over "New Yorker." (offsets by hand).
     fn sample() -> Encoding {
-        Encoding {
-            ids: vec![101, 1, 2, 3, 4, 102],
-            offsets: vec![(0, 0), (0, 3), (4, 8), (8, 10), (10, 11), (0, 0)],
-            special: vec![true, false, false, false, false, true],
-        }
+        Encoding::new(
+            vec![101, 1, 2, 3, 4, 102],
+            vec![(0, 0), (0, 3), (4, 8), (8, 10), (10, 11), (0, 0)],
+            vec![true, false, false, false, false, true],
+        )
     }
 
     #[test]

@@ -70,19 +70,14 @@ impl CharVocab {
 
     /// `[CLS]`, one token per non-whitespace character with offsets `(i, i + 1)`, `[SEP]`.
     pub fn encode(&self, text: &str) -> Encoding {
-        let n = text.chars().count() + 2;
-        let mut e = Encoding {
-            ids: Vec::with_capacity(n),
-            offsets: Vec::with_capacity(n),
-            special: Vec::with_capacity(n),
-        };
-        push(&mut e, CLS, (0, 0), true);
+        let mut e = Encoding::new(Vec::new(), Vec::new(), Vec::new());
+        e.push(CLS, (0, 0), true);
         for (i, c) in text.chars().enumerate() {
             if !c.is_whitespace() {
-                push(&mut e, self.id(c), (i, i + 1), false);
+                e.push(self.id(c), (i, i + 1), false);
             }
         }
-        push(&mut e, SEP, (0, 0), true);
+        e.push(SEP, (0, 0), true);
         e
     }
 
@@ -139,12 +134,6 @@ impl CharVocab {
         let specials_first = SPECIALS.iter().all(|s| lines.next() == Some(*s));
         Ok(specials_first && lines.all(|l| single_char(l).is_some()))
     }
-}
-
-fn push(e: &mut Encoding, id: u32, offset: (usize, usize), special: bool) {
-    e.ids.push(id);
-    e.offsets.push(offset);
-    e.special.push(special);
 }
 
 /// The character of a one-character, non-whitespace line.

@@ -102,11 +102,11 @@ impl HfTokenizer {
             .inner
             .encode_char_offsets(text, true)
             .map_err(|e| TokenizeError::Encode(e.to_string()))?;
-        Ok(Encoding {
-            ids: e.get_ids().to_vec(),
-            offsets: e.get_offsets().to_vec(),
-            special: e.get_special_tokens_mask().iter().map(|&m| m == 1).collect(),
-        })
+        Ok(Encoding::new(
+            e.get_ids().to_vec(),
+            e.get_offsets().to_vec(),
+            e.get_special_tokens_mask().iter().map(|&m| m == 1).collect(),
+        ))
     }
 
     /// Number of ids, added tokens included.

@@ -9,14 +9,17 @@ mod align;
 mod char_vocab;
 mod error;
 mod hf;
+mod per_char;
 mod window;
 
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 pub use align::{char_span_to_tokens, token_span_to_chars};
 pub use char_vocab::CharVocab;
 pub use error::TokenizeError;
 pub use hf::HfTokenizer;
+pub use per_char::{is_cjk, mostly_cjk, PerChar};
 pub use window::{windows, Window};
 
 /// One encoded text.
@@ -28,9 +31,52 @@ pub struct Encoding {
     pub offsets: Vec<(usize, usize)>,
     /// Per token, whether it is a special token (`[CLS]`, `[SEP]`, ...).
     pub special: Vec<bool>,
+    /// Per token, whether an entity may start / end at it: every non-special token, until
+    /// [`Encoding::mark_words`] restricts them to word boundaries.
+    pub may_start: Vec<bool>,
+    pub may_end: Vec<bool>,
 }
 
 impl Encoding {
+    /// An encoding whose every non-special token may start and end an entity.
+    pub fn new(ids: Vec<u32>, offsets: Vec<(usize, usize)>, special: Vec<bool>) -> Encoding {
+        assert!(
+            ids.len() == offsets.len() && ids.len() == special.len(),
+            "Encoding: ids, offsets and special differ in length"
+        );
+        let may: Vec<bool> = special.iter().map(|&s| !s).collect();
+        Encoding {
+            ids,
+            offsets,
+            special,
+            may_start: may.clone(),
+            may_end: may,
+        }
+    }
+
+    /// Appends a token.
+    pub fn push(&mut self, id: u32, offsets: (usize, usize), special: bool) {
+        self.ids.push(id);
+        self.offsets.push(offsets);
+        self.special.push(special);
+        self.may_start.push(!special);
+        self.may_end.push(!special);
+    }
+
+    /// Restricts entity boundaries to the words of `text` (the text this encodes): a token may
+    /// start an entity only where a word starts (text start or after whitespace) and end one
+    /// only where a word ends (text end or before whitespace).
+    pub fn mark_words(&mut self, text: &str) {
+        let space: Vec<bool> = text.chars().map(char::is_whitespace).collect();
+        for (t, &(s, e)) in self.offsets.iter().enumerate() {
+            if self.special[t] {
+                continue;
+            }
+            self.may_start[t] &= s == 0 || space.get(s - 1).copied().unwrap_or(true);
+            self.may_end[t] &= space.get(e).copied().unwrap_or(true);
+        }
+    }
+
     /// Number of tokens, specials included.
     pub fn len(&self) -> usize {
         self.ids.len()
@@ -42,12 +88,38 @@ impl Encoding {
     }
 }
 
-/// A tokenizer of either kind.
+/// How a model tokenizes (recorded in its config.json, so that predict, eval and the C API
+/// tokenize as training did).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tokenization {
+    /// The pretrained tokenizer as it is: its own (subword) pieces.
+    Subwords,
+    /// One token per character, looked up in the pretrained tokenizer's vocabulary ([`PerChar`]).
+    Chars,
+    /// gp-lite's character vocabulary built from the training texts ([`CharVocab`]).
+    CharVocab,
+}
+
+impl Tokenization {
+    /// The name used on the command line and in config.json.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tokenization::Subwords => "subwords",
+            Tokenization::Chars => "chars",
+            Tokenization::CharVocab => "char_vocab",
+        }
+    }
+}
+
+/// A tokenizer of any kind.
 #[derive(Clone, Debug)]
 pub enum Tokenizer {
     /// HF `tokenizers` (tokenizer.json, or WordPiece built from vocab.txt).
     Hf(HfTokenizer),
-    /// One token per non-whitespace character.
+    /// One token per non-whitespace character, from a pretrained vocabulary.
+    PerChar(PerChar),
+    /// One token per non-whitespace character, from a vocabulary built on the training data.
     Char(CharVocab),
 }
 
@@ -86,10 +158,44 @@ impl Tokenizer {
         Tokenizer::from_vocab_txt(vocab, lowercase)
     }
 
+    /// The tokenizer of a model directory trained with `tokenization` (config.json says which).
+    pub fn load_as(dir: impl AsRef<Path>, tokenization: Tokenization) -> Result<Tokenizer, TokenizeError> {
+        let dir = dir.as_ref();
+        match (tokenization, Tokenizer::load(dir)?) {
+            (Tokenization::CharVocab, t @ Tokenizer::Char(_)) => Ok(t),
+            (Tokenization::Subwords, t @ Tokenizer::Hf(_)) => Ok(t),
+            (Tokenization::Chars, t @ Tokenizer::Hf(_)) => t.per_char(),
+            (want, found) => Err(TokenizeError::Encode(format!(
+                "{}: config.json asks for `{}` tokenization but the directory holds a {} tokenizer",
+                dir.display(),
+                want.name(),
+                found.tokenization().name()
+            ))),
+        }
+    }
+
+    /// This tokenizer, one token per character of its vocabulary (a pretrained tokenizer only).
+    pub fn per_char(self) -> Result<Tokenizer, TokenizeError> {
+        match self {
+            Tokenizer::Hf(t) => PerChar::new(t).map(Tokenizer::PerChar),
+            t @ (Tokenizer::PerChar(_) | Tokenizer::Char(_)) => Ok(t),
+        }
+    }
+
+    /// Which tokenization this is.
+    pub fn tokenization(&self) -> Tokenization {
+        match self {
+            Tokenizer::Hf(_) => Tokenization::Subwords,
+            Tokenizer::PerChar(_) => Tokenization::Chars,
+            Tokenizer::Char(_) => Tokenization::CharVocab,
+        }
+    }
+
     /// Writes the tokenizer into a model directory: tokenizer.json (HF) or vocab.txt (characters).
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<(), TokenizeError> {
         match self {
             Tokenizer::Hf(t) => t.save(dir),
+            Tokenizer::PerChar(t) => t.hf().save(dir),
             Tokenizer::Char(v) => v.write(dir.as_ref().join("vocab.txt")),
         }
     }
@@ -98,6 +204,7 @@ impl Tokenizer {
     pub fn encode(&self, text: &str) -> Result<Encoding, TokenizeError> {
         match self {
             Tokenizer::Hf(t) => t.encode(text),
+            Tokenizer::PerChar(t) => Ok(t.encode(text)),
             Tokenizer::Char(v) => Ok(v.encode(text)),
         }
     }
@@ -106,6 +213,7 @@ impl Tokenizer {
     pub fn vocab_size(&self) -> usize {
         match self {
             Tokenizer::Hf(t) => t.vocab_size(),
+            Tokenizer::PerChar(t) => t.hf().vocab_size(),
             Tokenizer::Char(v) => v.len(),
         }
     }
@@ -114,6 +222,7 @@ impl Tokenizer {
     pub fn pad_id(&self) -> u32 {
         match self {
             Tokenizer::Hf(t) => t.pad_id(),
+            Tokenizer::PerChar(t) => t.hf().pad_id(),
             Tokenizer::Char(_) => char_vocab::PAD,
         }
     }

@@ -52,6 +52,8 @@ fn window(enc: &Encoding, tokens: Range<usize>) -> Window {
         ids: take(tokens.clone()).map(|i| enc.ids[i]).collect(),
         offsets: take(tokens.clone()).map(|i| enc.offsets[i]).collect(),
         special: take(tokens.clone()).map(|i| enc.special[i]).collect(),
+        may_start: take(tokens.clone()).map(|i| enc.may_start[i]).collect(),
+        may_end: take(tokens.clone()).map(|i| enc.may_end[i]).collect(),
     };
     Window { tokens, encoding }
 }
@@ -62,19 +64,11 @@ mod tests {
 
     /// [CLS] t1 .. tk [SEP], token i covering characters [i, i + 1).
     fn encoding(k: usize) -> Encoding {
-        let mut e = Encoding {
-            ids: vec![101],
-            offsets: vec![(0, 0)],
-            special: vec![true],
-        };
+        let mut e = Encoding::new(vec![101], vec![(0, 0)], vec![true]);
         for i in 1..=k {
-            e.ids.push(i as u32);
-            e.offsets.push((i, i + 1));
-            e.special.push(false);
+            e.push(i as u32, (i, i + 1), false);
         }
-        e.ids.push(102);
-        e.offsets.push((0, 0));
-        e.special.push(true);
+        e.push(102, (0, 0), true);
         e
     }
 

@@ -1,0 +1,405 @@
+//! End to end through the binary for what issue 9 added: the CRF head on flat and nested data,
+//! word boundaries learned from column files, and one token per character on a pretrained
+//! Chinese encoder (../shared/models/e5-small-zh), also through the C API.
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::ffi::{CStr, CString};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+mod common;
+use common::{dev_file, fixture, TempDir, BIN};
+
+fn run(args: &[&str]) -> Output {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "gp-lite {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn run_stdin(args: &[&str], input: &str) -> Vec<Value> {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn json_file(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Every entity's `text` is the characters at its offsets; returns (start, end, type) per line.
+fn check_entities(lines: &[Value], texts: &[&str]) -> Vec<Vec<(usize, usize, String)>> {
+    assert_eq!(lines.len(), texts.len());
+    lines
+        .iter()
+        .zip(texts)
+        .map(|(l, t)| {
+            let chars: Vec<char> = t.chars().collect();
+            l["entities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    let (a, b) = (
+                        e["start"].as_u64().unwrap() as usize,
+                        e["end"].as_u64().unwrap() as usize,
+                    );
+                    assert!(a < b && b <= chars.len(), "{e} in {t:?}");
+                    assert_eq!(
+                        e["text"].as_str().unwrap(),
+                        chars[a..b].iter().collect::<String>()
+                    );
+                    (a, b, e["type"].as_str().unwrap().to_string())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn no_overlaps(spans: &[(usize, usize, String)]) -> bool {
+    spans.windows(2).all(|w| w[0].1 <= w[1].0)
+}
+
+#[test]
+fn crf_head_on_flat_data() {
+    let dir = TempDir::new("crf-flat");
+    let out = dir.join("model");
+    let train = fixture("cluener-sample/train.json");
+    run(&[
+        "train",
+        "--train",
+        s(&train),
+        "--dev",
+        s(&dev_file()),
+        "--out",
+        s(&out),
+        "--head",
+        "crf",
+        "--epochs",
+        "4",
+        "--threads",
+        "2",
+        "--quiet",
+    ]);
+    let config = json_file(&out.join("config.json"));
+    assert_eq!(config["head"]["kind"], "crf");
+    assert_eq!(config["head"]["transition_lr_multiplier"], 100.0);
+    assert_eq!(config["decode"], "flat");
+    let record = json_file(&out.join("training.json"));
+    assert_eq!(record["head_left_out_spans"], 0);
+    let f1s: Vec<f64> = record["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["dev_f1"].as_f64().unwrap())
+        .collect();
+    // It learns: the best epoch finds entities.
+    assert!(f1s.iter().cloned().fold(0.0, f64::max) > 0.02, "{f1s:?}");
+
+    let ev = run(&["eval", "--model", s(&out), "--data", s(&dev_file()), "--json"]);
+    let ev: Value = serde_json::from_slice(&ev.stdout).unwrap();
+    assert_eq!(ev["gold"], 471);
+    assert!((ev["f1"].as_f64().unwrap() - record["best_dev_f1"].as_f64().unwrap()).abs() < 1e-12);
+
+    let texts = ["北京大学的张三在上海工作", "", "中国人民银行发布了公告"];
+    let lines = run_stdin(
+        &["predict", "--model", s(&out), "--nested"],
+        &(texts.join("\n") + "\n"),
+    );
+    for spans in check_entities(&lines, &texts) {
+        // A tag sequence cannot nest, even when nested output is asked for.
+        assert!(no_overlaps(&spans), "{spans:?}");
+    }
+}
+
+/// A small nested corpus: "X of Y" names where the whole and its parts are entities.
+fn nested_corpus(dir: &TempDir) -> (std::path::PathBuf, usize, usize) {
+    let path = dir.join("nested.jsonl");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let (mut total, mut inner) = (0, 0);
+    let places = ["paris", "rome", "oslo", "lima", "kyiv", "bern"];
+    let orgs = ["bank", "museum", "school", "court"];
+    for i in 0..120 {
+        let (o, p) = (orgs[i % orgs.len()], places[i % places.len()]);
+        let name = format!("{o} of {p}");
+        let text = format!("we met at the {name} on day {i}");
+        let start = 14;
+        let mut ents = vec![
+            serde_json::json!({"start": start, "end": start + name.len(), "type": "ORG"}),
+            serde_json::json!({"start": start + o.len() + 4, "end": start + name.len(), "type": "LOC"}),
+        ];
+        total += 2;
+        inner += 1;
+        if i % 3 == 0 {
+            ents.push(serde_json::json!({"start": start, "end": start + o.len(), "type": "ORG"}));
+            total += 1;
+            inner += 1;
+        }
+        writeln!(f, "{}", serde_json::json!({"text": text, "entities": ents})).unwrap();
+    }
+    (path, total, inner)
+}
+
+#[test]
+fn crf_head_on_nested_data() {
+    let dir = TempDir::new("crf-nested");
+    let (data, total, inner) = nested_corpus(&dir);
+    let out = dir.join("model");
+    let log = run(&[
+        "train",
+        "--train",
+        s(&data),
+        "--dev",
+        s(&data),
+        "--out",
+        s(&out),
+        "--head",
+        "crf",
+        "--epochs",
+        "3",
+        "--threads",
+        "2",
+    ]);
+    // The outermost span of each nest is kept; the others are counted and reported.
+    let record = json_file(&out.join("training.json"));
+    assert_eq!(record["head_left_out_spans"], inner as u64);
+    let stderr = String::from_utf8_lossy(&log.stderr);
+    assert!(
+        stderr.contains(&format!("{inner} the crf head cannot learn")),
+        "{stderr}"
+    );
+    // Evaluation still scores against every gold span.
+    let ev = run(&["eval", "--model", s(&out), "--data", s(&data), "--json"]);
+    let ev: Value = serde_json::from_slice(&ev.stdout).unwrap();
+    assert_eq!(ev["gold"], total as u64);
+    assert!(ev["recall"].as_f64().unwrap() <= (total - inner) as f64 / total as f64 + 1e-12);
+    // The same data under GlobalPointer keeps every span and decodes nested by default.
+    let gp = dir.join("gp");
+    run(&[
+        "train",
+        "--train",
+        s(&data),
+        "--out",
+        s(&gp),
+        "--epochs",
+        "1",
+        "--threads",
+        "2",
+        "--quiet",
+    ]);
+    assert_eq!(json_file(&gp.join("config.json"))["decode"], "nested");
+    assert_eq!(json_file(&gp.join("training.json"))["head_left_out_spans"], 0);
+}
+
+#[test]
+fn word_boundaries_from_column_data() {
+    let dir = TempDir::new("words");
+    // Words of fixtures/tiny-vocab that WordPiece splits: playing = play ##ing, games = game ##s,
+    // unplayable = un ##play ##able.
+    let path = dir.join("train.txt");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let words = ["the", "game", "playing", "unplayable", "games", "play", "!"];
+    for i in 0..60 {
+        for k in 0..6 {
+            let w = words[(i * 7 + k * 3) % words.len()];
+            let tag = match (w, k % 2) {
+                ("unplayable", _) => "B-X",
+                ("games", 0) => "B-Y",
+                _ => "O",
+            };
+            writeln!(f, "{w} {tag}").unwrap();
+        }
+        writeln!(f).unwrap();
+    }
+    drop(f);
+    let out = dir.join("model");
+    run(&[
+        "train",
+        "--train",
+        s(&path),
+        "--out",
+        s(&out),
+        "--config",
+        "tiny",
+        "--vocab",
+        s(&fixture("tiny-vocab/vocab.txt")),
+        "--epochs",
+        "1",
+        "--threads",
+        "2",
+        "--quiet",
+    ]);
+    let config = json_file(&out.join("config.json"));
+    assert_eq!(config["boundaries"], "words");
+    assert_eq!(config["tokenization"], "subwords");
+    // Every span the model can output, at a threshold below every score: none starts or ends
+    // inside a word.
+    let texts = ["playing unplayable games", "the games! unplayable"];
+    let lines = run_stdin(
+        &["predict", "--model", s(&out), "--nested", "--threshold=-1e9"],
+        &(texts.join("\n") + "\n"),
+    );
+    for (spans, text) in check_entities(&lines, &texts).iter().zip(texts) {
+        let chars: Vec<char> = text.chars().collect();
+        assert!(!spans.is_empty());
+        for (a, b, _) in spans {
+            assert!(*a == 0 || chars[a - 1] == ' ', "{text:?} [{a}, {b})");
+            assert!(*b == chars.len() || chars[*b] == ' ', "{text:?} [{a}, {b})");
+        }
+    }
+    // With --boundaries tokens the same data can end an entity inside a word ("play" of "playing").
+    let tok = dir.join("tokens");
+    run(&[
+        "train",
+        "--train",
+        s(&path),
+        "--out",
+        s(&tok),
+        "--config",
+        "tiny",
+        "--vocab",
+        s(&fixture("tiny-vocab/vocab.txt")),
+        "--epochs",
+        "1",
+        "--boundaries",
+        "tokens",
+        "--threads",
+        "2",
+        "--quiet",
+    ]);
+    let lines = run_stdin(
+        &["predict", "--model", s(&tok), "--nested", "--threshold=-1e9"],
+        "playing\n",
+    );
+    let spans: BTreeSet<(usize, usize)> = check_entities(&lines, &["playing"])[0]
+        .iter()
+        .map(|(a, b, _)| (*a, *b))
+        .collect();
+    assert!(spans.contains(&(0, 4)), "{spans:?}");
+}
+
+/// Trains one token per character on e5-small-zh (12 layers) for one short epoch and checks
+/// predict (CLI and C API) on Chinese text with whitespace and unusual characters.
+#[test]
+fn one_token_per_character_on_a_pretrained_chinese_encoder() {
+    let test = "one_token_per_character_on_a_pretrained_chinese_encoder";
+    let Some(e5) = gp_lite::shared::shared_file("models/e5-small-zh", test) else {
+        return;
+    };
+    let Some(cluener) = gp_lite::shared::shared_file("data/cluener/train.json", test) else {
+        return;
+    };
+    let dir = TempDir::new("e5");
+    let train = dir.join("train.json");
+    let lines: Vec<String> = std::fs::read_to_string(&cluener)
+        .unwrap()
+        .lines()
+        .take(48)
+        .map(String::from)
+        .collect();
+    std::fs::write(&train, lines.join("\n") + "\n").unwrap();
+    let out = dir.join("model");
+    run(&[
+        "train",
+        "--train",
+        s(&train),
+        "--out",
+        s(&out),
+        "--init",
+        s(&e5),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--max-len",
+        "64",
+        "--threads",
+        "2",
+        "--quiet",
+    ]);
+    let config = json_file(&out.join("config.json"));
+    assert_eq!(
+        config["tokenization"], "chars",
+        "chosen because the texts are Chinese"
+    );
+    assert_eq!(config["boundaries"], "tokens");
+    // No gold span is lost to tokenization.
+    assert_eq!(json_file(&out.join("training.json"))["unaligned_spans"], 0);
+
+    let texts = [
+        "浙商银行企业信贷部叶老桂博士则从另一个角度对五道门槛进行了解读。",
+        "北京 大学\u{3000}的\u{200b}张三😀在Ｇｏｏｇｌｅ工作\t，e\u{301}t 上海。",
+        "",
+        " \u{3000} ",
+    ];
+    let input = texts.join("\n") + "\n";
+    let low = run_stdin(
+        &["predict", "--model", s(&out), "--nested", "--threshold=-1e9"],
+        &input,
+    );
+    let spans = check_entities(&low, &texts);
+    // Every span of non-whitespace characters of text 0 is scored (one token per character).
+    let n0 = texts[0].chars().count();
+    assert_eq!(
+        spans[0].len(),
+        n0 * (n0 + 1) / 2 * config["labels"].as_array().unwrap().len()
+    );
+    // Text 1: no span starts or ends on whitespace; spans cover single characters of the
+    // full-width and emoji characters exactly.
+    let chars1: Vec<char> = texts[1].chars().collect();
+    for (a, b, _) in &spans[1] {
+        assert!(!chars1[*a].is_whitespace() && !chars1[b - 1].is_whitespace());
+    }
+    assert!(spans[1].iter().any(|(a, b, _)| chars1[*a..*b] == ['😀']));
+    assert!(spans[2].is_empty() && spans[3].is_empty());
+
+    // The C API loads the same directory and tokenizes as training did.
+    let cli = run_stdin(&["predict", "--model", s(&out)], &input);
+    let want = check_entities(&cli, &texts);
+    let dir_c = CString::new(s(&out)).unwrap();
+    unsafe {
+        let mut err = std::ptr::null_mut();
+        let m = gp_lite::ffi::gp_model_load_threads(dir_c.as_ptr(), 2, &mut err);
+        assert!(!m.is_null(), "gp_model_load failed");
+        for (text, want) in texts.iter().zip(&want) {
+            let mut ents = std::ptr::null_mut();
+            let rc = gp_lite::ffi::gp_predict(m, text.as_ptr() as *const _, text.len(), &mut ents, &mut err);
+            assert_eq!(rc, 0);
+            let n = gp_lite::ffi::gp_entities_len(ents);
+            let mut got = Vec::new();
+            for i in 0..n {
+                let e = &*gp_lite::ffi::gp_entities_get(ents, i);
+                let (a, b) = (e.start, e.end);
+                let label = CStr::from_ptr(e.ty).to_str().unwrap().to_string();
+                // Byte offsets in C: map back to characters.
+                let ca = text[..a].chars().count();
+                let cb = text[..b].chars().count();
+                got.push((ca, cb, label));
+            }
+            gp_lite::ffi::gp_entities_free(ents);
+            assert_eq!(&got, want, "C API vs CLI on {text:?}");
+        }
+        gp_lite::ffi::gp_model_free(m);
+    }
+}
