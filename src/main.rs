@@ -6,7 +6,7 @@ use gp_lite::data::bio::Join;
 use gp_lite::data::{cluener, read_dataset_with, Dataset, Format, ReadOptions};
 use gp_lite::decode::DecodeMode;
 use gp_lite::head::{crf::DEFAULT_TRANSITION_LR_MULTIPLIER, HeadConfig, HeadOptions};
-use gp_lite::predict::{PredictOptions, Predictor};
+use gp_lite::predict::{PredictError, PredictOptions, Predictor};
 use gp_lite::tokenize::Tokenization;
 use gp_lite::train::{EncoderSource, Event, TokenizationChoice, TrainOptions, TrainingRecord};
 use gp_lite::trainer::Workspace;
@@ -19,6 +19,17 @@ use std::time::Instant;
 /// The bundled sample: 800 training and 200 dev lines of CLUENER (fixtures/cluener-sample).
 const SAMPLE_TRAIN: &str = include_str!("../fixtures/cluener-sample/train.json");
 const SAMPLE_DEV: &str = include_str!("../fixtures/cluener-sample/dev.json");
+
+/// `gp-lite predict --help`: how it behaves as a filter.
+const PREDICT_HELP: &str = "\
+A filter (Spark RDD.pipe, Hadoop Streaming, shell pipes): output line k answers input line k,
+in input order, flushed after each chunk of --batch-size lines; stdout carries only results
+and error records, messages go to stderr as FILE:LINE: what; memory holds one chunk.
+
+Exit codes: 0 every line answered (bad lines with error records under --on-error record);
+1 a failure that is not one line's (model directory, input or output file, read or write
+error), after the results of the lines read so far; 2 a bad command line; 3 a bad input line
+under --on-error fail, after the results of every line before it.";
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +51,7 @@ enum Command {
     /// Entity-level precision, recall and F1 of a model on labelled data.
     Eval(EvalArgs),
     /// Extract entities from texts (JSON lines {"text"} or plain lines) as JSON lines.
+    #[command(after_help = PREDICT_HELP)]
     Predict(PredictArgs),
     /// The PyTorch baseline's workload (../shared/bench/bench_torch.py), one JSON line per run.
     Bench(BenchArgs),
@@ -200,6 +212,10 @@ struct TrainArgs {
     /// Continue the interrupted run in --out from its last completed epoch (same arguments).
     #[arg(long)]
     resume: bool,
+    /// Stop after this many epochs of this invocation, to be continued with --resume (e.g. one
+    /// epoch at a time across several runs on a shared machine).
+    #[arg(long)]
+    stop_after: Option<usize>,
     /// Replace an existing --out directory.
     #[arg(long)]
     overwrite: bool,
@@ -238,13 +254,25 @@ struct PredictArgs {
     #[command(flatten)]
     mode: ModeArgs,
     /// Score above which a span is an entity.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     threshold: f64,
     /// Texts per forward pass (and per chunk read from the input).
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Worker threads (0: all cores); under a task scheduler, the cores one task owns.
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// What a bad input line (invalid UTF-8, malformed JSON, no string "text") does.
+    #[arg(long, value_enum, default_value = "record")]
+    on_error: OnError,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum OnError {
+    /// Answer it in its place with {"error", "line"}, report FILE:LINE on stderr, go on (exit 0)
+    Record,
+    /// Stop there, after the results of every line before it (exit 3; no --output file)
+    Fail,
 }
 
 #[derive(Args)]
@@ -277,7 +305,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            // Exit codes: 0 done, 1 failed, 2 bad command line (clap), 3 a bad input line
+            // under `predict --on-error fail`.
+            if e.is::<BadLine>() {
+                ExitCode::from(3)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -383,6 +417,7 @@ fn cmd_train(a: TrainArgs) -> Res<()> {
         dropout: a.dropout,
         seed: a.seed,
         min_char_count: a.min_char_count,
+        stop_after: a.stop_after,
     };
     let pool = pool(a.threads)?;
     let record = TrainingRecord {
@@ -570,19 +605,31 @@ fn cmd_eval(a: EvalArgs) -> Res<()> {
     Ok(())
 }
 
-/// A text from an input line: a JSON object with "text", or the line itself.
-fn input_text(line: &str, lineno: usize, source: &str) -> Res<String> {
-    if line.trim_start().starts_with('{') {
-        let v: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| format!("{source}:{lineno}: malformed JSON: {e}"))?;
-        match v.get("text").and_then(|t| t.as_str()) {
-            Some(t) => Ok(t.to_string()),
-            None => Err(format!("{source}:{lineno}: missing string field `text`").into()),
-        }
-    } else {
-        Ok(line.to_string())
+/// A text from an input line: a JSON object with a string "text", or the line itself.
+/// Err: what is wrong with the line.
+fn input_text(line: &[u8]) -> Result<String, String> {
+    let line = std::str::from_utf8(line).map_err(|e| format!("invalid UTF-8 at byte {}", e.valid_up_to()))?;
+    if !line.trim_start().starts_with('{') {
+        return Ok(line.to_string());
+    }
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("malformed JSON: {e}"))?;
+    match v.get("text").and_then(|t| t.as_str()) {
+        Some(t) => Ok(t.to_string()),
+        None => Err("missing string field `text`".into()),
     }
 }
+
+/// A bad input line under `--on-error fail`: the run stops with exit code 3.
+#[derive(Debug)]
+struct BadLine(String);
+
+impl std::fmt::Display for BadLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadLine {}
 
 fn cmd_predict(a: PredictArgs) -> Res<()> {
     let pool = pool(a.threads)?;
@@ -604,7 +651,7 @@ fn cmd_predict(a: PredictArgs) -> Res<()> {
             .unwrap_or_default();
         p.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
     });
-    let mut out: Box<dyn Write> = match &tmp_output {
+    let out: Box<dyn Write> = match &tmp_output {
         Some(p) => Box::new(BufWriter::new(
             std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
         )),
@@ -615,8 +662,19 @@ fn cmd_predict(a: PredictArgs) -> Res<()> {
         threshold: a.threshold,
         batch_size: a.batch_size.max(1),
     };
-    let result = predict_stream(&predictor, &pool, &opts, reader, &source, &mut out);
-    drop(out);
+    let mut stream = PredictStream {
+        predictor: &predictor,
+        pool: &pool,
+        opts,
+        ws: Workspace::new(),
+        source: &source,
+        on_error: a.on_error,
+        out,
+        bad: 0,
+    };
+    let result = stream.run(reader);
+    let bad = stream.bad;
+    drop(stream);
     match (&tmp_output, &a.output) {
         (Some(tmp), Some(path)) if result.is_ok() => std::fs::rename(tmp, path)?,
         (Some(tmp), _) => {
@@ -624,52 +682,126 @@ fn cmd_predict(a: PredictArgs) -> Res<()> {
         }
         _ => {}
     }
+    if result.is_ok() && bad > 0 {
+        eprintln!("{source}: {bad} bad line(s) answered with error records");
+    }
     result
 }
 
-/// Reads texts from `reader`, predicts them in chunks of the batch size, writes JSON lines.
-fn predict_stream(
-    predictor: &Predictor<f32>,
-    pool: &rayon::ThreadPool,
-    opts: &PredictOptions,
-    reader: Box<dyn BufRead>,
-    source: &str,
-    out: &mut Box<dyn Write>,
-) -> Res<()> {
-    let mut ws = Workspace::new();
-    let mut chunk: Vec<String> = Vec::with_capacity(opts.batch_size);
-    let mut flush = |chunk: &mut Vec<String>, out: &mut Box<dyn Write>| -> Res<()> {
-        let texts: Vec<&str> = chunk.iter().map(|s| s.as_str()).collect();
-        let preds = pool.install(|| predictor.predict(&texts, opts, &mut ws))?;
-        for (text, ents) in texts.iter().zip(preds) {
-            let chars: Vec<char> = text.chars().collect();
-            let entities: Vec<serde_json::Value> = ents
-                .iter()
-                .map(|e| {
-                    serde_json::json!({
-                        "start": e.start, "end": e.end, "type": e.label,
-                        "text": chars[e.start..e.end].iter().collect::<String>(), "score": e.score,
-                    })
-                })
-                .collect();
-            writeln!(out, "{}", serde_json::json!({"text": text, "entities": entities}))?;
+/// One input line of a chunk: its number and its text, or what is wrong with it.
+type Slot = (usize, Result<String, String>);
+
+/// `gp-lite predict` as a filter: reads lines, predicts them in chunks of the batch size, and
+/// writes one JSON line per input line, in input order, flushed after each chunk. Memory holds
+/// one chunk at a time.
+struct PredictStream<'a> {
+    predictor: &'a Predictor<f32>,
+    pool: &'a rayon::ThreadPool,
+    opts: PredictOptions,
+    ws: Workspace,
+    source: &'a str,
+    on_error: OnError,
+    out: Box<dyn Write>,
+    /// Bad lines answered with error records so far.
+    bad: usize,
+}
+
+impl PredictStream<'_> {
+    fn run(&mut self, mut reader: Box<dyn BufRead>) -> Res<()> {
+        let mut chunk: Vec<Slot> = Vec::with_capacity(self.opts.batch_size);
+        let mut buf: Vec<u8> = Vec::new();
+        let mut lineno = 0;
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    // The lines read so far are answered before the run stops.
+                    self.write_chunk(&mut chunk)?;
+                    return Err(format!("{}:{}: {e}", self.source, lineno + 1).into());
+                }
+            }
+            lineno += 1;
+            if lineno == 1 && buf.starts_with(b"\xef\xbb\xbf") {
+                buf.drain(..3); // a UTF-8 byte order mark
+            }
+            if buf.last() == Some(&b'\n') {
+                buf.pop();
+                if buf.last() == Some(&b'\r') {
+                    buf.pop();
+                }
+            }
+            // Empty lines are empty texts, so that output line k answers input line k.
+            let text = input_text(&buf);
+            let stop = text.is_err() && self.on_error == OnError::Fail;
+            chunk.push((lineno, text));
+            if chunk.len() == self.opts.batch_size || stop {
+                self.write_chunk(&mut chunk)?;
+            }
         }
-        chunk.clear();
+        self.write_chunk(&mut chunk)
+    }
+
+    /// Predicts the texts of `chunk`, writes one line per slot and flushes. A text the
+    /// tokenizer rejects becomes a bad line. Under `--on-error fail` the first bad line ends
+    /// the run, after the lines before it are written.
+    fn write_chunk(&mut self, chunk: &mut Vec<Slot>) -> Res<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let preds = loop {
+            let texts: Vec<&str> = chunk.iter().filter_map(|(_, t)| t.as_deref().ok()).collect();
+            let (predictor, opts, ws) = (self.predictor, &self.opts, &mut self.ws);
+            match self.pool.install(|| predictor.predict(&texts, opts, ws)) {
+                Ok(p) => break p,
+                Err(PredictError::Tokenize { index, source }) => {
+                    let slot = chunk
+                        .iter_mut()
+                        .filter(|(_, t)| t.is_ok())
+                        .nth(index)
+                        .expect("the tokenizer names one of the texts");
+                    slot.1 = Err(format!("cannot tokenize: {source}"));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let mut preds = preds.into_iter();
+        for (lineno, text) in chunk.drain(..) {
+            match text {
+                Ok(text) => {
+                    let ents = preds.next().expect("one prediction per text");
+                    let chars: Vec<char> = text.chars().collect();
+                    let entities: Vec<serde_json::Value> = ents
+                        .iter()
+                        .map(|e| {
+                            serde_json::json!({
+                                "start": e.start, "end": e.end, "type": e.label,
+                                "text": chars[e.start..e.end].iter().collect::<String>(), "score": e.score,
+                            })
+                        })
+                        .collect();
+                    writeln!(
+                        self.out,
+                        "{}",
+                        serde_json::json!({"text": text, "entities": entities})
+                    )?;
+                }
+                Err(what) => {
+                    let at = format!("{}:{lineno}: {what}", self.source);
+                    if self.on_error == OnError::Fail {
+                        self.out.flush()?;
+                        return Err(BadLine(at).into());
+                    }
+                    eprintln!("error: {at}");
+                    writeln!(self.out, "{}", serde_json::json!({"error": what, "line": lineno}))?;
+                    self.bad += 1;
+                }
+            }
+        }
+        self.out.flush()?;
         Ok(())
-    };
-    for (i, line) in reader.lines().enumerate() {
-        let line = line.map_err(|e| format!("{source}:{}: {e}", i + 1))?;
-        // Empty lines are empty texts, so that output line k answers input line k.
-        chunk.push(input_text(&line, i + 1, source)?);
-        if chunk.len() == opts.batch_size {
-            flush(&mut chunk, out)?;
-        }
     }
-    if !chunk.is_empty() {
-        flush(&mut chunk, out)?;
-    }
-    out.flush()?;
-    Ok(())
 }
 
 fn cmd_bench(a: BenchArgs) -> Res<()> {

@@ -75,6 +75,8 @@ pub struct TrainOptions {
     pub seed: u64,
     /// Characters seen fewer times are [UNK] (character vocabulary only).
     pub min_char_count: usize,
+    /// Stop (resumably) after this many epochs of this invocation, `None`: run to `epochs`.
+    pub stop_after: Option<usize>,
 }
 
 /// Progress reported to the caller (the library never prints).
@@ -465,9 +467,9 @@ fn check_inputs(opts: &TrainOptions, train: &Dataset, dev: Option<&Dataset>) -> 
     if let Some(d) = dev {
         d.check_labels(&train.labels)?;
     }
-    if opts.batch_size == 0 || opts.epochs == 0 {
+    if opts.batch_size == 0 || opts.epochs == 0 || opts.stop_after == Some(0) {
         return Err(TrainError::Invalid(
-            "--batch-size and --epochs must be positive".into(),
+            "--batch-size, --epochs and --stop-after must be positive".into(),
         ));
     }
     let positive = |l: f64| l.is_finite() && l > 0.0;
@@ -718,7 +720,11 @@ pub fn train(
 ) -> Result<TrainingRecord, TrainError> {
     check_inputs(opts, train, dev)?;
     let mut run = Run::start(opts, train, out, resume, record, on_event)?;
-    for epoch in run.first_epoch..opts.epochs {
+    let last = match opts.stop_after {
+        Some(k) => opts.epochs.min(run.first_epoch + k),
+        None => opts.epochs,
+    };
+    for epoch in run.first_epoch..last {
         let stats = run.epoch(epoch, on_event)?;
         let report = run.evaluate(dev)?;
         run.save(epoch, stats, report, on_event)?;

@@ -44,9 +44,18 @@ fn ok(args: &[&str]) -> String {
 
 /// Fails with a message on stderr starting with `error: {prefix}` and containing `what`.
 fn fails(out: Output, prefix: &str, what: &str) {
+    fails_with(out, 1, prefix, what)
+}
+
+/// Fails with exit code `code` and a message as in [`fails`].
+fn fails_with(out: Output, code: i32, prefix: &str, what: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "succeeded; stderr:\n{err}");
-    assert_eq!(out.status.code(), Some(1), "a clean failure, not a crash:\n{err}");
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "a clean failure, not a crash:\n{err}"
+    );
     let line = err.lines().next().unwrap_or("");
     assert!(
         line.starts_with(&format!("error: {prefix}")),
@@ -271,17 +280,25 @@ fn damaged_model_directories_and_bad_inputs_are_reported() {
     let out = run(&["eval", "--model", s(&good), "--data", s(&dev), "--format", "xml"]);
     fails(out, "unknown data format `xml`", "");
 
-    // predict: malformed input lines, from stdin and from a file.
+    // predict --on-error fail: malformed input lines, from stdin and from a file (exit 3).
     let m = s(&good);
     let out = run_stdin(
-        &["predict", "--model", m],
+        &["predict", "--model", m, "--on-error", "fail"],
         "{\"text\": \"北京\"}\n{\"text\": 3}\n",
     );
-    fails(out, "<stdin>:2: ", "missing string field `text`");
+    fails_with(out, 3, "<stdin>:2: ", "missing string field `text`");
     let input = dir.join("in.txt");
     std::fs::write(&input, "北京欢迎你\n\n{\"text\": \"上海\"\n").unwrap();
-    let out = run(&["predict", "--model", m, "--input", s(&input)]);
-    fails(out, &format!("{}:3: ", input.display()), "malformed JSON");
+    let out = run(&[
+        "predict",
+        "--model",
+        m,
+        "--input",
+        s(&input),
+        "--on-error",
+        "fail",
+    ]);
+    fails_with(out, 3, &format!("{}:3: ", input.display()), "malformed JSON");
     let missing_input = dir.join("none.txt");
     let out = run(&["predict", "--model", m, "--input", s(&missing_input)]);
     fails(out, &format!("{}: ", missing_input.display()), "");
@@ -363,7 +380,13 @@ fn predict_output_file_is_not_left_half_written() {
         "--batch-size",
         "1",
     ];
-    fails(run(&args), &format!("{}:3: ", input.display()), "malformed JSON");
+    let strict = [&args[..], &["--on-error", "fail"]].concat();
+    fails_with(
+        run(&strict),
+        3,
+        &format!("{}:3: ", input.display()),
+        "malformed JSON",
+    );
     assert!(!output.exists(), "a failed predict left a partial output file");
     let names: Vec<_> = std::fs::read_dir(&dir.0)
         .unwrap()
@@ -372,6 +395,14 @@ fn predict_output_file_is_not_left_half_written() {
     assert!(
         names.iter().all(|n| !n.to_string_lossy().contains(".tmp-")),
         "temporary file left: {names:?}"
+    );
+    // Under --on-error record (the default) the bad line is answered in the complete file.
+    ok(&args);
+    let written = std::fs::read_to_string(&output).unwrap();
+    assert_eq!(written.lines().count(), 3, "{written}");
+    assert!(
+        written.lines().nth(2).unwrap().starts_with("{\"error\":"),
+        "{written}"
     );
     std::fs::write(&input, "北京\n上海\n").unwrap();
     ok(&args);
@@ -418,4 +449,230 @@ fn train_without_arguments_uses_the_bundled_sample() {
     }
     let record: Value = serde_json::from_slice(&std::fs::read(model.join("training.json")).unwrap()).unwrap();
     assert_eq!(record["train_examples"], 800);
+}
+
+/// `gp-lite predict` with `extra` arguments on `input` (bytes): exit code, stdout, stderr.
+fn predict_bytes(model: &Path, extra: &[&str], input: &[u8]) -> (Option<i32>, String, String) {
+    let mut child = Command::new(BIN)
+        .args(["predict", "--model", s(model), "--threads", "1"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn predict_answers_a_bad_line_in_its_place() {
+    let dir = TempDir::new("predict-bad-lines");
+    let model = dir.join("model");
+    train_tiny(&model);
+    // 2: invalid UTF-8, 3: "text" not a string, 4: malformed JSON, 5: no "text"; 6 is empty and
+    // 7 ends with CRLF: both are texts.
+    let mut input: Vec<u8> = b"\xe5\x8c\x97\xe4\xba\xac\xe6\xac\xa2\xe8\xbf\x8e\xe4\xbd\xa0\n".to_vec();
+    input.extend_from_slice(b"ab\xff\xfecd\n{\"text\": 3}\n{\"text\": \"x\n{\"id\": 1}\n\n");
+    input.extend_from_slice("上海市\r\n{\"text\": \"张三在杭州\"}".as_bytes());
+    let bad = [
+        (2, "invalid UTF-8 at byte 2"),
+        (3, "missing string field `text`"),
+        (4, "malformed JSON"),
+        (5, "missing string field `text`"),
+    ];
+    // The good lines alone, for comparison.
+    let (code, clean, _) = predict_bytes(&model, &[], "北京欢迎你\n\n上海市\n张三在杭州\n".as_bytes());
+    assert_eq!(code, Some(0));
+    let clean: Vec<&str> = clean.lines().collect();
+    // Within one chunk and across chunks.
+    for batch in ["32", "2", "1"] {
+        let (code, out, err) = predict_bytes(&model, &["--batch-size", batch], &input);
+        assert_eq!(code, Some(0), "--on-error record exits 0:\n{err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines.len(),
+            8,
+            "batch {batch}: one output line per input line:\n{out}"
+        );
+        let mut good = clean.iter();
+        for (i, line) in lines.iter().enumerate() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            match bad.iter().find(|(n, _)| *n == i + 1) {
+                Some((n, what)) => {
+                    let obj = v.as_object().unwrap();
+                    assert_eq!(obj.len(), 2, "{line}");
+                    assert_eq!(v["line"], *n, "{line}");
+                    assert!(v["error"].as_str().unwrap().starts_with(what), "{line}");
+                    let msg = format!("error: <stdin>:{n}: {what}");
+                    assert!(err.lines().any(|l| l.starts_with(&msg)), "{msg:?} not in:\n{err}");
+                }
+                None => assert_eq!(line, good.next().unwrap(), "batch {batch}, line {}", i + 1),
+            }
+        }
+        assert!(err.contains("<stdin>: 4 bad line(s)"), "{err}");
+    }
+    // A byte order mark before the first line is not part of it.
+    let (code, out, err) = predict_bytes(&model, &[], "\u{feff}{\"text\": \"张三在杭州\"}\n".as_bytes());
+    assert_eq!((code, out.trim_end()), (Some(0), clean[3]), "{err}");
+}
+
+#[test]
+fn predict_on_error_fail_stops_after_the_lines_before() {
+    let dir = TempDir::new("predict-fail");
+    let model = dir.join("model");
+    train_tiny(&model);
+    // Invalid UTF-8 on line 2: line 1 is answered, nothing after line 2 is.
+    let (code, out, err) = predict_bytes(&model, &["--on-error", "fail"], b"abc\nx\xffy\ndef\n");
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.starts_with("error: <stdin>:2: invalid UTF-8"), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert!(lines[0].starts_with("{\"entities\":"), "{out}");
+    // A bad line 40 in a chunk of 32: 39 lines answered.
+    let mut input: String = (1..40).map(|i| format!("第{i}行\n")).collect();
+    input.push_str("{\"text\": null}\n上海\n");
+    let (code, out, err) = predict_bytes(&model, &["--on-error", "fail"], input.as_bytes());
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.starts_with("error: <stdin>:40: missing string field"),
+        "{err}"
+    );
+    assert_eq!(out.lines().count(), 39, "{out}");
+    assert!(out.lines().last().unwrap().contains("第39行"), "{out}");
+}
+
+/// A running `gp-lite predict` whose stdout lines arrive on a channel.
+struct Filter {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Filter {
+    fn start(model: &Path, extra: &[&str]) -> Filter {
+        let mut child = Command::new(BIN)
+            .args(["predict", "--model", s(model), "--threads", "1"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                if tx.send(line.unwrap()).is_err() {
+                    break;
+                }
+            }
+        });
+        Filter {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+        }
+    }
+
+    /// The next `n` output lines, waiting at most a minute in all.
+    fn read(&self, n: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        (0..n)
+            .map(|i| {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                self.lines
+                    .recv_timeout(left)
+                    .unwrap_or_else(|e| panic!("output line {} of {n} did not come: {e}", i + 1))
+            })
+            .collect()
+    }
+
+    /// Peak resident memory of the process in KiB (VmHWM).
+    fn peak_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        drop(self.stdin.take());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}");
+        self.lines.iter().collect()
+    }
+}
+
+#[test]
+fn predict_flushes_each_chunk_while_the_input_stays_open() {
+    let dir = TempDir::new("predict-flush");
+    let model = dir.join("model");
+    train_tiny(&model);
+    let mut f = Filter::start(&model, &["--batch-size", "2"]);
+    let mut stdin = f.stdin.take().unwrap();
+    stdin
+        .write_all("北京\n{\"text\": \"上海\"}\n杭州".as_bytes())
+        .unwrap();
+    stdin.flush().unwrap();
+    // The first chunk is answered before the input ends (a driver may wait for it).
+    let first = f.read(2);
+    assert!(
+        first[0].contains("\"北京\"") && first[1].contains("\"上海\""),
+        "{first:?}"
+    );
+    stdin.write_all("\n{bad\n".as_bytes()).unwrap();
+    drop(stdin);
+    let rest = f.finish();
+    assert_eq!(rest.len(), 2, "{rest:?}");
+    assert!(
+        rest[0].contains("\"杭州\"") && rest[1].starts_with("{\"error\":"),
+        "{rest:?}"
+    );
+}
+
+#[test]
+fn predict_memory_stays_flat_over_a_long_stream() {
+    let dir = TempDir::new("predict-memory");
+    let model = dir.join("model");
+    train_tiny(&model);
+    // Lines of 4 KB (a short text and padding the model never sees), so that keeping the input
+    // or the output of the whole stream would show as tens of megabytes.
+    let pad = "x".repeat(4000);
+    let line = format!("{{\"text\": \"北京欢迎你\", \"pad\": \"{pad}\"}}\n");
+    let (warmup, long) = (2_000, 20_000);
+    // Chunks of 16 lines: both parts of the stream end on a chunk boundary.
+    let mut f = Filter::start(&model, &["--batch-size", "16"]);
+    let mut stdin = f.stdin.take().unwrap();
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        for _ in 0..warmup {
+            stdin.write_all(line.as_bytes()).unwrap();
+        }
+        stdin.flush().unwrap();
+        wait.recv().unwrap();
+        for _ in 0..long {
+            stdin.write_all(line.as_bytes()).unwrap();
+        }
+        stdin.flush().unwrap();
+        wait.recv().unwrap();
+    });
+    f.read(warmup);
+    let before = f.peak_kib();
+    go.send(()).unwrap();
+    let answered = f.read(long);
+    assert!(answered.iter().all(|l| l.contains("北京欢迎你")));
+    let after = f.peak_kib();
+    go.send(()).unwrap();
+    writer.join().unwrap();
+    assert!(f.finish().is_empty());
+    let grown = after.saturating_sub(before);
+    println!("peak RSS {before} KiB after {warmup} lines, {after} KiB after {long} more");
+    // 20,000 lines of 4 KB are 80 MB; one chunk is 64 KB.
+    assert!(grown < 16 * 1024, "peak RSS grew by {grown} KiB over the stream");
 }

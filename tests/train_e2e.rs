@@ -465,6 +465,15 @@ fn resume_and_seeds_are_bit_reproducible() {
     let out = ok(gp_lite(&resume));
     assert!(stdout(&out).contains("best dev F1"), "{}", stdout(&out));
     ok(gp_lite(&train_args(&data, &d, 2, 8, 4)));
+    // --stop-after 1 twice (the second with --resume): one epoch per invocation.
+    let e = dir.join("e");
+    let mut first = train_args(&data, &e, 2, 7, 4);
+    first.extend(["--stop-after".to_string(), "1".to_string()]);
+    ok(gp_lite(&first));
+    let state: Value = serde_json::from_slice(&bytes(&e.join("resume/state.json"))).unwrap();
+    assert_eq!(state["epochs_done"], 1);
+    first.push("--resume".into());
+    ok(gp_lite(&first));
 
     let files = [
         "model.safetensors",
@@ -478,7 +487,12 @@ fn resume_and_seeds_are_bit_reproducible() {
             x == bytes(&c.join(f)),
             "{f}: interrupted + --resume differs from one run"
         );
+        assert!(
+            x == bytes(&e.join(f)),
+            "{f}: --stop-after + --resume differs from one run"
+        );
     }
+    assert_eq!(epoch_figures(&a), epoch_figures(&e));
     assert_eq!(epoch_figures(&a), epoch_figures(&b));
     assert_eq!(epoch_figures(&a), epoch_figures(&c));
     assert_eq!(epoch_figures(&a).len(), 2);

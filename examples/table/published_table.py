@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Reruns the method's published comparison (../shared/docs/method.md section 8) with gp-lite.
+
+Cells (one recipe per dataset, seed 42, best dev epoch kept):
+  cluener  (dev)          e5-small-zh, one token per character: gp, gp-norope, egp, crf, and gp-subwords
+  peoples  (test)         e5-small-zh, one token per character: gp, gp-norope, egp, crf
+  cmeee    (dev, nested)  e5-small-zh, one token per character: gp, gp-norope, egp, crf (flattened)
+  genia    (test, nested) minilm-l6: gp, egp
+
+Usage:
+  examples/table/published_table.py train [--datasets cluener genia] [--rounds 1] [--threads 2]
+      Runs `--rounds` more epochs of every cell, round robin (one epoch of each cell, then the
+      next epoch of each), so that all cells of a dataset always have the same number of epochs
+      done; each epoch is an invocation of `gp-lite train --stop-after 1 [--resume]`, so the runs
+      can be stopped at any time and continued in a later session.
+  examples/table/published_table.py table [--datasets ...]
+      Evaluates every cell's best model on the dataset's evaluation split, times `gp-lite
+      predict` on its texts, and prints a Markdown table (F1, epochs done, best epoch, training
+      time, speeds relative to the dataset's CRF cell).
+
+Environment: SHARED (default ../shared), GP_LITE (default target/release/gp-lite),
+RUNS (default runs/table).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+SHARED = os.environ.get("SHARED", "../shared")
+GP_LITE = os.environ.get("GP_LITE", "target/release/gp-lite")
+RUNS = os.environ.get("RUNS", "runs/table")
+
+# One recipe per dataset: 3 epochs, batch 16, encoder lr 1e-4 and head lr 1e-3 (10% warmup, then
+# linear decay), max length 256 (longer texts are windowed), seed 42.
+RECIPE = ["--epochs", "3", "--batch-size", "16", "--lr", "1e-4", "--head-lr", "1e-3",
+          "--warmup", "0.1", "--max-len", "256", "--seed", "42"]
+
+E5 = f"{SHARED}/models/e5-small-zh"
+MINILM = f"{SHARED}/models/minilm-l6"
+DATASETS = {
+    "cluener": dict(encoder=E5, train="data/cluener/train.json", dev="data/cluener/dev.json",
+                    eval="data/cluener/dev.json", eval_name="dev"),
+    "peoples": dict(encoder=E5, train="data/peoples-daily/example.train",
+                    dev="data/peoples-daily/example.dev", eval="data/peoples-daily/example.test",
+                    eval_name="test"),
+    "cmeee": dict(encoder=E5, train="data/cmeee/CMeEE_train.json", dev="data/cmeee/CMeEE_dev.json",
+                  eval="data/cmeee/CMeEE_dev.json", eval_name="dev"),
+    "genia": dict(encoder=MINILM, train="data/genia/train.jsonl", dev="data/genia/dev.jsonl",
+                  eval="data/genia/test.jsonl", eval_name="test"),
+}
+CHARS = ["--tokenization", "chars"]
+CELLS = {
+    "cluener": {"gp": CHARS, "gp-norope": CHARS + ["--no-rope"], "egp": CHARS + ["--head", "egp"],
+                "crf": CHARS + ["--head", "crf"], "gp-subwords": ["--tokenization", "subwords"]},
+    "peoples": {"gp": CHARS, "gp-norope": CHARS + ["--no-rope"], "egp": CHARS + ["--head", "egp"],
+                "crf": CHARS + ["--head", "crf"]},
+    "cmeee": {"gp": CHARS, "gp-norope": CHARS + ["--no-rope"], "egp": CHARS + ["--head", "egp"],
+              "crf": CHARS + ["--head", "crf"]},
+    "genia": {"gp": [], "egp": ["--head", "egp"]},
+}
+
+
+def cell_dir(ds, cell):
+    return os.path.join(RUNS, ds, cell)
+
+
+def epochs_done(ds, cell):
+    try:
+        with open(os.path.join(cell_dir(ds, cell), "resume", "state.json")) as f:
+            return json.load(f)["epochs_done"]
+    except FileNotFoundError:
+        return 0
+
+
+def train_one_epoch(ds, cell, threads):
+    d = DATASETS[ds]
+    out = cell_dir(ds, cell)
+    args = [GP_LITE, "train", "--init", d["encoder"], "--train", f"{SHARED}/{d['train']}",
+            "--dev", f"{SHARED}/{d['dev']}", "--out", out, "--threads", str(threads),
+            "--stop-after", "1"] + RECIPE + CELLS[ds][cell]
+    if epochs_done(ds, cell) > 0:
+        args.append("--resume")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    print("+", " ".join(args), flush=True)
+    with open(os.path.join(os.path.dirname(out), f"{cell}.log"), "a") as log:
+        subprocess.run(args, check=True, stderr=log)
+
+
+def cmd_train(a):
+    total = int(RECIPE[RECIPE.index("--epochs") + 1])
+    for _ in range(a.rounds):
+        for ds in a.datasets:
+            for cell in CELLS[ds]:
+                if epochs_done(ds, cell) < total:
+                    train_one_epoch(ds, cell, a.threads)
+
+
+def run_json(args):
+    r = subprocess.run(args, check=True, capture_output=True, text=True)
+    return json.loads(r.stdout)
+
+
+def cmd_table(a):
+    rows = []
+    for ds in a.datasets:
+        d = DATASETS[ds]
+        data = f"{SHARED}/{d['eval']}"
+        results = {}
+        for cell in CELLS[ds]:
+            out = cell_dir(ds, cell)
+            if not os.path.exists(os.path.join(out, "config.json")):
+                continue
+            ev = run_json([GP_LITE, "eval", "--model", out, "--data", data, "--json",
+                           "--threads", str(a.threads)])
+            with open(os.path.join(out, "training.json")) as f:
+                rec = json.load(f)
+            # Prediction speed: `gp-lite eval` is predict plus scoring; its wall time on the
+            # evaluation texts, best of two runs.
+            best = None
+            for _ in range(2):
+                t0 = time.monotonic()
+                subprocess.run([GP_LITE, "eval", "--model", out, "--data", data, "--json",
+                                "--threads", str(a.threads)], check=True, capture_output=True)
+                dt = time.monotonic() - t0
+                best = dt if best is None else min(best, dt)
+            train_s = sum(e["seconds"] for e in rec["epochs"])
+            tokens = sum(e["train_tokens"] for e in rec["epochs"])
+            results[cell] = dict(f1=ev["f1"], p=ev["precision"], r=ev["recall"],
+                                 epochs=len(rec["epochs"]), best=rec.get("best_epoch"),
+                                 dev_f1=rec.get("best_dev_f1"), train_s=train_s,
+                                 train_tps=tokens / train_s, predict_s=best)
+        base = results.get("crf")
+        for cell, r in results.items():
+            tr = r["train_tps"] / base["train_tps"] if base else float("nan")
+            pr = base["predict_s"] / r["predict_s"] if base else float("nan")
+            rows.append(f"| {ds} ({d['eval_name']}) | {cell} | {100 * r['f1']:.2f} | "
+                        f"{100 * (r['dev_f1'] or 0):.2f} | {r['epochs']} | {r['best']} | "
+                        f"{r['train_s'] / 60:.1f} min | {tr:.2f}x | {pr:.2f}x |")
+    print("| dataset | cell | F1 | best dev F1 | epochs done | best epoch | training time | train speed vs CRF | predict speed vs CRF |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ["train", "table"]:
+        s = sub.add_parser(name)
+        s.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+        s.add_argument("--threads", type=int, default=2)
+        if name == "train":
+            s.add_argument("--rounds", type=int, default=3)
+    a = p.parse_args()
+    {"train": cmd_train, "table": cmd_table}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
