@@ -236,6 +236,22 @@ mod tests {
         }
     }
 
+    /// Sliced operands: A rows with a non-unit column stride, B cut from a wider matrix, in f32,
+    /// serial and split over two threads.
+    #[test]
+    fn f32_products_read_strided_operands() {
+        let big_a = seq(40, 90, 0.19).mapv(|x| x as f32);
+        let big_b = seq(60, 70, 0.29).mapv(|x| x as f32);
+        let a = big_a.slice(ndarray::s![3..37;2, 1..61;2]); // 17 x 30, strides (180, 2)
+        let b = big_b.slice(ndarray::s![5..35, 2..69]); // 30 x 67, row stride 70
+        let want = naive(a.mapv(|x| x as f64).view(), b.mapv(|x| x as f64).view());
+        let serial = matmul(a, b);
+        assert!((serial.mapv(|x| x as f64) - &want).iter().all(|d| d.abs() < 1e-4));
+        let pool = thread_pool(2).unwrap();
+        let got = pool.install(|| matmul(a, b));
+        assert!((got.mapv(|x| x as f64) - &want).iter().all(|d| d.abs() < 1e-4));
+    }
+
     #[test]
     #[should_panic(expected = "inner dimensions")]
     fn mismatched_shapes_panic_with_a_message() {

@@ -104,6 +104,19 @@ impl<T: Scalar> BertEmbeddings<T> {
         (y, EmbeddingsCache { sum, stats, drop })
     }
 
+    /// Inference: x `[B*n, H]`, the three lookups summed and normalised in place (no dropout).
+    pub fn forward_inference(&self, input: &EncoderInput) -> Array2<T> {
+        let (bsz, n) = input.input_ids.dim();
+        let positions: Vec<u32> = (0..bsz * n).map(|r| (r % n) as u32).collect();
+        let mut x = Array2::zeros((bsz * n, self.word.dim()));
+        self.word.forward_acc(&flat_ids(&input.input_ids), &mut x);
+        self.position.forward_acc(&positions, &mut x);
+        self.token_type
+            .forward_acc(&flat_ids(&input.token_type_ids), &mut x);
+        self.layer_norm.forward_inplace(x.view_mut());
+        x
+    }
+
     /// Accumulates the three tables' rows that were used and the LayerNorm's gradients.
     pub fn backward(&mut self, input: &EncoderInput, cache: &EmbeddingsCache<T>, mut dy: Array2<T>) {
         let (bsz, n) = input.input_ids.dim();
@@ -149,6 +162,29 @@ pub struct BertLayer<T> {
     /// `output.LayerNorm`
     pub output_norm: LayerNorm<T>,
     pub dropout: Dropout,
+}
+
+/// Buffers the inference forward reuses from layer to layer (grown to the largest batch seen).
+#[derive(Clone, Debug, Default)]
+pub struct InferenceScratch<T> {
+    /// `[B*n, H]`: attention context
+    ctx: Array2<T>,
+    /// `[B*n, H]`: a sublayer's output before residual + LayerNorm
+    a: Array2<T>,
+    /// `[B*n, F]`: FFN inner activation
+    inter: Array2<T>,
+}
+
+impl<T: Scalar> InferenceScratch<T> {
+    fn ensure(&mut self, rows: usize, h: usize, f: usize) {
+        if self.ctx.dim() != (rows, h) {
+            self.ctx = Array2::zeros((rows, h));
+            self.a = Array2::zeros((rows, h));
+        }
+        if self.inter.dim() != (rows, f) {
+            self.inter = Array2::zeros((rows, f));
+        }
+    }
 }
 
 /// Everything one layer's backward needs besides its input.
@@ -210,6 +246,25 @@ impl<T: Scalar> BertLayer<T> {
             output_norm,
         };
         (y, cache)
+    }
+
+    /// Inference: x ← layer(x) in place, dropout off, nothing kept for a backward. Bias + GELU
+    /// and residual + LayerNorm are one pass each over their buffers; `ctx`, `a` `[B*n, H]` and
+    /// `inter` `[B*n, F]` are scratch the caller reuses across layers.
+    pub fn forward_inference(&self, x: &mut Array2<T>, lengths: &[usize], scratch: &mut InferenceScratch<T>) {
+        let (rows, h) = x.dim();
+        let f = self.ffn.intermediate.out_features();
+        scratch.ensure(rows, h, f);
+        let InferenceScratch { ctx, a, inter } = scratch;
+        self.attention
+            .forward_inference(x.view(), lengths, ctx.view_mut());
+        self.attention_output.forward_into(ctx.view(), a.view_mut());
+        self.attention_norm
+            .forward_residual_inplace(x.view_mut(), a.view());
+        self.ffn.intermediate.forward_into(x.view(), inter.view_mut());
+        self.ffn.act.forward_inplace(inter.view_mut());
+        self.ffn.output.forward_into(inter.view(), a.view_mut());
+        self.output_norm.forward_residual_inplace(x.view_mut(), a.view());
     }
 
     /// Accumulates every parameter gradient of the layer and returns dx.
@@ -405,9 +460,17 @@ impl<T: Scalar> BertEncoder<T> {
         Ok((x, cache))
     }
 
-    /// Inference: `forward` with dropout off, output only.
+    /// Inference: what `forward` computes with dropout off, output only, by a lean path that
+    /// keeps no backward state (every sublayer in place on one activation, three scratch
+    /// buffers for the whole stack).
     pub fn encode(&self, input: &EncoderInput) -> Result<Array2<T>, EncoderError> {
-        Ok(self.forward(input, None::<&mut rand::rngs::mock::StepRng>)?.0)
+        self.check_input(input)?;
+        let mut x = self.embeddings.forward_inference(input);
+        let mut scratch = InferenceScratch::default();
+        for layer in &self.layers {
+            layer.forward_inference(&mut x, &input.lengths, &mut scratch);
+        }
+        Ok(x)
     }
 
     /// Accumulates every parameter gradient for output gradient dh `[B*n, H]`. Gradient given at
@@ -537,6 +600,29 @@ pub(crate) mod tests {
             }
             .params(&mut enc, |e| masked_loss(&run(e).0, &proj));
             report.assert_below(1e-6);
+        }
+    }
+
+    #[test]
+    fn lean_inference_matches_the_training_forward() {
+        let cfg = tiny_config();
+        for act in ["gelu", "gelu_new"] {
+            let mut cfg = cfg.clone();
+            cfg.hidden_act = act.into();
+            let enc = BertEncoder::<f64>::new(&cfg, &mut ChaCha8Rng::seed_from_u64(7)).unwrap();
+            let input = tiny_input();
+            let (want, _) = enc.forward(&input, None::<&mut ChaCha8Rng>).unwrap();
+            let got = enc.encode(&input).unwrap();
+            assert_eq!(got.dim(), want.dim());
+            let worst = (&got - &want).iter().fold(0.0f64, |m, d| m.max(d.abs()));
+            assert!(worst < 1e-12, "{act}: worst difference {worst}");
+            // And in f32 on two threads (rayon splits rows and (text, head) tasks).
+            let enc32 = BertEncoder::<f32>::new(&cfg, &mut ChaCha8Rng::seed_from_u64(7)).unwrap();
+            let pool = crate::matmul::thread_pool(2).unwrap();
+            let got = pool.install(|| enc32.encode(&input).unwrap());
+            let (want, _) = enc32.forward(&input, None::<&mut ChaCha8Rng>).unwrap();
+            let worst = (&got - &want).iter().fold(0.0f32, |m, d| m.max(d.abs()));
+            assert!(worst < 1e-5, "{act} f32: worst difference {worst}");
         }
     }
 

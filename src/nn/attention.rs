@@ -170,6 +170,55 @@ impl<T: Scalar> SelfAttention<T> {
         )
     }
 
+    /// Inference form of [`forward`](Self::forward) (no dropout, nothing kept for a backward):
+    /// writes the context of x `[B*n, H]` into `ctx` `[B*n, H]`. Each (text, head) task scores its
+    /// real block in an `l x l` scratch of its own (scale folded into the product, softmax in
+    /// place) and writes `P V` straight into its strided slice of `ctx`; padded rows get 0.
+    pub fn forward_inference(&self, x: ArrayView2<T>, lengths: &[usize], mut ctx: ArrayViewMut2<T>) {
+        let bsz = lengths.len();
+        assert!(
+            bsz > 0 && x.nrows().is_multiple_of(bsz),
+            "attention: rows not a multiple of the batch"
+        );
+        assert_eq!(ctx.dim(), x.dim(), "attention: context shape differs from x");
+        let n = x.nrows() / bsz;
+        assert!(
+            lengths.iter().all(|&l| l <= n),
+            "attention: a length exceeds the padded length"
+        );
+        let (nh, dh) = (self.num_heads, self.head_dim());
+        let q = self.query.forward(x);
+        let k = self.key.forward(x);
+        let v = self.value.forward(x);
+        for (b, &l) in lengths.iter().enumerate() {
+            ctx.slice_mut(s![b * n + l..(b + 1) * n, ..]).fill(T::zero());
+        }
+        let scale = T::c(1.0 / (dh as f64).sqrt());
+        let (q4, k4, v4) = (
+            heads(q.view(), bsz, nh),
+            heads(k.view(), bsz, nh),
+            heads(v.view(), bsz, nh),
+        );
+        let c_jobs = split_bh(heads_mut(ctx.view_mut(), bsz, nh));
+        c_jobs.into_par_iter().enumerate().for_each(|(job, c)| {
+            let (b, h) = (job / nh, job % nh);
+            let l = lengths[b];
+            if l == 0 {
+                return;
+            }
+            let qh = q4.slice(s![b, h, ..l, ..]);
+            let kh = k4.slice(s![b, h, ..l, ..]);
+            let vh = v4.slice(s![b, h, ..l, ..]);
+            let mut p = Array2::<T>::zeros((l, l));
+            // S = Q Kᵀ / √dh, softmax over the keys, C = P V.
+            gemm(scale, qh, kh.t(), T::zero(), p.view_mut());
+            for row in p.rows_mut() {
+                softmax_row(row, l);
+            }
+            gemm(T::one(), p.view(), vh, T::zero(), c.slice_move(s![..l, ..]));
+        });
+    }
+
     /// Accumulates the q/k/v parameter gradients and returns dx `[B*n, H]`. Rows of padded
     /// positions in `dctx` are ignored.
     pub fn backward(

@@ -116,6 +116,13 @@ impl Gelu {
         y
     }
 
+    /// x ← GELU(x) in place (inference: the pre-activation is not kept). Parallel over rows.
+    pub fn forward_inplace<T: Scalar>(self, mut x: ArrayViewMut2<T>) {
+        Zip::from(x.rows_mut()).par_for_each(|x| {
+            Zip::from(x).for_each(|x| *x = self.value(*x));
+        });
+    }
+
     /// dy ← dy · GELU'(x) in place (the backward, given the pre-activation x).
     pub fn backward_inplace<T: Scalar>(self, x: ArrayView2<T>, mut dy: ArrayViewMut2<T>) {
         Zip::from(dy.rows_mut()).and(x.rows()).par_for_each(|dy, x| {

@@ -3,7 +3,7 @@
 
 use crate::param::{join, Param1, ParamMut, Params};
 use crate::scalar::Scalar;
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewD, ArrayViewMut1, Axis, Zip};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewD, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
 use rayon::prelude::*;
 
 /// Scale and shift of a layer norm; `eps` is added to the variance.
@@ -33,6 +33,15 @@ pub struct ResidualNormCache<T> {
     pub stats: LayerNormCache<T>,
 }
 
+/// (mean, 1/sqrt(var + eps)) of one row (two passes, as the training forward computes them).
+#[inline]
+fn row_stats<T: Scalar>(x: ArrayView1<T>, eps: T) -> (T, T) {
+    let h = T::c(x.len() as f64);
+    let mean = x.sum() / h;
+    let var = x.fold(T::zero(), |acc, &v| acc + (v - mean) * (v - mean)) / h;
+    (mean, T::one() / (var + eps).sqrt())
+}
+
 /// Normalises one row into `y`, returning (mean, rstd).
 #[inline]
 fn norm_row<T: Scalar>(
@@ -42,10 +51,7 @@ fn norm_row<T: Scalar>(
     eps: T,
     y: ArrayViewMut1<T>,
 ) -> (T, T) {
-    let h = T::c(x.len() as f64);
-    let mean = x.sum() / h;
-    let var = x.fold(T::zero(), |acc, &v| acc + (v - mean) * (v - mean)) / h;
-    let rstd = T::one() / (var + eps).sqrt();
+    let (mean, rstd) = row_stats(x, eps);
     // y = (x - mean) * rstd * w + b
     Zip::from(y)
         .and(x)
@@ -150,6 +156,33 @@ impl<T: Scalar> LayerNorm<T> {
             });
         let stats = LayerNormCache { mean, rstd };
         (y, ResidualNormCache { sum, stats })
+    }
+
+    /// Inference form of [`forward`](Self::forward): x ← LayerNorm(x) in place, no statistics kept.
+    pub fn forward_inplace(&self, mut x: ArrayViewMut2<T>) {
+        let (w, b, eps) = (self.weight.value.view(), self.bias.value.view(), T::c(self.eps));
+        Zip::from(x.rows_mut()).par_for_each(|mut x| {
+            let (mean, rstd) = row_stats(x.view(), eps);
+            Zip::from(&mut x)
+                .and(w)
+                .and(b)
+                .for_each(|x, &w, &b| *x = (*x - mean) * rstd * w + b);
+        });
+    }
+
+    /// Inference form of [`forward_residual`](Self::forward_residual): x ← LayerNorm(x + s) in
+    /// place, the sum and the normalisation in one pass over each row, nothing kept.
+    pub fn forward_residual_inplace(&self, mut x: ArrayViewMut2<T>, s: ArrayView2<T>) {
+        assert_eq!(x.dim(), s.dim(), "LayerNorm residual: shapes differ");
+        let (w, b, eps) = (self.weight.value.view(), self.bias.value.view(), T::c(self.eps));
+        Zip::from(x.rows_mut()).and(s.rows()).par_for_each(|mut x, s| {
+            Zip::from(&mut x).and(s).for_each(|x, &s| *x += s);
+            let (mean, rstd) = row_stats(x.view(), eps);
+            Zip::from(&mut x)
+                .and(w)
+                .and(b)
+                .for_each(|x, &w, &b| *x = (*x - mean) * rstd * w + b);
+        });
     }
 
     /// Accumulates dw += Σ dy·x̂, db += Σ dy and returns
