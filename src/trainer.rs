@@ -58,6 +58,9 @@ pub struct Trainer<T> {
     pub max_grad_norm: Option<f64>,
     /// The head's learning rate over the encoder's.
     pub head_lr_scale: f64,
+    /// Parameters whose rate differs from the encoder's (the head's, a CRF's transitions),
+    /// computed at the first step for the `head_lr_scale` it saw.
+    lr_scales: Option<(f64, Vec<(String, f64)>)>,
 }
 
 impl<T: Scalar> Trainer<T> {
@@ -68,6 +71,7 @@ impl<T: Scalar> Trainer<T> {
             ws: Workspace::new(),
             max_grad_norm,
             head_lr_scale: 1.0,
+            lr_scales: None,
         }
     }
 
@@ -90,14 +94,18 @@ impl<T: Scalar> Trainer<T> {
         model.encoder.backward(&batch.input, &cache, dh.view());
         // The norm is a full pass over every gradient: only clipping needs it.
         let grad_norm = self.max_grad_norm.map(|max| clip_grad_norm(model, max));
-        // Parameters whose rate differs from the encoder's (the head's, a CRF's transitions).
-        let mut scaled: Vec<(String, f64)> = Vec::new();
-        model.visit("", &mut |name, _| {
-            let s = model.lr_scale(name, self.head_lr_scale);
-            if s != 1.0 {
-                scaled.push((name.to_string(), s));
-            }
-        });
+        let head_lr_scale = self.head_lr_scale;
+        if self.lr_scales.as_ref().is_none_or(|(h, _)| *h != head_lr_scale) {
+            let mut scaled: Vec<(String, f64)> = Vec::new();
+            model.visit("", &mut |name, _| {
+                let s = model.lr_scale(name, head_lr_scale);
+                if s != 1.0 {
+                    scaled.push((name.to_string(), s));
+                }
+            });
+            self.lr_scales = Some((head_lr_scale, scaled));
+        }
+        let scaled = &self.lr_scales.as_ref().expect("set above").1;
         let scale = |name: &str| scaled.iter().find(|(n, _)| n == name).map_or(1.0, |&(_, s)| s);
         self.opt
             .step_scaled(model, lr, &scale)
