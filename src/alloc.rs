@@ -84,18 +84,35 @@ unsafe impl GlobalAlloc for CachingAlloc {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
-        if !cacheable(&layout) && !cacheable(&new_layout) {
-            return System.realloc(ptr, layout, new_size);
+        match (cacheable(&layout), cacheable(&new_layout)) {
+            (false, false) => System.realloc(ptr, layout, new_size),
+            (true, true) => {
+                let ((class, block), (new_class, new_block)) = (class_of(layout.size()), class_of(new_size));
+                if class == new_class {
+                    return ptr; // same block
+                }
+                // A growing buffer (a Vec, a String): the system may move it without copying, and
+                // caching the blocks it grows out of would keep every size it passed through.
+                System.realloc(ptr, Layout::from_size_align_unchecked(block, ALIGN), new_block)
+            }
+            (true, false) => {
+                let new = System.alloc(new_layout);
+                if !new.is_null() {
+                    std::ptr::copy_nonoverlapping(ptr, new, new_size);
+                    let block = class_of(layout.size()).1;
+                    System.dealloc(ptr, Layout::from_size_align_unchecked(block, ALIGN));
+                }
+                new
+            }
+            (false, true) => {
+                let new = self.alloc(new_layout);
+                if !new.is_null() {
+                    std::ptr::copy_nonoverlapping(ptr, new, layout.size());
+                    System.dealloc(ptr, layout);
+                }
+                new
+            }
         }
-        if cacheable(&layout) && cacheable(&new_layout) && class_of(layout.size()).0 == class_of(new_size).0 {
-            return ptr; // same block
-        }
-        let new = self.alloc(new_layout);
-        if !new.is_null() {
-            std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
-            self.dealloc(ptr, layout);
-        }
-        new
     }
 }
 

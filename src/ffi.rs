@@ -213,6 +213,9 @@ fn predict_options(opts: Option<&GpPredictOptions>) -> PredictOptions {
         mode: o.flat.then_some(DecodeMode::Flat),
         threshold: o.threshold,
         batch_size: if o.batch_size == 0 { 32 } else { o.batch_size },
+        // long texts in the default windows: the struct stays as it was, so that programs
+        // built against the earlier header keep working
+        ..PredictOptions::default()
     }
 }
 

@@ -133,6 +133,27 @@ impl ModeArgs {
     }
 }
 
+/// How texts longer than the model's `max_len` are cut into windows.
+#[derive(Args)]
+struct WindowArgs {
+    /// Tokens per window of a text longer than the model's max length, [CLS]/[SEP] included
+    /// [default: 128, or the model's max length if smaller]
+    #[arg(long, value_parser = window_len)]
+    window: Option<usize>,
+    /// Tokens shared by consecutive windows (an entity up to this long always lies whole in one)
+    #[arg(long, default_value_t = gp_lite::predict::DEFAULT_OVERLAP)]
+    overlap: usize,
+}
+
+/// A window length: [CLS], [SEP] and at least one token.
+fn window_len(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 3 => Ok(n),
+        Ok(_) => Err("a window holds [CLS], [SEP] and at least one token: 3 or more".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[derive(Args)]
 struct TrainArgs {
     /// Training data (format detected from the content unless --format is given).
@@ -237,6 +258,8 @@ struct EvalArgs {
     json: bool,
     #[command(flatten)]
     mode: ModeArgs,
+    #[command(flatten)]
+    windows: WindowArgs,
     #[arg(long, default_value_t = 0)]
     threads: usize,
 }
@@ -259,6 +282,8 @@ struct PredictArgs {
     /// Texts per forward pass (and per chunk read from the input).
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    #[command(flatten)]
+    windows: WindowArgs,
     /// Worker threads (0: all cores); under a task scheduler, the cores one task owns.
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -568,6 +593,8 @@ fn cmd_eval(a: EvalArgs) -> Res<()> {
     data.check_labels(&predictor.model.config.labels)?;
     let opts = PredictOptions {
         mode: a.mode.mode(),
+        window: a.windows.window,
+        overlap: a.windows.overlap,
         ..Default::default()
     };
     let report = pool
@@ -624,6 +651,57 @@ fn input_text(line: &[u8]) -> Result<String, String> {
     }
 }
 
+/// One output line of `predict`, serialized straight from the text and its entities (no copy of
+/// either: a 1 MB text with its entities costs no more than its own size to write). Keys in
+/// alphabetical order.
+#[derive(serde::Serialize)]
+struct OutputLine<'a> {
+    entities: Vec<OutputEntity<'a>>,
+    text: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct OutputEntity<'a> {
+    end: usize,
+    score: f64,
+    start: usize,
+    text: &'a str,
+    #[serde(rename = "type")]
+    label: &'a str,
+}
+
+impl<'a> OutputLine<'a> {
+    fn new(text: &'a str, ents: &'a [gp_lite::predict::PredEntity]) -> Self {
+        // byte offset of every character offset an entity names, in one pass over the text
+        let mut marks: Vec<usize> = ents.iter().flat_map(|e| [e.start, e.end]).collect();
+        marks.sort_unstable();
+        marks.dedup();
+        let mut bytes = Vec::with_capacity(marks.len());
+        let mut at = marks.iter().peekable();
+        for (c, (b, _)) in text
+            .char_indices()
+            .chain(std::iter::once((text.len(), ' ')))
+            .enumerate()
+        {
+            while at.next_if(|&&m| m == c).is_some() {
+                bytes.push(b);
+            }
+        }
+        let byte = |c: usize| bytes[marks.binary_search(&c).expect("marked above")];
+        let entities = ents
+            .iter()
+            .map(|e| OutputEntity {
+                end: e.end,
+                score: e.score,
+                start: e.start,
+                text: &text[byte(e.start)..byte(e.end)],
+                label: &e.label,
+            })
+            .collect();
+        OutputLine { entities, text }
+    }
+}
+
 /// A bad input line under `--on-error fail`: the run stops with exit code 3.
 #[derive(Debug)]
 struct BadLine(String);
@@ -667,6 +745,8 @@ fn cmd_predict(a: PredictArgs) -> Res<()> {
         mode: a.mode.mode(),
         threshold: a.threshold,
         batch_size: a.batch_size.max(1),
+        window: a.windows.window,
+        overlap: a.windows.overlap,
     };
     let mut stream = PredictStream {
         predictor: &predictor,
@@ -798,21 +878,8 @@ impl PredictStream<'_> {
             match text {
                 Ok(text) => {
                     let ents = preds.next().expect("one prediction per text");
-                    let chars: Vec<char> = text.chars().collect();
-                    let entities: Vec<serde_json::Value> = ents
-                        .iter()
-                        .map(|e| {
-                            serde_json::json!({
-                                "start": e.start, "end": e.end, "type": e.label,
-                                "text": chars[e.start..e.end].iter().collect::<String>(), "score": e.score,
-                            })
-                        })
-                        .collect();
-                    writeln!(
-                        self.out,
-                        "{}",
-                        serde_json::json!({"text": text, "entities": entities})
-                    )?;
+                    serde_json::to_writer(&mut self.out, &OutputLine::new(&text, &ents))?;
+                    writeln!(self.out)?;
                 }
                 Err(what) => {
                     let at = format!("{}:{lineno}: {what}", self.source);
