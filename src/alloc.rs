@@ -7,6 +7,13 @@
 //! keeps freed blocks of each class in a free list, up to a total of [`CACHE_LIMIT`] bytes, so
 //! from the second step on the buffers come back warm. Small requests go straight to the system.
 //!
+//! Batches of varying length (every real dataset) ask for a buffer of a slightly different size each
+//! step, so a cache that only grew would end up holding a block of every size a buffer ever had
+//! (3.4 GB of peak RSS training minilm-l6 on CoNLL-2003). A request its class cannot serve
+//! therefore first frees cached blocks of the nearest other classes, as many bytes as it needs
+//! (most likely the same buffer at last step's length): what the process holds grows only when
+//! the cache is empty, so it stays near the largest step's live working set.
+//!
 //! The `gp-lite` binary installs it with `#[global_allocator]`; library users may do the same.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -44,6 +51,54 @@ fn take_cached(class: usize, block: usize) -> Option<*mut u8> {
     Some(p as *mut u8)
 }
 
+/// Gives cached blocks of classes other than `class` back to the system, nearest classes first,
+/// until at least `bytes` bytes are freed or the cache is empty: a miss makes room for itself.
+fn evict_near(class: usize, bytes: usize) {
+    let mut freed = 0;
+    for dist in 1..CLASSES {
+        for c in [class.wrapping_sub(dist), class + dist] {
+            if c >= CLASSES {
+                continue;
+            }
+            while freed < bytes {
+                let Some(p) = FREE[c].lock().ok().and_then(|mut v| v.pop()) else {
+                    break;
+                };
+                let block = block_of_class(c);
+                CACHED.fetch_sub(block, Ordering::Relaxed);
+                // SAFETY: every cached pointer came from System with this block size and ALIGN.
+                unsafe { System.dealloc(p as *mut u8, Layout::from_size_align_unchecked(block, ALIGN)) };
+                freed += block;
+            }
+            if freed >= bytes || CACHED.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+        }
+    }
+}
+
+/// The block size of a class (the inverse of [`class_of`]).
+fn block_of_class(class: usize) -> usize {
+    let (p, q) = (class / 4, class % 4);
+    (1 << p) + q * (1 << (p - 2))
+}
+
+/// A cached block of the class, or a fresh one from the system after making room for it.
+/// `zero_bytes` > 0 asks for that many leading bytes cleared (a fresh system block is all zero).
+unsafe fn alloc_block(class: usize, block: usize, zero_bytes: usize) -> *mut u8 {
+    if let Some(p) = take_cached(class, block) {
+        std::ptr::write_bytes(p, 0, zero_bytes);
+        return p;
+    }
+    evict_near(class, block);
+    let layout = Layout::from_size_align_unchecked(block, ALIGN);
+    if zero_bytes > 0 {
+        System.alloc_zeroed(layout)
+    } else {
+        System.alloc(layout)
+    }
+}
+
 fn cacheable(layout: &Layout) -> bool {
     layout.size() >= MIN_CACHED && layout.align() <= ALIGN
 }
@@ -54,10 +109,7 @@ unsafe impl GlobalAlloc for CachingAlloc {
             return System.alloc(layout);
         }
         let (class, block) = class_of(layout.size());
-        match take_cached(class, block) {
-            Some(p) => p,
-            None => System.alloc(Layout::from_size_align_unchecked(block, ALIGN)),
-        }
+        alloc_block(class, block, 0)
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
@@ -65,11 +117,7 @@ unsafe impl GlobalAlloc for CachingAlloc {
             return System.alloc_zeroed(layout);
         }
         let (class, block) = class_of(layout.size());
-        if let Some(p) = take_cached(class, block) {
-            std::ptr::write_bytes(p, 0, layout.size());
-            return p;
-        }
-        System.alloc_zeroed(Layout::from_size_align_unchecked(block, ALIGN))
+        alloc_block(class, block, layout.size())
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -106,7 +154,10 @@ unsafe impl GlobalAlloc for CachingAlloc {
                         System.dealloc(ptr, old);
                         new
                     }
-                    None => System.realloc(ptr, old, new_block),
+                    None => {
+                        evict_near(new_class, new_block);
+                        System.realloc(ptr, old, new_block)
+                    }
                 }
             }
             (true, false) => {
@@ -165,6 +216,39 @@ mod tests {
             assert!((0..layout.size()).all(|i| *q.add(i) == 0));
             a.dealloc(q, layout);
         }
+    }
+
+    #[test]
+    fn block_of_class_inverts_class_of() {
+        for size in [MIN_CACHED, 200_000, 1 << 20, 3_000_000, 123_456_789] {
+            let (class, block) = class_of(size);
+            assert_eq!(block_of_class(class), block, "{size}");
+        }
+    }
+
+    #[test]
+    fn a_buffer_whose_size_drifts_keeps_one_block_cached_not_one_per_size() {
+        // the same activation at a different batch length each step: 24 sizes from 5 MB up by 8%
+        let a = CachingAlloc;
+        let sizes: Vec<usize> = (0..24)
+            .map(|i| (5_000_000.0 * 1.08f64.powi(i)) as usize)
+            .collect();
+        let classes: Vec<usize> = sizes.iter().map(|&s| class_of(s).0).collect();
+        unsafe {
+            for _ in 0..3 {
+                for &size in &sizes {
+                    let layout = Layout::from_size_align(size, 8).unwrap();
+                    let p = a.alloc(layout);
+                    *p = 1;
+                    a.dealloc(p, layout);
+                }
+            }
+        }
+        let mut distinct = classes.clone();
+        distinct.dedup();
+        assert!(distinct.len() >= 8, "the sizes span {} classes", distinct.len());
+        let held: usize = distinct.iter().map(|&c| FREE[c].lock().unwrap().len()).sum();
+        assert!(held <= 1, "{held} blocks cached for one drifting buffer");
     }
 
     #[test]
