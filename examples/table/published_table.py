@@ -19,6 +19,13 @@ Usage:
       predict` on its texts, and prints a Markdown table (F1, epochs done, best epoch, training
       time, speeds relative to the dataset's CRF cell).
 
+  examples/table/published_table.py speed [--datasets ...] [--texts 400] [--rounds 2]
+      Training speed of every cell relative to the dataset's CRF cell, measured side by side:
+      each round trains every cell for one epoch on the first `--texts` training texts (the
+      dataset's recipe, no dev set), one after the other, and each cell keeps its best round's
+      tokens/s, so that a neighbour loading the machine for a while does not decide a ratio.
+      The long runs' own tokens/s (in `table`) mix epochs run at different times.
+
 Environment: SHARED (default ../shared), GP_LITE (default target/release/gp-lite),
 RUNS (default runs/table).
 """
@@ -100,6 +107,58 @@ def cmd_train(a):
                     train_one_epoch(ds, cell, a.threads)
 
 
+def first_texts(src, dst, n):
+    """Writes the first `n` texts of a training file in its own format (JSON array, JSON lines,
+    or a column file with blank lines between sentences)."""
+    with open(src, encoding="utf-8") as f:
+        data = f.read()
+    if data.lstrip().startswith("["):
+        out = json.dumps(json.loads(data)[:n], ensure_ascii=False)
+    elif data.lstrip().startswith("{"):
+        out = "".join(line + "\n" for line in data.splitlines()[:n])
+    else:
+        out, k = [], 0
+        for line in data.splitlines():
+            out.append(line + "\n")
+            if not line.strip():
+                k += 1
+                if k == n:
+                    break
+        out = "".join(out)
+    with open(dst, "w", encoding="utf-8") as f:
+        f.write(out)
+
+
+def cmd_speed(a):
+    import tempfile
+    rows = []
+    for ds in a.datasets:
+        d = DATASETS[ds]
+        cells = [c for c in CELLS[ds] if not a.cells or c in a.cells or c == "crf"]
+        with tempfile.TemporaryDirectory() as tmp:
+            ext = os.path.splitext(d["train"])[1] or ".txt"
+            train = os.path.join(tmp, "train" + ext)
+            first_texts(f"{SHARED}/{d['train']}", train, a.texts)
+            best = {}
+            for _ in range(a.rounds):
+                for cell in cells:
+                    out = os.path.join(tmp, cell)
+                    args = [GP_LITE, "train", "--init", d["encoder"], "--train", train, "--out", out,
+                            "--threads", str(a.threads), "--overwrite"] + RECIPE + CELLS[ds][cell]
+                    args[args.index("--epochs") + 1] = "1"
+                    subprocess.run(args, check=True, capture_output=True)
+                    with open(os.path.join(out, "training.json")) as f:
+                        e = json.load(f)["epochs"][0]
+                    best[cell] = max(best.get(cell, 0.0), e["train_tokens"] / e["seconds"])
+        base = best.get("crf")
+        for cell in cells:
+            ratio = f"{best[cell] / base:.2f}x" if base else "n/a (no CRF cell)"
+            rows.append(f"| {ds} | {cell} | {best[cell]:.0f} | {ratio} |")
+    print(f"| dataset | cell | train tokens/s (best of {a.rounds}) | train speed vs CRF |")
+    print("|---|---|---|---|")
+    print("\n".join(rows))
+
+
 def run_json(args):
     r = subprocess.run(args, check=True, capture_output=True, text=True)
     return json.loads(r.stdout)
@@ -136,11 +195,11 @@ def cmd_table(a):
                                  train_tps=tokens / train_s, predict_s=best)
         base = results.get("crf")
         for cell, r in results.items():
-            tr = r["train_tps"] / base["train_tps"] if base else float("nan")
-            pr = base["predict_s"] / r["predict_s"] if base else float("nan")
+            tr = f"{r['train_tps'] / base['train_tps']:.2f}x" if base else "n/a"
+            pr = f"{base['predict_s'] / r['predict_s']:.2f}x" if base else "n/a"
             rows.append(f"| {ds} ({d['eval_name']}) | {cell} | {100 * r['f1']:.2f} | "
                         f"{100 * (r['dev_f1'] or 0):.2f} | {r['epochs']} | {r['best']} | "
-                        f"{r['train_s'] / 60:.1f} min | {tr:.2f}x | {pr:.2f}x |")
+                        f"{r['train_s'] / 60:.1f} min | {tr} | {pr} |")
     print("| dataset | cell | F1 | best dev F1 | epochs done | best epoch | training time | train speed vs CRF | predict speed vs CRF |")
     print("|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
@@ -149,15 +208,18 @@ def cmd_table(a):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ["train", "table"]:
+    for name in ["train", "table", "speed"]:
         s = sub.add_parser(name)
         s.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
         s.add_argument("--threads", type=int, default=2)
         s.add_argument("--cells", nargs="+", help="only these cells (e.g. gp crf); default all")
         if name == "train":
             s.add_argument("--rounds", type=int, default=3)
+        if name == "speed":
+            s.add_argument("--rounds", type=int, default=2)
+            s.add_argument("--texts", type=int, default=400)
     a = p.parse_args()
-    {"train": cmd_train, "table": cmd_table}[a.cmd](a)
+    {"train": cmd_train, "table": cmd_table, "speed": cmd_speed}[a.cmd](a)
 
 
 if __name__ == "__main__":
