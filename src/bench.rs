@@ -107,8 +107,10 @@ pub struct ScoreOnly {
 impl ScoreOnly {
     /// The workload's head over hidden size `hidden`.
     pub fn new(hidden: usize, rng: &mut impl Rng) -> Self {
+        let mut head = GlobalPointer::new(hidden, TYPES, HEAD_SIZE, true, 0.02, rng);
+        head.prepack(); // as a model loaded for inference
         ScoreOnly {
-            head: GlobalPointer::new(hidden, TYPES, HEAD_SIZE, true, 0.02, rng),
+            head,
             cache: ScoreCache::new(),
             scores: Buffer::new(),
         }
@@ -145,7 +147,9 @@ pub fn run(config: &str, threads: usize, steps: usize) -> Option<BenchResult> {
             .step(&batch, 2e-5, &mut dropout)
             .expect("bench batch is valid");
     });
-    let encoder = trainer.model.encoder;
+    // Inference runs on the trained encoder packed as `gp-lite predict` packs a loaded model.
+    let mut encoder = trainer.model.encoder;
+    encoder.prepack();
     let mut infer = ScoreOnly::new(trainer_hidden, &mut rng);
     let b1 = random_batch(1, 50, &mut rng);
     let b32 = random_batch(32, 64, &mut rng);

@@ -7,10 +7,21 @@
 //! batched products over their batch axes. The thread count is the size of the rayon pool the
 //! call runs in (`rayon::current_num_threads()`): run inside `ThreadPool::install` (see
 //! [`thread_pool`]) to govern it, so `--threads N` bounds every product and nothing nests.
+//!
+//! A model loaded for inference packs each weight once ([`PackedB`]); on a CPU with AVX-512F
+//! its products ([`gemm_packed`]) then run on the kernel of [`avx512`], which reads the packed
+//! panels as they are instead of packing the weight again on every call.
+//! `GP_LITE_MATMUL=portable` in the environment (read once) keeps every product on
+//! matrixmultiply, to compare the two.
 
 use crate::scalar::Scalar;
 use ndarray::{Array2, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis};
 use rayon::prelude::*;
+use std::any::TypeId;
+use std::sync::OnceLock;
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
 
 /// Products below this many multiply-adds run on one thread (splitting costs more than it saves).
 const PARALLEL_MIN_MACS: usize = 1 << 18;
@@ -99,6 +110,164 @@ pub fn gemm<T: Scalar>(alpha: T, a: ArrayView2<T>, b: ArrayView2<T>, beta: T, mu
             .zip(b.axis_chunks_iter(Axis(1), cols).into_par_iter())
             .for_each(|(cb, bb)| gemm_serial(alpha, a, bb, beta, cb));
     }
+}
+
+/// True when inference products run on packed weights: an x86-64 CPU with AVX-512F, not under
+/// valgrind (which does not emulate AVX-512), and `GP_LITE_MATMUL` is not `portable`.
+pub fn packed_kernel() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        let portable = std::env::var("GP_LITE_MATMUL").is_ok_and(|v| v == "portable");
+        #[cfg(target_arch = "x86_64")]
+        if !portable && !crate::valgrind::running() && avx512::available() {
+            return true;
+        }
+        let _ = portable;
+        false
+    })
+}
+
+/// A right operand `B` (`k x n`, a frozen weight's `Wᵀ`) packed once into the column panels the
+/// AVX-512 kernel reads: one more copy of the weight, so that no product packs it again.
+#[derive(Clone)]
+pub struct PackedB {
+    k: usize,
+    n: usize,
+    panels: Vec<f32>,
+}
+
+impl std::fmt::Debug for PackedB {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedB({} x {})", self.k, self.n)
+    }
+}
+
+impl PackedB {
+    /// `b` packed, where products can use it (f32 and [`packed_kernel`]); `None` elsewhere, and
+    /// the caller goes on with [`gemm`].
+    pub fn new<T: Scalar>(b: ArrayView2<T>) -> Option<PackedB> {
+        if TypeId::of::<T>() != TypeId::of::<f32>() || !packed_kernel() {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let b32 = b.mapv(|x| x.f64() as f32);
+            let (k, n) = b.dim();
+            Some(PackedB {
+                k,
+                n,
+                panels: avx512::pack_panels(b32.view()),
+            })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        None
+    }
+
+    /// `(k, n)`: the shape of B.
+    pub fn dim(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+}
+
+/// `c = alpha * a · B + beta * c` with B packed ([`PackedB`]), parallel over blocks of `c`'s rows
+/// (or of its column panels when it has more columns than rows) like [`gemm`]. `c` must have
+/// contiguous rows; `T` is f32 (a [`PackedB`] exists only then).
+pub fn gemm_packed<T: Scalar>(alpha: T, a: ArrayView2<T>, b: &PackedB, beta: T, mut c: ArrayViewMut2<T>) {
+    let (m, k) = a.dim();
+    let n = b.n;
+    assert_eq!(
+        k, b.k,
+        "gemm_packed: inner dimensions differ ({m}x{k} · {}x{n})",
+        b.k
+    );
+    assert_eq!(
+        c.dim(),
+        (m, n),
+        "gemm_packed: output is {:?}, expected ({m}, {n})",
+        c.dim()
+    );
+    assert_eq!(TypeId::of::<T>(), TypeId::of::<f32>(), "gemm_packed: f32 only");
+    assert!(
+        n == 1 || c.strides()[1] == 1,
+        "gemm_packed: the output's rows must be contiguous"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if beta == T::zero() {
+            c.fill(T::zero());
+        } else {
+            c *= beta;
+        }
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let (alpha, beta) = (alpha.f64() as f32, beta.f64() as f32);
+    if threads <= 1 || m * n * k < PARALLEL_MIN_MACS {
+        return packed_serial(alpha, a, &b.panels, beta, c);
+    }
+    if m >= n {
+        let rows = m.div_ceil(threads).next_multiple_of(8).min(m);
+        c.axis_chunks_iter_mut(Axis(0), rows)
+            .into_par_iter()
+            .zip(a.axis_chunks_iter(Axis(0), rows).into_par_iter())
+            .for_each(|(cb, ab)| packed_serial(alpha, ab, &b.panels, beta, cb));
+    } else {
+        // Column blocks of whole panels: block q starts at panel q * (cols / NR).
+        #[cfg(target_arch = "x86_64")]
+        let nr = avx512::NR;
+        #[cfg(not(target_arch = "x86_64"))]
+        let nr = 32;
+        let cols = n.div_ceil(threads).next_multiple_of(nr);
+        let per_panel = k * nr;
+        c.axis_chunks_iter_mut(Axis(1), cols)
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(q, cb)| {
+                let first = q * cols / nr;
+                let panels = &b.panels[first * per_panel..(first + cb.ncols().div_ceil(nr)) * per_panel];
+                packed_serial(alpha, a, panels, beta, cb)
+            });
+    }
+}
+
+/// One thread's share of [`gemm_packed`]: `panels` hold exactly `c`'s columns.
+fn packed_serial<T: Scalar>(
+    alpha: f32,
+    a: ArrayView2<T>,
+    panels: &[f32],
+    beta: f32,
+    mut c: ArrayViewMut2<T>,
+) {
+    let (m, k) = a.dim();
+    let n = c.ncols();
+    let (sa, rsc) = (a.strides(), c.strides()[0]);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: T is f32 (gemm_packed checked it), the CPU has AVX-512F (a PackedB exists only
+    // where `packed_kernel()` said so), the views describe valid memory for their shapes, `c`'s
+    // rows are contiguous and unique, and `panels` holds B's columns of `c` as pack_panels lays
+    // them out (the kernel checks the length).
+    unsafe {
+        avx512::sgemm(
+            m,
+            k,
+            n,
+            alpha,
+            a.as_ptr() as *const f32,
+            sa[0],
+            sa[1],
+            panels,
+            beta,
+            c.as_mut_ptr() as *mut f32,
+            rsc,
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "PackedB::new returns None off x86-64 ({m}x{k}x{n}, {alpha}, {beta}, {} panels, {rsc})",
+        panels.len()
+    );
 }
 
 /// `a · b` into a new array.
@@ -210,6 +379,69 @@ mod tests {
                 (got - naive(a.view(), b.view())).iter().all(|x| x.abs() < 1e-10),
                 "{m}x{k}x{n}"
             );
+        }
+    }
+
+    #[test]
+    fn packed_products_match_naive_in_every_split() {
+        // f32 on AVX-512 machines; elsewhere there is nothing to pack and the callers use gemm.
+        let probe = seq(3, 5, 0.1).mapv(|x| x as f32);
+        if !packed_kernel() {
+            assert!(PackedB::new(probe.view()).is_none());
+            return;
+        }
+        assert!(
+            PackedB::new(seq(3, 5, 0.1).view()).is_none(),
+            "f64 is never packed"
+        );
+        let pools = [
+            thread_pool(1).unwrap(),
+            thread_pool(2).unwrap(),
+            thread_pool(3).unwrap(),
+        ];
+        // rows, inner, columns: tile edges (1, 7, 8, 9 rows; 1, 16, 31, 32, 33 columns), the row
+        // split (m >= n) and the panel split (m < n) of large products, odd panel counts.
+        let shapes = [
+            (1, 5, 1),
+            (7, 3, 16),
+            (8, 64, 31),
+            (9, 64, 32),
+            (50, 128, 33),
+            (600, 64, 40),
+            (20, 128, 1290),
+            (33, 70, 97),
+        ];
+        for (m, k, n) in shapes {
+            let a = seq(m, k, 0.11);
+            let b = seq(k, n, 0.13);
+            let want = naive(a.view(), b.view());
+            let (a32, b32) = (a.mapv(|x| x as f32), b.mapv(|x| x as f32));
+            let at32 = a32.t().to_owned(); // a transposed, strided left operand
+            let packed = PackedB::new(b32.view()).expect("f32 on AVX-512 packs");
+            assert_eq!(packed.dim(), (k, n));
+            for pool in &pools {
+                for (alpha, beta) in [(1.0f32, 0.0f32), (0.5, 1.0), (2.0, -0.25)] {
+                    let init = seq(m, n, 0.17).mapv(|x| x as f32);
+                    let mut c = init.clone();
+                    pool.install(|| gemm_packed(alpha, a32.view(), &packed, beta, c.view_mut()));
+                    let mut ct = init.clone();
+                    pool.install(|| gemm_packed(alpha, at32.t(), &packed, beta, ct.view_mut()));
+                    for got in [&c, &ct] {
+                        let worst = got
+                            .indexed_iter()
+                            .map(|((i, j), &g)| {
+                                let w = alpha as f64 * want[[i, j]] + beta as f64 * init[[i, j]] as f64;
+                                (g as f64 - w).abs() / (1.0 + w.abs())
+                            })
+                            .fold(0.0, f64::max);
+                        assert!(
+                            worst < 1e-5,
+                            "{m}x{k}x{n} alpha {alpha} beta {beta}, {} threads: {worst:e}",
+                            pool.current_num_threads()
+                        );
+                    }
+                }
+            }
         }
     }
 

@@ -55,6 +55,14 @@ impl<T: Scalar> Clone for NerModel<T> {
 }
 
 impl<T: Scalar> NerModel<T> {
+    /// Packs the encoder's and the head's weights once for inference (`Linear::prepack`): a
+    /// loaded model's products then stop packing them on every call. Training, loading and any
+    /// other mutable walk of the parameters drop the packed copies.
+    pub fn prepack(&mut self) {
+        self.encoder.prepack();
+        self.head.prepack();
+    }
+
     /// A freshly initialised model (BERT initialisation for encoder and head).
     pub fn new(config: ModelConfig, rng: &mut impl Rng) -> Result<Self, EncoderError> {
         let encoder = BertEncoder::new(&config.encoder, rng)?;

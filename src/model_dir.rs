@@ -129,6 +129,8 @@ pub fn load_model<T: Scalar>(dir: &Path) -> Result<Predictor<T>, ModelDirError> 
         what: e.to_string(),
     })?;
     load_weights(&weights, &mut model)?;
+    // A loaded model is only run: its weights are packed once for the products.
+    model.prepack();
     let tokenizer = match model.config.tokenization {
         Some(t) => Tokenizer::load_as(dir, t),
         None => Tokenizer::load(dir),

@@ -203,6 +203,13 @@ pub struct LayerCache<T> {
 }
 
 impl<T: Scalar> BertLayer<T> {
+    /// Packs every weight of the layer for inference (`Linear::prepack`).
+    pub fn prepack(&mut self) {
+        self.attention.prepack();
+        self.attention_output.prepack();
+        self.ffn.prepack();
+    }
+
     pub fn new(cfg: &BertConfig, act: Gelu, rng: &mut impl Rng) -> Self {
         let (h, std, eps) = (cfg.hidden_size, cfg.initializer_range, cfg.layer_norm_eps);
         BertLayer {
@@ -356,6 +363,14 @@ fn check_config(cfg: &BertConfig) -> Result<Gelu, EncoderError> {
 }
 
 impl<T: Scalar> BertEncoder<T> {
+    /// Packs every layer's weights for inference (`Linear::prepack`): for a model that is only
+    /// run, not trained; any mutable walk of the parameters undoes it.
+    pub fn prepack(&mut self) {
+        for layer in &mut self.layers {
+            layer.prepack();
+        }
+    }
+
     /// BERT initialisation: weights and tables ~ N(0, initializer_range²), biases 0, LN weight 1.
     pub fn new(cfg: &BertConfig, rng: &mut impl Rng) -> Result<Self, EncoderError> {
         let act = check_config(cfg)?;

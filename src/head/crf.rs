@@ -274,6 +274,10 @@ impl<T: Scalar> SpanHead<T> for Crf<T> {
         self.num_types
     }
 
+    fn prepack(&mut self) {
+        self.dense.prepack();
+    }
+
     /// Of overlapping spans, the outermost: by start, longest first, each kept when it does not
     /// overlap one already kept.
     fn trainable_gold(&self, mut gold: Vec<GoldSpan>) -> (Vec<GoldSpan>, usize) {

@@ -94,6 +94,11 @@ impl<T: Scalar> ScoreHead<T> for EfficientGlobalPointer<T> {
         self.num_types
     }
 
+    fn prepack(&mut self) {
+        self.p_dense.prepack();
+        self.c_dense.prepack();
+    }
+
     /// h `[B*n, H]` -> scores `[B, C, n, n]` in `scores` (grown if needed).
     fn forward_scores(
         &self,

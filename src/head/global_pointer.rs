@@ -82,6 +82,10 @@ impl<T: Scalar> ScoreHead<T> for GlobalPointer<T> {
         self.num_types
     }
 
+    fn prepack(&mut self) {
+        self.dense.prepack();
+    }
+
     /// h `[B*n, H]` -> scores `[B, C, n, n]` in `scores` (grown if needed).
     fn forward_scores(
         &self,

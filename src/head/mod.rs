@@ -121,6 +121,9 @@ pub trait SpanHead<T: Scalar>: Params<T> + Send + Sync + std::fmt::Debug {
     /// Number of entity types C.
     fn num_types(&self) -> usize;
 
+    /// Packs the head's dense weights for inference (`Linear::prepack`).
+    fn prepack(&mut self);
+
     /// The gold spans of one text this head can learn, and how many it leaves out (a tagger
     /// cannot hold overlapping entities). Default: all of them.
     fn trainable_gold(&self, gold: Vec<GoldSpan>) -> (Vec<GoldSpan>, usize) {

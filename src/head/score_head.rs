@@ -69,6 +69,8 @@ pub trait ScoreHead<T: Scalar>: Params<T> + Clone + Send + Sync + std::fmt::Debu
     fn head_config(&self) -> HeadConfig;
     /// Number of entity types C.
     fn types(&self) -> usize;
+    /// See [`SpanHead::prepack`].
+    fn prepack(&mut self);
     /// h `[B*n, H]` -> scores `[B, C, n, n]` into `scores`, excluded spans at [`MASKED_SCORE`].
     fn forward_scores(
         &self,
@@ -106,6 +108,10 @@ impl<T: Scalar, S: ScoreHead<T>> Params<T> for Scored<S> {
 impl<T: Scalar, S: ScoreHead<T>> SpanHead<T> for Scored<S> {
     fn config(&self) -> HeadConfig {
         self.0.head_config()
+    }
+
+    fn prepack(&mut self) {
+        self.0.prepack();
     }
 
     fn num_types(&self) -> usize {

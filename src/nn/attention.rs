@@ -70,6 +70,13 @@ fn split_bh<T>(a: ArrayViewMut4<'_, T>) -> Vec<ArrayViewMut2<'_, T>> {
 }
 
 impl<T: Scalar> SelfAttention<T> {
+    /// Packs the Q, K and V weights for inference ([`Linear::prepack`]).
+    pub fn prepack(&mut self) {
+        for l in [&mut self.query, &mut self.key, &mut self.value] {
+            l.prepack();
+        }
+    }
+
     pub fn new(hidden: usize, num_heads: usize, dropout: f64, std: f64, rng: &mut impl Rng) -> Self {
         assert_eq!(hidden % num_heads, 0, "hidden size must divide into heads");
         SelfAttention {

@@ -28,6 +28,12 @@ pub struct FeedForwardCache<T> {
 }
 
 impl<T: Scalar> FeedForward<T> {
+    /// Packs both weights for inference ([`Linear::prepack`]).
+    pub fn prepack(&mut self) {
+        self.intermediate.prepack();
+        self.output.prepack();
+    }
+
     pub fn new(hidden: usize, inner: usize, act: Gelu, std: f64, rng: &mut impl Rng) -> Self {
         FeedForward {
             intermediate: Linear::new(hidden, inner, std, rng),

@@ -4,8 +4,11 @@
 //! (every walk, checkpoint and shape sees HF's layout), but `Wᵀ` is a contiguous `[in, out]`
 //! matrix, so the forward's `x Wᵀ` reads its right operand row by row and the kernel packs it
 //! with plain copies instead of a strided gather (half of batch-1 inference time before).
+//!
+//! A layer of a model loaded for inference also keeps `Wᵀ` packed once ([`Linear::prepack`]),
+//! so that its products do not pack the weight again on every call.
 
-use crate::matmul::{gemm, matmul_acc};
+use crate::matmul::{gemm, gemm_packed, matmul_acc, PackedB};
 use crate::param::{join, Param, Param1, Param2, ParamMut, Params};
 use crate::scalar::Scalar;
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, ArrayViewMut2, Axis, ShapeBuilder};
@@ -18,6 +21,9 @@ pub struct Linear<T> {
     pub weight: Param2<T>,
     /// `[out]`
     pub bias: Param1<T>,
+    /// `Wᵀ` packed for inference ([`Linear::prepack`]); dropped by any mutable walk of the
+    /// parameters.
+    packed: Option<PackedB>,
 }
 
 impl<T: Scalar> Linear<T> {
@@ -39,6 +45,23 @@ impl<T: Scalar> Linear<T> {
         Linear {
             weight: Param { value, grad },
             bias: Param1::new(bias),
+            packed: None,
+        }
+    }
+
+    /// Packs `Wᵀ` once for the products of inference (where the CPU's kernel can use it; see
+    /// `matmul::PackedB`). `visit_mut` drops the packed copy, so training and loading, which
+    /// change the weight through it, never meet a stale one; code that writes `weight.value`
+    /// directly must call this again (or not call it at all).
+    pub fn prepack(&mut self) {
+        self.packed = PackedB::new(self.weight.value.t());
+    }
+
+    /// `x Wᵀ` accumulated into `y` (which holds the bias): on the packed weight when there is one.
+    fn product_into(&self, x: ArrayView2<T>, y: ArrayViewMut2<T>) {
+        match &self.packed {
+            Some(p) if y.ncols() == 1 || y.strides()[1] == 1 => gemm_packed(T::one(), x, p, T::one(), y),
+            _ => gemm(T::one(), x, self.weight.value.t(), T::one(), y),
         }
     }
 
@@ -59,14 +82,14 @@ impl<T: Scalar> Linear<T> {
             .broadcast((x.nrows(), self.out_features()))
             .expect("bias broadcasts over rows")
             .to_owned();
-        gemm(T::one(), x, self.weight.value.t(), T::one(), y.view_mut());
+        self.product_into(x, y.view_mut());
         y
     }
 
     /// `forward` into a caller-owned buffer (reused across steps).
     pub fn forward_into(&self, x: ArrayView2<T>, mut y: ArrayViewMut2<T>) {
         y.assign(&self.bias.value.broadcast(y.raw_dim()).unwrap());
-        gemm(T::one(), x, self.weight.value.t(), T::one(), y);
+        self.product_into(x, y);
     }
 
     /// Accumulates dW += dyᵀ x, db += Σ_rows dy and returns dx = dy W.
@@ -96,6 +119,7 @@ impl<T: Scalar> Params<T> for Linear<T> {
         f(&join(prefix, "bias"), self.bias.view_dyn());
     }
     fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_, T>)) {
+        self.packed = None;
         f(&join(prefix, "weight"), self.weight.views_mut_dyn());
         f(&join(prefix, "bias"), self.bias.views_mut_dyn());
     }
@@ -106,6 +130,33 @@ mod tests {
     use super::*;
     use crate::gradcheck::{fixed_random, proj_loss, GradCheck};
     use ndarray::{array, Ix2};
+
+    #[test]
+    fn a_packed_layer_computes_the_same_and_a_mutable_walk_unpacks_it() {
+        let w: Array2<f32> = fixed_random(Ix2(70, 48), 1).mapv(|x| x as f32);
+        let b: Array1<f32> = Array1::from_shape_fn(70, |i| i as f32 * 0.01);
+        let x: Array2<f32> = fixed_random(Ix2(9, 48), 2).mapv(|x| x as f32);
+        let mut l = Linear::from_arrays(w, b);
+        let plain = l.forward(x.view());
+        l.prepack();
+        assert_eq!(l.packed.is_some(), crate::matmul::packed_kernel());
+        let packed = l.forward(x.view());
+        let mut into = Array2::zeros((9, 70));
+        l.forward_into(x.view(), into.view_mut());
+        for y in [&packed, &into] {
+            assert!((y - &plain).iter().all(|d| d.abs() < 1e-5));
+        }
+        // A step of training (any mutable walk) changes the weight: the packed copy must go.
+        l.visit_mut("", &mut |name, mut p| {
+            if name == "weight" {
+                p.value.mapv_inplace(|v| v * 2.0);
+            }
+        });
+        assert!(l.packed.is_none());
+        let doubled = l.forward(x.view());
+        let want = &plain * 2.0 - &l.bias.value;
+        assert!((doubled - want).iter().all(|d| d.abs() < 1e-4));
+    }
 
     #[test]
     fn forward_by_hand() {

@@ -1,0 +1,220 @@
+//! An f32 product kernel in AVX-512 for inference with weights packed once.
+//!
+//! `C = alpha A B + beta C` where C has unit column stride (rows contiguous) and A any strides.
+//! The micro-tile is [`MR`] rows by [`NR`] = 32 columns (two zmm registers a row, `2 MR`
+//! accumulators): for every p it loads row p of B's packed column panel (two vector loads) and
+//! broadcasts the tile's MR values of A's column p. A is copied block by block into a
+//! thread-local buffer (no allocation per call) laid out as the loop reads it.
+//!
+//! Why: matrixmultiply packs both operands on every call. At batch 1 (50 rows) that means
+//! packing a whole weight matrix to use each element 50 times: 23% of a batch-1 inference call
+//! of the `tiny` preset went to packing (perf). A model loaded for inference packs each weight
+//! once ([`PackedB`]) and every product reads the panels as they are. For training products
+//! this kernel measured no better than matrixmultiply (commit 5259a28), so they stay there.
+
+use std::arch::x86_64::*;
+
+/// Rows of the micro-tile.
+pub const MR: usize = 8;
+/// Columns of the micro-tile (two 16-lane registers).
+pub const NR: usize = 32;
+
+/// True when the CPU runs AVX-512F (checked once by std, then a cached load).
+#[inline]
+pub fn available() -> bool {
+    is_x86_feature_detected!("avx512f")
+}
+
+/// `C = alpha A B + beta C` (beta = 0: C is not read).
+///
+/// A is copied block by block (up to 512 rows, about 192 KiB, at a time) into a thread-local
+/// buffer laid out as the micro-kernel reads it (`MR` values of one column after another), so the
+/// inner loop walks one pointer whatever A's strides; the block stays in L2 while every column
+/// panel of B passes it. Packing A costs `m k` copies, against `m k n` multiply-adds.
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`available`]). `a` must be valid for an `m x k` matrix with
+/// strides `(rsa, csa)`, `b` must hold B (`k x n`) as [`pack_panels`] lays it out, `c` must be
+/// valid for `m x n` with strides `(rsc, 1)`, and `c` must not alias `a` or `b`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: &[f32],
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return; // the caller handles these
+    }
+    assert_eq!(
+        b.len(),
+        n.div_ceil(NR) * k * NR,
+        "avx512::sgemm: packed B has the wrong size"
+    );
+    // Rows per packed block: about 192 KiB of A, a multiple of MR.
+    let mc = ((48 * 1024 / k) / MR * MR).clamp(MR, 512);
+    PACKED_A.with(|buf| {
+        let buf = &mut *buf.borrow_mut();
+        let need = mc.min(m).div_ceil(MR) * MR * k;
+        if buf.len() < need {
+            buf.resize(need, 0.0);
+        }
+        let mut i0 = 0;
+        while i0 < m {
+            let rows = mc.min(m - i0);
+            pack_a(rows, k, a.offset(i0 as isize * rsa), rsa, csa, buf);
+            let mut j = 0;
+            while j < n {
+                let nr = (n - j).min(NR);
+                // Lane masks of the two halves of the column tile.
+                let lo = if nr >= 16 { 0xffff } else { (1u32 << nr) as u16 - 1 };
+                let hi = if nr >= NR {
+                    0xffff
+                } else if nr > 16 {
+                    (1u32 << (nr - 16)) as u16 - 1
+                } else {
+                    0
+                };
+                let panel = b.as_ptr().add(j / NR * k * NR);
+                let t = Tile {
+                    k,
+                    alpha,
+                    beta,
+                    b: panel,
+                    rsc,
+                    lo,
+                    hi,
+                };
+                let mut i = 0;
+                while i < rows {
+                    let ap = buf.as_ptr().add(i * k);
+                    let ci = c.offset((i0 + i) as isize * rsc).add(j);
+                    match rows - i {
+                        1 => t.run::<1>(ap, ci),
+                        2 => t.run::<2>(ap, ci),
+                        3 => t.run::<3>(ap, ci),
+                        4 => t.run::<4>(ap, ci),
+                        5 => t.run::<5>(ap, ci),
+                        6 => t.run::<6>(ap, ci),
+                        7 => t.run::<7>(ap, ci),
+                        _ => t.run::<MR>(ap, ci),
+                    }
+                    i += MR;
+                }
+                j += NR;
+            }
+            i0 += rows;
+        }
+    });
+}
+
+/// B (`k x n`, any strides) as the kernel's column panels: panel `q` holds, for p = 0..k, the
+/// [`NR`] values `B[p, q NR ..]` (zeros past column n).
+pub fn pack_panels(b: ndarray::ArrayView2<f32>) -> Vec<f32> {
+    let (k, n) = b.dim();
+    let mut out = vec![0.0; n.div_ceil(NR) * k * NR];
+    for (q, panel) in out.chunks_exact_mut(k * NR).enumerate() {
+        let j0 = q * NR;
+        let nr = (n - j0).min(NR);
+        for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
+            for (dst, &src) in row[..nr].iter_mut().zip(b.slice(ndarray::s![p, j0..j0 + nr])) {
+                *dst = src;
+            }
+        }
+    }
+    out
+}
+
+thread_local! {
+    /// The packed A block of the calling thread, grown to the largest seen.
+    static PACKED_A: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Copies `rows x k` of A into `buf` as panels of MR rows: panel q holds, for p = 0..k, the MR
+/// values `A[q MR + r, p]` (zeros past the last row).
+unsafe fn pack_a(rows: usize, k: usize, a: *const f32, rsa: isize, csa: isize, buf: &mut [f32]) {
+    for (q, panel) in buf[..rows.div_ceil(MR) * MR * k]
+        .chunks_exact_mut(MR * k)
+        .enumerate()
+    {
+        let r0 = q * MR;
+        let live = (rows - r0).min(MR);
+        if csa == 1 && live == MR {
+            // Row-major A: read each row once, contiguously.
+            for r in 0..MR {
+                let src = a.offset((r0 + r) as isize * rsa);
+                for p in 0..k {
+                    *panel.get_unchecked_mut(p * MR + r) = *src.add(p);
+                }
+            }
+        } else {
+            for p in 0..k {
+                for r in 0..MR {
+                    panel[p * MR + r] = if r < live {
+                        *a.offset((r0 + r) as isize * rsa + p as isize * csa)
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// What every micro-tile of one column tile shares.
+struct Tile {
+    k: usize,
+    alpha: f32,
+    beta: f32,
+    /// the packed column tile of B (`k` rows of [`NR`])
+    b: *const f32,
+    rsc: isize,
+    lo: __mmask16,
+    hi: __mmask16,
+}
+
+impl Tile {
+    /// One `R x 32` tile from a packed A panel: `C[0..R, 0..nr] = alpha A B[:, tile] + beta C`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run<const R: usize>(&self, a: *const f32, c: *mut f32) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        let mut ap = a;
+        let mut bp = self.b;
+        for _ in 0..self.k {
+            let b0 = _mm512_loadu_ps(bp);
+            let b1 = _mm512_loadu_ps(bp.add(16));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*ap.add(r));
+                acc[0] = _mm512_fmadd_ps(av, b0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(av, b1, acc[1]);
+            }
+            ap = ap.add(MR);
+            bp = bp.add(NR);
+        }
+        let alpha = _mm512_set1_ps(self.alpha);
+        let beta = _mm512_set1_ps(self.beta);
+        for (r, acc) in acc.iter().enumerate() {
+            let cr = c.offset(r as isize * self.rsc);
+            for (h, (&v, mask)) in acc.iter().zip([self.lo, self.hi]).enumerate() {
+                if mask == 0 {
+                    continue;
+                }
+                let p = cr.add(16 * h);
+                let mut out = _mm512_mul_ps(alpha, v);
+                if self.beta != 0.0 {
+                    out = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(mask, p), out);
+                }
+                _mm512_mask_storeu_ps(p, mask, out);
+            }
+        }
+    }
+}
