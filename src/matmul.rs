@@ -41,6 +41,23 @@ pub fn thread_pool_builder(threads: usize) -> rayon::ThreadPoolBuilder {
     b
 }
 
+/// Products with nothing to multiply: none when `c` is empty, `c = beta c` when the inner
+/// dimension is 0. True when the product is thereby done.
+fn empty_product<T: Scalar>(k: usize, beta: T, c: &mut ArrayViewMut2<T>) -> bool {
+    if c.is_empty() {
+        return true;
+    }
+    if k == 0 {
+        if beta == T::zero() {
+            c.fill(T::zero());
+        } else {
+            c.mapv_inplace(|x| x * beta);
+        }
+        return true;
+    }
+    false
+}
+
 /// Serial kernel call: `c = alpha * a · b + beta * c`.
 fn gemm_serial<T: Scalar>(alpha: T, a: ArrayView2<T>, b: ArrayView2<T>, beta: T, mut c: ArrayViewMut2<T>) {
     let (m, k) = a.dim();
@@ -52,15 +69,7 @@ fn gemm_serial<T: Scalar>(alpha: T, a: ArrayView2<T>, b: ArrayView2<T>, beta: T,
         "matmul: output is {:?}, expected ({m}, {n})",
         c.dim()
     );
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if beta == T::zero() {
-            c.fill(T::zero());
-        } else {
-            c *= beta;
-        }
+    if empty_product(k, beta, &mut c) {
         return;
     }
     let (sa, sb, sc) = (a.strides(), b.strides(), c.strides());
@@ -191,15 +200,7 @@ pub fn gemm_packed<T: Scalar>(alpha: T, a: ArrayView2<T>, b: &PackedB, beta: T, 
         n == 1 || c.strides()[1] == 1,
         "gemm_packed: the output's rows must be contiguous"
     );
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if beta == T::zero() {
-            c.fill(T::zero());
-        } else {
-            c *= beta;
-        }
+    if empty_product(k, beta, &mut c) {
         return;
     }
     let threads = rayon::current_num_threads();
