@@ -26,6 +26,10 @@ pub mod avx512;
 /// Products below this many multiply-adds run on one thread (splitting costs more than it saves).
 const PARALLEL_MIN_MACS: usize = 1 << 18;
 
+/// Products up to this many multiply-adds run on the AVX-512 kernel with B packed per call
+/// (where [`packed_kernel`] holds): attention's per-head products and the span scores.
+const SMALL_MACS: usize = 1 << 20;
+
 /// A rayon pool of `threads` workers (0 = all logical cores). Run work inside `pool.install(..)`.
 pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
     thread_pool_builder(threads).build()
@@ -74,6 +78,33 @@ fn gemm_serial<T: Scalar>(alpha: T, a: ArrayView2<T>, b: ArrayView2<T>, beta: T,
     }
     let (sa, sb, sc) = (a.strides(), b.strides(), c.strides());
     let (rsc, csc) = (sc[0], sc[1]);
+    #[cfg(target_arch = "x86_64")]
+    if m * n * k <= SMALL_MACS
+        && (csc == 1 || n == 1)
+        && TypeId::of::<T>() == TypeId::of::<f32>()
+        && packed_kernel()
+    {
+        // SAFETY: T is f32, the CPU has AVX-512F (`packed_kernel`), the views are valid for
+        // their shapes and strides, `c`'s rows are contiguous and `c` is unique.
+        unsafe {
+            avx512::sgemm_unpacked(
+                m,
+                k,
+                n,
+                alpha.f64() as f32,
+                a.as_ptr() as *const f32,
+                sa[0],
+                sa[1],
+                b.as_ptr() as *const f32,
+                sb[0],
+                sb[1],
+                beta.f64() as f32,
+                c.as_mut_ptr() as *mut f32,
+                rsc,
+            );
+        }
+        return;
+    }
     // SAFETY: the views guarantee valid memory for their dims and strides; `c` is a unique
     // mutable view so it cannot alias `a` or `b`.
     unsafe {
@@ -465,6 +496,53 @@ mod tests {
                 );
                 let got = c.slice(ndarray::s![b, h, .., ..]);
                 assert!((&got - &want).iter().all(|x| x.abs() < 1e-12));
+            }
+        }
+    }
+
+    /// Small f32 products (attention's, the span scores') run on the AVX-512 kernel with B packed
+    /// per call where the CPU has it: tile edges, B as a transposed strided view (Kᵀ of a head),
+    /// alpha and beta, and outputs whose rows are not contiguous (which stay on matrixmultiply).
+    #[test]
+    fn small_f32_products_match_naive() {
+        use ndarray::ShapeBuilder;
+        let shapes = [
+            (1, 1, 1),
+            (50, 64, 50),
+            (50, 50, 64),
+            (9, 7, 33),
+            (64, 64, 64),
+            (8, 130, 31),
+        ];
+        for (m, k, n) in shapes {
+            assert!(m * n * k <= SMALL_MACS);
+            let a = seq(m, k, 0.11);
+            let b = seq(k, n, 0.13);
+            let want = naive(a.view(), b.view());
+            let a32 = a.mapv(|x| x as f32);
+            // B = Kᵀ with K [n, k] cut from a wider matrix: row stride 1, column stride 3k.
+            let wide = Array2::from_shape_fn((n, 3 * k), |(j, p)| if p < k { b[[p, j]] as f32 } else { 9.0 });
+            let bt = wide.slice(ndarray::s![.., ..k]);
+            let bt = bt.t();
+            for (alpha, beta) in [(1.0f32, 0.0f32), (0.5, 1.0), (2.0, -0.25)] {
+                let init = seq(m, n, 0.17).mapv(|x| x as f32);
+                let mut c = init.clone();
+                gemm(alpha, a32.view(), bt, beta, c.view_mut());
+                let mut cf = Array2::from_shape_fn((m, n).f(), |ij| init[ij]); // columns contiguous
+                gemm(alpha, a32.t().to_owned().t(), bt, beta, cf.view_mut());
+                for got in [&c, &cf] {
+                    let worst = got
+                        .indexed_iter()
+                        .map(|((i, j), &g)| {
+                            let w = alpha as f64 * want[[i, j]] + beta as f64 * init[[i, j]] as f64;
+                            (g as f64 - w).abs() / (1.0 + w.abs())
+                        })
+                        .fold(0.0, f64::max);
+                    assert!(
+                        worst < 1e-5,
+                        "{m}x{k}x{n} alpha {alpha} beta {beta}: error {worst}"
+                    );
+                }
             }
         }
     }

@@ -121,21 +121,73 @@ pub unsafe fn sgemm(
 pub fn pack_panels(b: ndarray::ArrayView2<f32>) -> Vec<f32> {
     let (k, n) = b.dim();
     let mut out = vec![0.0; n.div_ceil(NR) * k * NR];
+    let s = b.strides();
+    // SAFETY: the view describes valid memory for `k x n` with its strides.
+    unsafe { pack_panels_into(k, n, b.as_ptr(), s[0], s[1], &mut out) };
+    out
+}
+
+/// [`pack_panels`] from a raw `k x n` matrix into `out` (exactly `n.div_ceil(NR) * k * NR` long).
+///
+/// # Safety
+/// `b` must be valid for a `k x n` matrix with strides `(rsb, csb)`.
+unsafe fn pack_panels_into(k: usize, n: usize, b: *const f32, rsb: isize, csb: isize, out: &mut [f32]) {
     for (q, panel) in out.chunks_exact_mut(k * NR).enumerate() {
         let j0 = q * NR;
         let nr = (n - j0).min(NR);
         for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
-            for (dst, &src) in row[..nr].iter_mut().zip(b.slice(ndarray::s![p, j0..j0 + nr])) {
-                *dst = src;
+            let src = b.offset(p as isize * rsb + j0 as isize * csb);
+            for (j, dst) in row.iter_mut().enumerate() {
+                *dst = if j < nr {
+                    *src.offset(j as isize * csb)
+                } else {
+                    0.0
+                };
             }
         }
     }
-    out
+}
+
+/// `C = alpha A B + beta C` for a B that is not packed: B is first copied into the calling
+/// thread's panel buffer. For the small products of attention and span scores (a few hundred
+/// thousand multiply-adds), where matrixmultiply's packing of both operands and its 8x8 tiles cost
+/// more than the products.
+///
+/// # Safety
+/// As [`sgemm`], with `b` valid for a `k x n` matrix with strides `(rsb, csb)`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn sgemm_unpacked(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+) {
+    PACKED_B.with(|buf| {
+        let buf = &mut *buf.borrow_mut();
+        let need = n.div_ceil(NR) * k * NR;
+        if buf.len() < need {
+            buf.resize(need, 0.0);
+        }
+        pack_panels_into(k, n, b, rsb, csb, &mut buf[..need]);
+        sgemm(m, k, n, alpha, a, rsa, csa, &buf[..need], beta, c, rsc);
+    });
 }
 
 thread_local! {
     /// The packed A block of the calling thread, grown to the largest seen.
     static PACKED_A: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The packed B of [`sgemm_unpacked`] on the calling thread, grown to the largest seen.
+    static PACKED_B: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Copies `rows x k` of A into `buf` as panels of MR rows: panel q holds, for p = 0..k, the MR
