@@ -5,13 +5,15 @@
 //! dropout, `C = P V`. Padded query rows give context 0 and receive no gradient; padded keys get
 //! probability 0. Q, K, V stay `[B*n, H]`; heads are strided views, never copied.
 
-use crate::matmul::gemm;
+use crate::matmul::{gemm, gemm_packed, PackedB};
 use crate::nn::dropout::Dropout;
 use crate::nn::linear::Linear;
 use crate::nn::softmax::{softmax_row, softmax_row_backward};
 use crate::param::{join, ParamMut, Params};
 use crate::scalar::Scalar;
-use ndarray::{s, Array2, Array4, ArrayView2, ArrayView4, ArrayViewD, ArrayViewMut2, ArrayViewMut4, Zip};
+use ndarray::{
+    s, Array1, Array2, Array4, ArrayView2, ArrayView4, ArrayViewD, ArrayViewMut2, ArrayViewMut4, Axis, Zip,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -25,6 +27,10 @@ pub struct SelfAttention<T> {
     pub num_heads: usize,
     /// Dropout on the attention probabilities.
     pub dropout: Dropout,
+    /// `[Wq; Wk; Wv]ᵀ` packed as one `[H, 3H]` operand with its bias `[bq | bk | bv]`, for
+    /// inference ([`SelfAttention::prepack`]): one product reads x once for all three. Dropped by
+    /// any mutable walk of the parameters.
+    fused_qkv: Option<(PackedB, Array1<T>)>,
 }
 
 /// What the backward needs.
@@ -70,10 +76,19 @@ fn split_bh<T>(a: ArrayViewMut4<'_, T>) -> Vec<ArrayViewMut2<'_, T>> {
 }
 
 impl<T: Scalar> SelfAttention<T> {
-    /// Packs the Q, K and V weights for inference ([`Linear::prepack`]).
+    /// Packs the Q, K and V weights for inference as one fused operand where the CPU's kernel
+    /// can use it (see `matmul::PackedB`); elsewhere each layer keeps its own ([`Linear::prepack`]).
     pub fn prepack(&mut self) {
-        for l in [&mut self.query, &mut self.key, &mut self.value] {
-            l.prepack();
+        let layers = [&self.query, &self.key, &self.value];
+        let wt = ndarray::concatenate(Axis(1), &layers.map(|l| l.weight.value.t()))
+            .expect("q, k and v have the same input size");
+        let bias =
+            ndarray::concatenate(Axis(0), &layers.map(|l| l.bias.value.view())).expect("biases are vectors");
+        self.fused_qkv = PackedB::new(wt.view()).map(|p| (p, bias));
+        if self.fused_qkv.is_none() {
+            for l in [&mut self.query, &mut self.key, &mut self.value] {
+                l.prepack();
+            }
         }
     }
 
@@ -85,6 +100,7 @@ impl<T: Scalar> SelfAttention<T> {
             value: Linear::new(hidden, hidden, std, rng),
             num_heads,
             dropout: Dropout::new(dropout),
+            fused_qkv: None,
         }
     }
 
@@ -194,18 +210,31 @@ impl<T: Scalar> SelfAttention<T> {
             "attention: a length exceeds the padded length"
         );
         let (nh, dh) = (self.num_heads, self.head_dim());
-        let q = self.query.forward(x);
-        let k = self.key.forward(x);
-        let v = self.value.forward(x);
+        let (rows, h) = x.dim();
+        // q | k | v side by side in one [B*n, 3H] product, or three products.
+        let mut qkv = Array2::zeros((rows, 3 * h));
+        match &self.fused_qkv {
+            Some((w, bias)) => {
+                qkv.assign(&bias.broadcast((rows, 3 * h)).expect("bias broadcasts"));
+                gemm_packed(T::one(), x, w, T::one(), qkv.view_mut());
+            }
+            None => {
+                for (i, l) in [&self.query, &self.key, &self.value].into_iter().enumerate() {
+                    l.forward_into(x, qkv.slice_mut(s![.., i * h..(i + 1) * h]));
+                }
+            }
+        }
         for (b, &l) in lengths.iter().enumerate() {
             ctx.slice_mut(s![b * n + l..(b + 1) * n, ..]).fill(T::zero());
         }
         let scale = T::c(1.0 / (dh as f64).sqrt());
-        let (q4, k4, v4) = (
-            heads(q.view(), bsz, nh),
-            heads(k.view(), bsz, nh),
-            heads(v.view(), bsz, nh),
-        );
+        // [B*n, 3H] as [B, n, 3, heads, dh]; part i of axis 2 as [B, heads, n, dh].
+        let qkv5 = qkv
+            .view()
+            .into_shape_with_order((bsz, n, 3, nh, dh))
+            .expect("qkv is contiguous");
+        let part = |i: usize| qkv5.index_axis(Axis(2), i).permuted_axes([0, 2, 1, 3]);
+        let (q4, k4, v4) = (part(0), part(1), part(2));
         let c_jobs = split_bh(heads_mut(ctx.view_mut(), bsz, nh));
         c_jobs.into_par_iter().enumerate().for_each(|(job, c)| {
             let (b, h) = (job / nh, job % nh);
@@ -331,6 +360,7 @@ impl<T: Scalar> Params<T> for SelfAttention<T> {
         self.value.visit(&join(prefix, "value"), f);
     }
     fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_, T>)) {
+        self.fused_qkv = None;
         self.query.visit_mut(&join(prefix, "query"), f);
         self.key.visit_mut(&join(prefix, "key"), f);
         self.value.visit_mut(&join(prefix, "value"), f);
@@ -351,6 +381,7 @@ mod tests {
             value: eye(),
             num_heads: heads,
             dropout: Dropout::new(0.0),
+            fused_qkv: None,
         }
     }
 
@@ -378,6 +409,7 @@ mod tests {
             value: lin(3),
             num_heads: 2,
             dropout: Dropout::new(0.3),
+            fused_qkv: None,
         };
         let mut proj = fixed_random(Ix2(8, 6), 5);
         // Padded positions carry no loss (as the encoder arranges); real rows 0..4 and 4..6.
@@ -408,6 +440,36 @@ mod tests {
             gc.input("x", &x, &dx, |x| proj_loss(&run(&att, x).0, &proj))
                 .assert_below(1e-6);
         }
+    }
+
+    /// The inference form equals the training form without dropout, on three products or on the
+    /// fused packed one, and a mutable walk (an optimizer step, say) drops the fused copy.
+    #[test]
+    fn inference_matches_forward_packed_or_not_and_a_mutable_walk_unpacks() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut att = SelfAttention::<f32>::new(64, 2, 0.0, 0.1, &mut rng);
+        for l in [&mut att.query, &mut att.key, &mut att.value] {
+            l.bias.value.mapv_inplace(|_| rng.gen_range(-0.5..0.5));
+        }
+        let x = Array2::from_shape_fn((18, 64), |_| rng.gen_range(-1.0f32..1.0));
+        let lengths = [9, 5];
+        let check = |att: &SelfAttention<f32>| {
+            let (want, _) = att.forward(x.view(), &lengths, None::<&mut ChaCha8Rng>);
+            let mut got = Array2::from_elem(x.raw_dim(), 7.0f32);
+            att.forward_inference(x.view(), &lengths, got.view_mut());
+            let worst = (&got - &want).iter().fold(0.0f32, |m, d| m.max(d.abs()));
+            assert!(worst < 1e-5, "inference differs from forward by {worst}");
+        };
+        check(&att);
+        att.prepack();
+        assert_eq!(att.fused_qkv.is_some(), crate::matmul::packed_kernel());
+        check(&att);
+        att.visit_mut("", &mut |_, mut p| p.value.mapv_inplace(|v| v * 1.5));
+        assert!(
+            att.fused_qkv.is_none(),
+            "a mutable walk must drop the fused weights"
+        );
+        check(&att);
     }
 
     #[test]
