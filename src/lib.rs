@@ -7,6 +7,7 @@ pub mod alloc;
 pub mod batch;
 pub mod bench;
 pub mod bert;
+pub mod cpu;
 pub mod data;
 pub mod decode;
 pub mod ffi;

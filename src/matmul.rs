@@ -11,14 +11,13 @@
 //! A model loaded for inference packs each weight once ([`PackedB`]); on a CPU with AVX-512F
 //! its products ([`gemm_packed`]) then run on the kernel of [`avx512`], which reads the packed
 //! panels as they are instead of packing the weight again on every call.
-//! `GP_LITE_MATMUL=portable` in the environment (read once) keeps every product on
-//! matrixmultiply, to compare the two.
+//! `GP_LITE_MATMUL=portable` in the environment (read once, see [`crate::cpu`]) keeps every
+//! product on matrixmultiply, to compare the two.
 
 use crate::scalar::Scalar;
 use ndarray::{Array2, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis};
 use rayon::prelude::*;
 use std::any::TypeId;
-use std::sync::OnceLock;
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
@@ -152,19 +151,10 @@ pub fn gemm<T: Scalar>(alpha: T, a: ArrayView2<T>, b: ArrayView2<T>, beta: T, mu
     }
 }
 
-/// True when inference products run on packed weights: an x86-64 CPU with AVX-512F, not under
-/// valgrind (which does not emulate AVX-512), and `GP_LITE_MATMUL` is not `portable`.
+/// True when inference products run on packed weights and small products on the AVX-512 kernel
+/// ([`crate::cpu::avx512`]).
 pub fn packed_kernel() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| {
-        let portable = std::env::var("GP_LITE_MATMUL").is_ok_and(|v| v == "portable");
-        #[cfg(target_arch = "x86_64")]
-        if !portable && !crate::valgrind::running() && avx512::available() {
-            return true;
-        }
-        let _ = portable;
-        false
-    })
+    crate::cpu::avx512()
 }
 
 /// A right operand `B` (`k x n`, a frozen weight's `Wᵀ`) packed once into the column panels the

@@ -20,12 +20,6 @@ pub const MR: usize = 8;
 /// Columns of the micro-tile (two 16-lane registers).
 pub const NR: usize = 32;
 
-/// True when the CPU runs AVX-512F (checked once by std, then a cached load).
-#[inline]
-pub fn available() -> bool {
-    is_x86_feature_detected!("avx512f")
-}
-
 /// `C = alpha A B + beta C` (beta = 0: C is not read).
 ///
 /// A is taken in blocks of up to 512 rows (about 192 KiB), which stay in L2 while every column
@@ -35,7 +29,7 @@ pub fn available() -> bool {
 /// micro-kernel reads it (`MR` values of one column after another).
 ///
 /// # Safety
-/// The CPU must support AVX-512F ([`available`]). `a` must be valid for an `m x k` matrix with
+/// The CPU must support AVX-512F ([`crate::cpu::avx512`]). `a` must be valid for an `m x k` matrix with
 /// strides `(rsa, csa)`, `b` must hold B (`k x n`) as [`pack_panels`] lays it out, `c` must be
 /// valid for `m x n` with strides `(rsc, 1)`, and `c` must not alias `a` or `b`.
 #[allow(clippy::too_many_arguments)]

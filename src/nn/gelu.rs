@@ -65,8 +65,8 @@ fn gelu_erf<T: Scalar>(x: T) -> T {
 /// for 16 lanes (2.8x faster on a 50 x 512 block, where a tiny batch-1 call spent 5% of its time).
 fn erf_gelu_f32(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if crate::matmul::packed_kernel() {
-        // SAFETY: the CPU runs AVX-512F (`packed_kernel` checked it).
+    if crate::cpu::avx512() {
+        // SAFETY: the CPU runs AVX-512F (`cpu::avx512` checked it).
         return unsafe { erf_gelu_f32_avx512(x) };
     }
     x.iter_mut().for_each(|v| *v = Gelu::Erf.value(*v));
