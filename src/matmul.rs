@@ -404,6 +404,17 @@ mod tests {
         }
     }
 
+    /// The largest error of an f32 product `got` against `alpha want + beta init`, relative to
+    /// `1 + |expected|`.
+    fn worst_error(got: &Array2<f32>, alpha: f32, want: &Array2<f64>, beta: f32, init: &Array2<f32>) -> f64 {
+        got.indexed_iter()
+            .map(|((i, j), &g)| {
+                let w = alpha as f64 * want[[i, j]] + beta as f64 * init[[i, j]] as f64;
+                (g as f64 - w).abs() / (1.0 + w.abs())
+            })
+            .fold(0.0, f64::max)
+    }
+
     #[test]
     fn packed_products_match_naive_in_every_split() {
         // f32 on AVX-512 machines; elsewhere there is nothing to pack and the callers use gemm.
@@ -449,13 +460,7 @@ mod tests {
                     let mut ct = init.clone();
                     pool.install(|| gemm_packed(alpha, at32.t(), &packed, beta, ct.view_mut()));
                     for got in [&c, &ct] {
-                        let worst = got
-                            .indexed_iter()
-                            .map(|((i, j), &g)| {
-                                let w = alpha as f64 * want[[i, j]] + beta as f64 * init[[i, j]] as f64;
-                                (g as f64 - w).abs() / (1.0 + w.abs())
-                            })
-                            .fold(0.0, f64::max);
+                        let worst = worst_error(got, alpha, &want, beta, &init);
                         assert!(
                             worst < 1e-5,
                             "{m}x{k}x{n} alpha {alpha} beta {beta}, {} threads: {worst:e}",
@@ -521,13 +526,7 @@ mod tests {
                 let mut cf = Array2::from_shape_fn((m, n).f(), |ij| init[ij]); // columns contiguous
                 gemm(alpha, a32.t().to_owned().t(), bt, beta, cf.view_mut());
                 for got in [&c, &cf] {
-                    let worst = got
-                        .indexed_iter()
-                        .map(|((i, j), &g)| {
-                            let w = alpha as f64 * want[[i, j]] + beta as f64 * init[[i, j]] as f64;
-                            (g as f64 - w).abs() / (1.0 + w.abs())
-                        })
-                        .fold(0.0, f64::max);
+                    let worst = worst_error(got, alpha, &want, beta, &init);
                     assert!(
                         worst < 1e-5,
                         "{m}x{k}x{n} alpha {alpha} beta {beta}: error {worst}"
