@@ -212,18 +212,21 @@ impl<T: Scalar> SelfAttention<T> {
         let (nh, dh) = (self.num_heads, self.head_dim());
         let (rows, h) = x.dim();
         // q | k | v side by side in one [B*n, 3H] product, or three products.
-        let mut qkv = Array2::zeros((rows, 3 * h));
-        match &self.fused_qkv {
+        let qkv = match &self.fused_qkv {
             Some((w, bias)) => {
-                qkv.assign(&bias.broadcast((rows, 3 * h)).expect("bias broadcasts"));
-                gemm_packed(T::one(), x, w, T::one(), qkv.view_mut());
+                // The bias rows are the product's initial value (one write, no zeroing first).
+                let mut y = Array2::from_shape_fn((rows, 3 * h), |(_, j)| bias[j]);
+                gemm_packed(T::one(), x, w, T::one(), y.view_mut());
+                y
             }
             None => {
+                let mut y = Array2::zeros((rows, 3 * h));
                 for (i, l) in [&self.query, &self.key, &self.value].into_iter().enumerate() {
-                    l.forward_into(x, qkv.slice_mut(s![.., i * h..(i + 1) * h]));
+                    l.forward_into(x, y.slice_mut(s![.., i * h..(i + 1) * h]));
                 }
+                y
             }
-        }
+        };
         for (b, &l) in lengths.iter().enumerate() {
             ctx.slice_mut(s![b * n + l..(b + 1) * n, ..]).fill(T::zero());
         }
