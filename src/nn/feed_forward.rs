@@ -6,7 +6,7 @@ use crate::nn::gelu::Gelu;
 use crate::nn::linear::Linear;
 use crate::param::{join, ParamMut, Params};
 use crate::scalar::Scalar;
-use ndarray::{Array2, ArrayView2, ArrayViewD, ArrayViewMut2, Zip};
+use ndarray::{Array2, ArrayView2, ArrayViewD, ArrayViewMut2};
 use rand::Rng;
 
 #[derive(Clone, Debug)]
@@ -81,10 +81,7 @@ impl<T: Scalar> FeedForward<T> {
             T::zero(),
             dpre.view_mut(),
         );
-        let act = self.act;
-        Zip::from(dpre.rows_mut())
-            .and(cache.pre.rows())
-            .par_for_each(|d, p| Zip::from(d).and(p).for_each(|d, &p| *d *= act.derivative(p)));
+        self.act.backward_inplace(cache.pre.view(), dpre.view_mut());
         self.intermediate.backward_acc(x, dpre.view(), dx);
     }
 }

@@ -8,6 +8,8 @@ pub mod gelu;
 pub mod layer_norm;
 pub mod linear;
 pub mod softmax;
+#[cfg(target_arch = "x86_64")]
+pub mod vector_math;
 
 pub use attention::SelfAttention;
 pub use dropout::Dropout;
