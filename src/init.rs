@@ -16,3 +16,9 @@ pub fn normal<T: Scalar, D: Dimension, Sh: ShapeBuilder<Dim = D>>(
         T::c(std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos())
     })
 }
+
+/// LeCun normal's standard deviation for a layer with `fan_in` inputs: `1/√fan_in`, which keeps
+/// the output's variance equal to the input's.
+pub fn lecun_std(fan_in: usize) -> f64 {
+    1.0 / (fan_in as f64).sqrt()
+}

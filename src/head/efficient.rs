@@ -15,6 +15,7 @@ use super::score_head::{batch_size, rotate_rows};
 use super::{
     span_is_valid, Bounds, Buffer, GlobalPointerConfig, HeadConfig, ScoreCache, ScoreHead, MASKED_SCORE,
 };
+use crate::init::lecun_std;
 use crate::matmul::gemm_batched;
 use crate::nn::Linear;
 use crate::param::{join, ParamMut, Params};
@@ -37,7 +38,12 @@ pub struct EfficientGlobalPointer<T> {
 }
 
 impl<T: Scalar> EfficientGlobalPointer<T> {
-    /// A fresh head with BERT initialisation (weights N(0, std²), biases 0).
+    /// A fresh head: `p_dense` with BERT initialisation (weights N(0, std²)), `c_dense` with
+    /// LeCun normal (weights N(0, 1/2d), as the reference implementation), biases 0.
+    ///
+    /// Why `c_dense` differs: the per-type scores are all it has to tell types apart, and at
+    /// std 0.02 they start near zero for every type and their gradient reaches `u` scaled by
+    /// that same small weight.
     pub fn new(
         hidden: usize,
         num_types: usize,
@@ -47,7 +53,7 @@ impl<T: Scalar> EfficientGlobalPointer<T> {
         rng: &mut impl Rng,
     ) -> Self {
         let p = Linear::new(hidden, 2 * head_size, std, rng);
-        let c = Linear::new(2 * head_size, 2 * num_types, std, rng);
+        let c = Linear::new(2 * head_size, 2 * num_types, lecun_std(2 * head_size), rng);
         EfficientGlobalPointer::from_dense(p, c, rope)
     }
 
@@ -281,6 +287,22 @@ mod tests {
     use crate::gradcheck::fixed_random;
     use crate::head::RopeTable;
     use ndarray::{Ix1, Ix2};
+
+    /// A fresh head: `p_dense` at the given std, `c_dense` at LeCun's 1/√2d (sample std of
+    /// 2C x 2d = 2,560 draws within 10%), biases zero.
+    #[test]
+    fn fresh_head_initialises_c_dense_with_lecun_std() {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let (hidden, types, d) = (96, 10, 64);
+        let e = EfficientGlobalPointer::<f64>::new(hidden, types, d, true, 0.02, &mut rng);
+        let std = |w: &ndarray::Array2<f64>| (w.iter().map(|v| v * v).sum::<f64>() / w.len() as f64).sqrt();
+        let (p, c) = (std(&e.p_dense.weight.value), std(&e.c_dense.weight.value));
+        assert!((p / 0.02 - 1.0).abs() < 0.1, "p_dense std {p}");
+        let want = 1.0 / (2.0 * d as f64).sqrt();
+        assert!((c / want - 1.0).abs() < 0.1, "c_dense std {c}, want {want}");
+        assert!(e.p_dense.bias.value.iter().chain(&e.c_dense.bias.value).all(|&b| b == 0.0));
+    }
 
     #[test]
     fn forward_matches_the_formula_span_by_span() {
