@@ -1,4 +1,5 @@
-//! An f32 product kernel in AVX-512 for inference with weights packed once.
+//! An f32 product kernel in AVX-512: inference products on weights packed once, and every other
+//! f32 product with B packed per call.
 //!
 //! `C = alpha A B + beta C` where C has unit column stride (rows contiguous) and A any strides.
 //! The micro-tile is [`MR`] rows by [`NR`] = 32 columns (two zmm registers a row, `2 MR`
@@ -10,8 +11,9 @@
 //! Why: matrixmultiply packs both operands on every call. At batch 1 (50 rows) that means
 //! packing a whole weight matrix to use each element 50 times: 23% of a batch-1 inference call
 //! of the `tiny` preset went to packing (perf). A model loaded for inference packs each weight
-//! once ([`PackedB`]) and every product reads the panels as they are. For training products
-//! this kernel measured no better than matrixmultiply (commit 5259a28), so they stay there.
+//! once ([`PackedB`]) and every product reads the panels as they are. Training's products pack B
+//! per call ([`sgemm_unpacked`]) but still skip packing A: 3-9% faster steps than matrixmultiply
+//! since A is read in place (commit 5259a28 had measured no gain when A was packed).
 
 use std::arch::x86_64::*;
 
@@ -163,9 +165,9 @@ unsafe fn pack_panels_into(k: usize, n: usize, b: *const f32, rsb: isize, csb: i
 }
 
 /// `C = alpha A B + beta C` for a B that is not packed: B is first copied into the calling
-/// thread's panel buffer. For the small products of attention and span scores (a few hundred
-/// thousand multiply-adds), where matrixmultiply's packing of both operands and its 8x8 tiles cost
-/// more than the products.
+/// thread's panel buffer. Every f32 product that is not on a packed weight: attention's and the
+/// span scores' (where matrixmultiply's packing of both operands and its 8x8 tiles cost more than
+/// the products) and training's.
 ///
 /// # Safety
 /// As [`sgemm`], with `b` valid for a `k x n` matrix with strides `(rsb, csb)`.
