@@ -151,14 +151,24 @@ unsafe fn pack_panels_into(k: usize, n: usize, b: *const f32, rsb: isize, csb: i
     for (q, panel) in out.chunks_exact_mut(k * NR).enumerate() {
         let j0 = q * NR;
         let nr = (n - j0).min(NR);
-        for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
-            let src = b.offset(p as isize * rsb + j0 as isize * csb);
-            for (j, dst) in row.iter_mut().enumerate() {
-                *dst = if j < nr {
-                    *src.offset(j as isize * csb)
-                } else {
-                    0.0
-                };
+        if csb == 1 {
+            // Rows of B are contiguous: each panel row is one copy.
+            for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
+                let src = std::slice::from_raw_parts(b.offset(p as isize * rsb).add(j0), nr);
+                row[..nr].copy_from_slice(src);
+                row[nr..].fill(0.0);
+            }
+        } else {
+            // Column by column, so that a transposed B (columns contiguous) is read in order.
+            for j in 0..NR {
+                let src = b.offset((j0 + j) as isize * csb);
+                for p in 0..k {
+                    *panel.get_unchecked_mut(p * NR + j) = if j < nr {
+                        *src.offset(p as isize * rsb)
+                    } else {
+                        0.0
+                    };
+                }
             }
         }
     }
@@ -222,6 +232,15 @@ unsafe fn pack_a(rows: usize, k: usize, a: *const f32, rsa: isize, csa: isize, b
                 for p in 0..k {
                     *panel.get_unchecked_mut(p * MR + r) = *src.add(p);
                 }
+            }
+        } else if rsa == 1 && live == MR {
+            // Column-major A (a transposed activation, as in a weight's gradient): MR
+            // contiguous values a column.
+            for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
+                dst.copy_from_slice(std::slice::from_raw_parts(
+                    a.offset(r0 as isize + p as isize * csa),
+                    MR,
+                ));
             }
         } else {
             for p in 0..k {
