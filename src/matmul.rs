@@ -76,10 +76,7 @@ fn gemm_serial<T: Scalar>(alpha: T, a: ArrayView2<T>, b: ArrayView2<T>, beta: T,
     let (sa, sb, sc) = (a.strides(), b.strides(), c.strides());
     let (rsc, csc) = (sc[0], sc[1]);
     #[cfg(target_arch = "x86_64")]
-    if (csc == 1 || n == 1)
-        && TypeId::of::<T>() == TypeId::of::<f32>()
-        && packed_kernel()
-    {
+    if (csc == 1 || n == 1) && TypeId::of::<T>() == TypeId::of::<f32>() && packed_kernel() {
         // SAFETY: T is f32, the CPU has AVX-512F (`packed_kernel`), the views are valid for
         // their shapes and strides, `c`'s rows are contiguous and `c` is unique.
         unsafe {

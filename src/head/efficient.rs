@@ -301,7 +301,13 @@ mod tests {
         assert!((p / 0.02 - 1.0).abs() < 0.1, "p_dense std {p}");
         let want = 1.0 / (2.0 * d as f64).sqrt();
         assert!((c / want - 1.0).abs() < 0.1, "c_dense std {c}, want {want}");
-        assert!(e.p_dense.bias.value.iter().chain(&e.c_dense.bias.value).all(|&b| b == 0.0));
+        assert!(e
+            .p_dense
+            .bias
+            .value
+            .iter()
+            .chain(&e.c_dense.bias.value)
+            .all(|&b| b == 0.0));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use crate::scalar::Scalar;
 use ndarray::{Array, Dimension, Zip};
 use rand::Rng;
+use rayon::prelude::*;
 
 /// Dropout with drop probability `p`.
 #[derive(Clone, Copy, Debug)]
@@ -14,10 +15,16 @@ pub struct Dropout {
 /// The kept-and-scaled mask of one application; `None` when dropout was the identity.
 pub type DropoutMask<T, D> = Option<Array<T, D>>;
 
+/// SplitMix64's increment: the state after i outputs is `seed + i·GAMMA`.
+const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Mask elements per parallel task (even: each output of the stream gives two).
+const MASK_BLOCK: usize = 1 << 14;
+
 /// SplitMix64 (Steele, Lea & Flood 2014): a fast, well-mixed 64-bit generator.
 #[inline(always)]
 fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    *state = state.wrapping_add(GAMMA);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -39,20 +46,29 @@ impl Dropout {
     ///
     /// One u64 is drawn from `rng` to seed a SplitMix64 stream, each of whose outputs gives two
     /// 32-bit uniforms (ChaCha per element cost as much as a tenth of a training step). Same
-    /// `rng` state, same mask.
+    /// `rng` state, same mask. Blocks of the mask are filled in parallel, each from its own
+    /// position in the stream (the state is a counter), so the mask does not depend on the
+    /// number of threads.
     pub fn sample_mask<T: Scalar, D: Dimension>(&self, shape: D, rng: &mut impl Rng) -> Array<T, D> {
         let keep = T::c(1.0 / (1.0 - self.p));
         // Drop when a uniform u32 falls below p · 2³².
         let threshold = (self.p * 4_294_967_296.0) as u64;
         let pick = |u: u64| if u < threshold { T::zero() } else { keep };
-        let mut state = rng.next_u64();
-        let mut data = Vec::with_capacity(shape.size());
-        for _ in 0..shape.size().div_ceil(2) {
-            let r = splitmix64(&mut state);
-            data.push(pick(r & 0xffff_ffff));
-            data.push(pick(r >> 32));
-        }
-        data.truncate(shape.size());
+        let seed = rng.next_u64();
+        let mut data = vec![T::zero(); shape.size()];
+        data.par_chunks_mut(MASK_BLOCK)
+            .enumerate()
+            .for_each(|(block, chunk)| {
+                // Elements 2i and 2i+1 come from output i, drawn from state seed + i·GAMMA.
+                let mut state = seed.wrapping_add((block * MASK_BLOCK / 2) as u64 * GAMMA);
+                for pair in chunk.chunks_mut(2) {
+                    let r = splitmix64(&mut state);
+                    pair[0] = pick(r & 0xffff_ffff);
+                    if let Some(second) = pair.get_mut(1) {
+                        *second = pick(r >> 32);
+                    }
+                }
+            });
         Array::from_shape_vec(shape, data).expect("one element per index")
     }
 
@@ -107,6 +123,35 @@ mod tests {
         assert_eq!(big(9), big(9));
         let kept = big(9).iter().filter(|&&m| m > 0.0).count() as f64 / 1e4;
         assert!((kept - 0.7).abs() < 0.02, "kept {kept}");
+    }
+
+    /// The mask, filled in parallel blocks, is the one stream read in order: the same for every
+    /// thread count and equal to a serial reading (an odd size over several blocks).
+    #[test]
+    fn mask_is_one_stream_whatever_the_threads() {
+        let d = Dropout::new(0.25);
+        let n = 3 * MASK_BLOCK + 7;
+        let mask = |threads| {
+            crate::matmul::thread_pool(threads)
+                .unwrap()
+                .install(|| d.sample_mask::<f32, _>(ndarray::Ix1(n), &mut ChaCha8Rng::seed_from_u64(11)))
+        };
+        let (one, two) = (mask(1), mask(2));
+        assert_eq!(one, two);
+        let mut state = rand::RngCore::next_u64(&mut ChaCha8Rng::seed_from_u64(11));
+        let mut serial = Vec::new();
+        while serial.len() < n {
+            let r = splitmix64(&mut state);
+            for u in [r & 0xffff_ffff, r >> 32] {
+                serial.push(if u < (0.25 * 4_294_967_296.0) as u64 {
+                    0.0
+                } else {
+                    1.0 / 0.75
+                });
+            }
+        }
+        serial.truncate(n);
+        assert_eq!(one.to_vec(), serial);
     }
 
     #[test]
