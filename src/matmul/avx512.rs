@@ -161,13 +161,14 @@ unsafe fn pack_panels_into(k: usize, n: usize, b: *const f32, rsb: isize, csb: i
         } else {
             // Column by column, so that a transposed B (columns contiguous) is read in order.
             for j in 0..NR {
-                let src = b.offset((j0 + j) as isize * csb);
-                for p in 0..k {
-                    *panel.get_unchecked_mut(p * NR + j) = if j < nr {
-                        *src.offset(p as isize * rsb)
-                    } else {
-                        0.0
-                    };
+                if j < nr {
+                    let src = b.offset((j0 + j) as isize * csb);
+                    for p in 0..k {
+                        *panel.get_unchecked_mut(p * NR + j) = *src.offset(p as isize * rsb);
+                    }
+                } else {
+                    // Past the last column (no pointer is formed there).
+                    (0..k).for_each(|p| panel[p * NR + j] = 0.0);
                 }
             }
         }
