@@ -1,6 +1,7 @@
 //! `exp` and `erf` on 16 f32 lanes (AVX-512F), for the loops the compiler cannot vectorise
 //! because they call libm value by value: softmax's exponentials and GELU's derivative.
 
+use crate::nn::gelu::{ERF_P, ERF_Q};
 use std::arch::x86_64::*;
 
 /// `exp(x)` within 2 ulp of libm's: `2^n e^r` with `n = round(x log2 e)`, `r = x - n ln 2`
@@ -40,21 +41,12 @@ pub unsafe fn erf(x: __m512) -> __m512 {
     let c = _mm512_set1_ps;
     let x = _mm512_min_ps(_mm512_max_ps(x, c(-4.0)), c(4.0));
     let x2 = _mm512_mul_ps(x, x);
-    let mut p = c(-2.726_142_3e-10);
-    for k in [
-        2.770_681_4e-8,
-        -2.101_024e-6,
-        -5.692_506_4e-5,
-        -7.349_906_3e-4,
-        -2.954_600_1e-3,
-        -1.609_603_3e-2,
-    ] {
-        p = _mm512_fmadd_ps(x2, p, c(k));
-    }
-    let mut q = c(-1.456_607_2e-5);
-    for k in [-2.133_740_6e-4, -1.682_827e-3, -7.373_329_2e-3, -1.426_473_9e-2] {
-        q = _mm512_fmadd_ps(x2, q, c(k));
-    }
+    let p = ERF_P[1..]
+        .iter()
+        .fold(c(ERF_P[0]), |p, &k| _mm512_fmadd_ps(x2, p, c(k)));
+    let q = ERF_Q[1..]
+        .iter()
+        .fold(c(ERF_Q[0]), |q, &k| _mm512_fmadd_ps(x2, q, c(k)));
     _mm512_div_ps(_mm512_mul_ps(x, p), q)
 }
 
