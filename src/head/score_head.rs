@@ -218,11 +218,56 @@ pub(crate) fn mask_invalid<T: Scalar>(mut scores: ArrayViewMut4<'_, T>, bounds: 
         .for_each(|(b, mut sb)| {
             let row = bounds.row(b);
             for mut sa in sb.outer_iter_mut() {
-                for ((i, j), s) in sa.indexed_iter_mut() {
-                    if !super::span_is_valid(&row, i, j) {
-                        *s = masked;
+                for (i, mut si) in sa.outer_iter_mut().enumerate() {
+                    // Row i: all of it when i starts nothing, else j < i and every j ending nothing.
+                    if !row.starts[i] {
+                        si.fill(masked);
+                        continue;
+                    }
+                    for (j, s) in si.iter_mut().enumerate() {
+                        if j < i || !row.ends[j] {
+                            *s = masked;
+                        }
                     }
                 }
             }
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::head::span_is_valid;
+    use ndarray::{Array2, Array4};
+
+    /// The row-wise masking masks exactly the spans `span_is_valid` rejects, and keeps the rest.
+    #[test]
+    fn mask_invalid_is_span_is_valid() {
+        let (b, c, n) = (3, 2, 7);
+        // Flags from a fixed pattern: text 1 has a start-less and an end-less position.
+        let starts = Array2::from_shape_fn((b, n), |(t, i)| (t * 5 + i * 3) % 4 != 1);
+        let ends = Array2::from_shape_fn((b, n), |(t, j)| (t + j * 7) % 5 != 2);
+        let bounds = Bounds {
+            starts: starts.view(),
+            ends: ends.view(),
+        };
+        let mut s = Array4::from_shape_fn((b, c, n, n), |(t, a, i, j)| {
+            (t * 1000 + a * 100 + i * 10 + j) as f64
+        });
+        let before = s.clone();
+        mask_invalid(s.view_mut(), bounds);
+        let mut masked = 0;
+        for ((t, a, i, j), &v) in s.indexed_iter() {
+            if span_is_valid(&bounds.row(t), i, j) {
+                assert_eq!(v, before[[t, a, i, j]], "kept span ({t}, {a}, {i}, {j})");
+            } else {
+                assert_eq!(v, MASKED_SCORE, "excluded span ({t}, {a}, {i}, {j})");
+                masked += 1;
+            }
+        }
+        assert!(
+            masked > b * c * n * (n - 1) / 2,
+            "bounds exclude some upper spans too"
+        );
+    }
 }
