@@ -22,6 +22,7 @@ pub mod model_dir;
 pub mod model_limits;
 pub mod nn;
 pub mod optim;
+pub mod parallel;
 pub mod param;
 pub mod predict;
 pub mod scalar;

@@ -71,7 +71,10 @@ pub trait Params<T: Scalar> {
 
     /// Sets every gradient to zero (once per step; backward passes accumulate).
     fn zero_grad(&mut self) {
-        self.visit_mut("", &mut |_, mut p| p.grad.fill(T::zero()));
+        self.visit_mut("", &mut |_, mut p| match p.grad.as_slice_memory_order_mut() {
+            Some(g) => crate::parallel::fill(g, T::zero()),
+            None => p.grad.fill(T::zero()),
+        });
     }
 
     /// Total number of trainable scalars.

@@ -94,7 +94,7 @@ impl<T: Scalar> BertEmbeddings<T> {
     ) -> (Array2<T>, EmbeddingsCache<T>) {
         let (bsz, n) = input.input_ids.dim();
         let positions: Vec<u32> = (0..bsz * n).map(|r| (r % n) as u32).collect();
-        let mut sum = Array2::zeros((bsz * n, self.word.dim()));
+        let mut sum = crate::parallel::zeros(ndarray::Ix2(bsz * n, self.word.dim()));
         self.word.forward_acc(&flat_ids(&input.input_ids), &mut sum);
         self.position.forward_acc(&positions, &mut sum);
         self.token_type
@@ -108,7 +108,7 @@ impl<T: Scalar> BertEmbeddings<T> {
     pub fn forward_inference(&self, input: &EncoderInput) -> Array2<T> {
         let (bsz, n) = input.input_ids.dim();
         let positions: Vec<u32> = (0..bsz * n).map(|r| (r % n) as u32).collect();
-        let mut x = Array2::zeros((bsz * n, self.word.dim()));
+        let mut x = crate::parallel::zeros(ndarray::Ix2(bsz * n, self.word.dim()));
         self.word.forward_acc(&flat_ids(&input.input_ids), &mut x);
         self.position.forward_acc(&positions, &mut x);
         self.token_type
@@ -178,11 +178,11 @@ pub struct InferenceScratch<T> {
 impl<T: Scalar> InferenceScratch<T> {
     fn ensure(&mut self, rows: usize, h: usize, f: usize) {
         if self.ctx.dim() != (rows, h) {
-            self.ctx = Array2::zeros((rows, h));
-            self.a = Array2::zeros((rows, h));
+            self.ctx = crate::parallel::zeros(Ix2(rows, h));
+            self.a = crate::parallel::zeros(Ix2(rows, h));
         }
         if self.inter.dim() != (rows, f) {
-            self.inter = Array2::zeros((rows, f));
+            self.inter = crate::parallel::zeros(Ix2(rows, f));
         }
     }
 }
@@ -284,7 +284,7 @@ impl<T: Scalar> BertLayer<T> {
     ) -> Array2<T> {
         // y = LN2(h + drop(FFN(h))): d(sum) flows to h and to the FFN branch.
         let mut dh = self.output_norm.backward_residual(&c.output_norm, dy);
-        let mut df = dh.clone();
+        let mut df = crate::parallel::copy(dh.view());
         Dropout::backward_inplace(&c.ffn_drop, &mut df);
         self.ffn
             .backward_acc(c.hidden.view(), &c.ffn, df.view(), dh.view_mut());
@@ -292,7 +292,7 @@ impl<T: Scalar> BertLayer<T> {
         let mut dx = self
             .attention_norm
             .backward_residual(&c.attention_norm, dh.view());
-        let mut da = dx.clone();
+        let mut da = crate::parallel::copy(dx.view());
         Dropout::backward_inplace(&c.attention_drop, &mut da);
         let dctx = self.attention_output.backward(c.context.view(), da.view());
         self.attention
@@ -492,7 +492,7 @@ impl<T: Scalar> BertEncoder<T> {
     /// padded rows is ignored.
     pub fn backward(&mut self, input: &EncoderInput, cache: &EncoderCache<T>, dh: ArrayView2<T>) {
         let n = input.width();
-        let mut d = dh.to_owned();
+        let mut d = crate::parallel::copy(dh);
         for (b, &len) in input.lengths.iter().enumerate() {
             d.slice_mut(s![b * n + len..(b + 1) * n, ..]).fill(T::zero());
         }

@@ -9,6 +9,7 @@ use crate::matmul::{gemm, gemm_packed, PackedB};
 use crate::nn::dropout::Dropout;
 use crate::nn::linear::Linear;
 use crate::nn::softmax::{softmax_row, softmax_row_backward};
+use crate::parallel;
 use crate::param::{join, ParamMut, Params};
 use crate::scalar::Scalar;
 use ndarray::{
@@ -133,11 +134,11 @@ impl<T: Scalar> SelfAttention<T> {
         let q = self.query.forward(x);
         let k = self.key.forward(x);
         let v = self.value.forward(x);
-        let mut probs = Array4::zeros((bsz, nh, n, n));
-        let mut ctx = Array2::zeros(x.raw_dim());
+        let mut probs = parallel::zeros(ndarray::Ix4(bsz, nh, n, n));
+        let mut ctx = parallel::zeros(x.raw_dim());
         // One seed per call; each (text, head) task draws from its own ChaCha stream.
         let seed = rng.filter(|_| self.dropout.p > 0.0).map(|r| r.gen::<u64>());
-        let mut drop_mask = seed.map(|_| Array4::zeros((bsz, nh, n, n)));
+        let mut drop_mask = seed.map(|_| parallel::zeros(ndarray::Ix4(bsz, nh, n, n)));
         let scale = T::c(1.0 / (dh as f64).sqrt());
         let (q4, k4, v4) = (
             heads(q.view(), bsz, nh),
@@ -215,12 +216,12 @@ impl<T: Scalar> SelfAttention<T> {
         let qkv = match &self.fused_qkv {
             Some((w, bias)) => {
                 // The bias rows are the product's initial value (one write, no zeroing first).
-                let mut y = Array2::from_shape_fn((rows, 3 * h), |(_, j)| bias[j]);
+                let mut y = parallel::broadcast_rows(bias.view(), rows);
                 gemm_packed(T::one(), x, w, T::one(), y.view_mut());
                 y
             }
             None => {
-                let mut y = Array2::zeros((rows, 3 * h));
+                let mut y = parallel::zeros(ndarray::Ix2(rows, 3 * h));
                 for (i, l) in [&self.query, &self.key, &self.value].into_iter().enumerate() {
                     l.forward_into(x, y.slice_mut(s![.., i * h..(i + 1) * h]));
                 }
@@ -267,7 +268,7 @@ impl<T: Scalar> SelfAttention<T> {
         cache: &AttentionCache<T>,
         dctx: ArrayView2<T>,
     ) -> Array2<T> {
-        let mut dx = Array2::zeros(x.raw_dim());
+        let mut dx = parallel::zeros(x.raw_dim());
         self.backward_acc(x, lengths, cache, dctx, dx.view_mut());
         dx
     }
@@ -284,9 +285,9 @@ impl<T: Scalar> SelfAttention<T> {
         let bsz = lengths.len();
         let (nh, dh) = (self.num_heads, self.head_dim());
         let scale = T::c(1.0 / (dh as f64).sqrt());
-        let mut dq = Array2::zeros(x.raw_dim());
-        let mut dk = Array2::zeros(x.raw_dim());
-        let mut dv = Array2::zeros(x.raw_dim());
+        let mut dq = parallel::zeros(x.raw_dim());
+        let mut dk = parallel::zeros(x.raw_dim());
+        let mut dv = parallel::zeros(x.raw_dim());
         let (q4, k4, v4) = (
             heads(cache.q.view(), bsz, nh),
             heads(cache.k.view(), bsz, nh),

@@ -55,20 +55,24 @@ impl Dropout {
         let threshold = (self.p * 4_294_967_296.0) as u64;
         let pick = |u: u64| if u < threshold { T::zero() } else { keep };
         let seed = rng.next_u64();
-        let mut data = vec![T::zero(); shape.size()];
-        data.par_chunks_mut(MASK_BLOCK)
+        let len = shape.size();
+        let mut data: Vec<T> = Vec::with_capacity(len);
+        data.spare_capacity_mut()[..len]
+            .par_chunks_mut(MASK_BLOCK)
             .enumerate()
             .for_each(|(block, chunk)| {
                 // Elements 2i and 2i+1 come from output i, drawn from state seed + i·GAMMA.
                 let mut state = seed.wrapping_add((block * MASK_BLOCK / 2) as u64 * GAMMA);
                 for pair in chunk.chunks_mut(2) {
                     let r = splitmix64(&mut state);
-                    pair[0] = pick(r & 0xffff_ffff);
+                    pair[0].write(pick(r & 0xffff_ffff));
                     if let Some(second) = pair.get_mut(1) {
-                        *second = pick(r >> 32);
+                        second.write(pick(r >> 32));
                     }
                 }
             });
+        // SAFETY: the blocks cover `..len` and every element of each was written.
+        unsafe { data.set_len(len) };
         Array::from_shape_vec(shape, data).expect("one element per index")
     }
 

@@ -4,6 +4,10 @@ use crate::param::{join, Param2, ParamMut, Params};
 use crate::scalar::Scalar;
 use ndarray::{Array2, ArrayView2, ArrayViewD, Axis, Zip};
 use rand::Rng;
+use rayon::prelude::*;
+
+/// Columns per parallel task of the backward's scatter-add.
+const COLUMN_BLOCK: usize = 64;
 
 /// A lookup table of `[vocab, dim]` rows.
 #[derive(Clone, Debug)]
@@ -35,7 +39,7 @@ impl<T: Scalar> Embedding<T> {
 
     /// `y[i] = W[ids[i]]`; ids `[N]` -> y `[N, dim]`. Panics on an id outside the table.
     pub fn forward(&self, ids: &[u32]) -> Array2<T> {
-        let mut y = Array2::zeros((ids.len(), self.dim()));
+        let mut y = crate::parallel::zeros(ndarray::Ix2(ids.len(), self.dim()));
         self.forward_acc(ids, &mut y);
         y
     }
@@ -45,16 +49,26 @@ impl<T: Scalar> Embedding<T> {
         assert_eq!(y.nrows(), ids.len(), "Embedding: output rows differ from ids");
         Zip::from(y.rows_mut())
             .and(ids)
-            .for_each(|mut row, &id| row += &self.weight.value.row(id as usize));
+            .par_for_each(|mut row, &id| row += &self.weight.value.row(id as usize));
     }
 
-    /// `dW[ids[i]] += dy[i]`: only the rows that were looked up receive gradient.
+    /// `dW[ids[i]] += dy[i]`: only the rows that were looked up receive gradient. A repeated id
+    /// gets its rows added in order; blocks of columns run in parallel, so the sums are the same
+    /// for any thread count.
     pub fn backward(&mut self, ids: &[u32], dy: ArrayView2<T>) {
         assert_eq!(dy.nrows(), ids.len(), "Embedding: gradient rows differ from ids");
-        for (&id, d) in ids.iter().zip(dy.axis_iter(Axis(0))) {
-            let mut g = self.weight.grad.row_mut(id as usize);
-            g += &d;
-        }
+        let cols = COLUMN_BLOCK.min(self.dim().max(1));
+        self.weight
+            .grad
+            .axis_chunks_iter_mut(Axis(1), cols)
+            .into_par_iter()
+            .zip(dy.axis_chunks_iter(Axis(1), cols).into_par_iter())
+            .for_each(|(mut grad, dy)| {
+                for (&id, d) in ids.iter().zip(dy.axis_iter(Axis(0))) {
+                    let mut g = grad.row_mut(id as usize);
+                    g += &d;
+                }
+            });
     }
 }
 
@@ -87,6 +101,30 @@ mod tests {
             e.weight.grad,
             array![[0.0, 0.0], [1.5, 2.5], [0.0, 0.0], [3.0, 4.0]]
         );
+    }
+
+    /// Wider than one column block: the parallel scatter-add is the serial one, bit for bit, at
+    /// any thread count (repeated ids added in order).
+    #[test]
+    fn wide_backward_is_the_serial_scatter_add() {
+        let dim = 2 * COLUMN_BLOCK + 9;
+        let ids = [3u32, 0, 3, 5, 1, 3];
+        let dy: Array2<f32> = fixed_random(Ix2(ids.len(), dim), 4).mapv(|v| v as f32);
+        let mut want: Array2<f32> = fixed_random(Ix2(6, dim), 5).mapv(|v| v as f32);
+        let start = want.clone();
+        for (&id, d) in ids.iter().zip(dy.rows()) {
+            for (w, &v) in want.row_mut(id as usize).iter_mut().zip(d) {
+                *w += v;
+            }
+        }
+        for threads in [1, 3] {
+            let mut e = Embedding::<f32>::from_array(Array2::zeros((6, dim)));
+            e.weight.grad.assign(&start);
+            crate::matmul::thread_pool(threads)
+                .unwrap()
+                .install(|| e.backward(&ids, dy.view()));
+            assert_eq!(e.weight.grad, want, "{threads} threads");
+        }
     }
 
     #[test]

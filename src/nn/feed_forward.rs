@@ -58,7 +58,7 @@ impl<T: Scalar> FeedForward<T> {
         cache: &FeedForwardCache<T>,
         dy: ArrayView2<T>,
     ) -> Array2<T> {
-        let mut dx = Array2::zeros(x.raw_dim());
+        let mut dx = crate::parallel::zeros(x.raw_dim());
         self.backward_acc(x, cache, dy, dx.view_mut());
         dx
     }
@@ -73,7 +73,7 @@ impl<T: Scalar> FeedForward<T> {
     ) {
         self.output.backward_params(cache.act.view(), dy);
         // d pre = (dy W2) · GELU'(pre), the product and the derivative in one buffer.
-        let mut dpre = Array2::zeros(cache.pre.raw_dim());
+        let mut dpre = crate::parallel::zeros(cache.pre.raw_dim());
         gemm(
             T::one(),
             dy,

@@ -190,7 +190,7 @@ impl Gelu {
 
     /// y = GELU(x), elementwise, parallel over rows. x `[N, F]`.
     pub fn forward<T: Scalar>(self, x: ArrayView2<T>) -> Array2<T> {
-        let mut y = x.to_owned();
+        let mut y = crate::parallel::copy(x);
         self.forward_inplace(y.view_mut());
         y
     }

@@ -240,7 +240,7 @@ impl<T: Scalar> LayerNorm<T> {
     /// `y = (x - mean) / sqrt(var + eps) * w + b` row by row; x `[N, H]`.
     pub fn forward(&self, x: ArrayView2<T>) -> (Array2<T>, LayerNormCache<T>) {
         let n = x.nrows();
-        let mut y = Array2::zeros(x.raw_dim());
+        let mut y = crate::parallel::zeros(x.raw_dim());
         let mut mean = Array1::zeros(n);
         let mut rstd = Array1::zeros(n);
         let (w, b, eps) = (self.weight.value.view(), self.bias.value.view(), T::c(self.eps));
@@ -256,8 +256,8 @@ impl<T: Scalar> LayerNorm<T> {
     pub fn forward_residual(&self, x: ArrayView2<T>, s: ArrayView2<T>) -> (Array2<T>, ResidualNormCache<T>) {
         assert_eq!(x.dim(), s.dim(), "LayerNorm residual: shapes differ");
         let n = x.nrows();
-        let mut y = Array2::zeros(x.raw_dim());
-        let mut sum = Array2::zeros(x.raw_dim());
+        let mut y = crate::parallel::zeros(x.raw_dim());
+        let mut sum = crate::parallel::zeros(x.raw_dim());
         let mut mean = Array1::zeros(n);
         let mut rstd = Array1::zeros(n);
         let (w, b, eps) = (self.weight.value.view(), self.bias.value.view(), T::c(self.eps));
@@ -309,7 +309,7 @@ impl<T: Scalar> LayerNorm<T> {
     /// serially and the partials are added in block order, so the parameter gradients do not
     /// depend on how rayon schedules the blocks (bit-identical training runs).
     pub fn backward(&mut self, x: ArrayView2<T>, cache: &LayerNormCache<T>, dy: ArrayView2<T>) -> Array2<T> {
-        let mut dx = Array2::zeros(x.raw_dim());
+        let mut dx = crate::parallel::zeros(x.raw_dim());
         let h = x.ncols();
         let w = self.weight.value.view();
         let partials: Vec<(Array1<T>, Array1<T>)> = dx

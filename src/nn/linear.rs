@@ -9,9 +9,10 @@
 //! so that its products do not pack the weight again on every call.
 
 use crate::matmul::{gemm, gemm_packed, matmul_acc, PackedB};
+use crate::parallel;
 use crate::param::{join, Param, Param1, Param2, ParamMut, Params};
 use crate::scalar::Scalar;
-use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, ArrayViewMut2, Axis, ShapeBuilder};
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, ArrayViewMut2, ShapeBuilder};
 use rand::Rng;
 
 /// Parameters of a dense layer.
@@ -76,25 +77,20 @@ impl<T: Scalar> Linear<T> {
     /// `y = x Wᵀ + b`; x `[N, in]` -> y `[N, out]`. Backward needs only `x`, which the caller keeps.
     pub fn forward(&self, x: ArrayView2<T>) -> Array2<T> {
         // The bias rows are the product's initial value (one write, no zeroing pass first).
-        let mut y = self
-            .bias
-            .value
-            .broadcast((x.nrows(), self.out_features()))
-            .expect("bias broadcasts over rows")
-            .to_owned();
+        let mut y = parallel::broadcast_rows(self.bias.value.view(), x.nrows());
         self.product_into(x, y.view_mut());
         y
     }
 
     /// `forward` into a caller-owned buffer (reused across steps).
     pub fn forward_into(&self, x: ArrayView2<T>, mut y: ArrayViewMut2<T>) {
-        y.assign(&self.bias.value.broadcast(y.raw_dim()).unwrap());
+        parallel::assign_rows(y.view_mut(), self.bias.value.view());
         self.product_into(x, y);
     }
 
     /// Accumulates dW += dyᵀ x, db += Σ_rows dy and returns dx = dy W.
     pub fn backward(&mut self, x: ArrayView2<T>, dy: ArrayView2<T>) -> Array2<T> {
-        let mut dx = Array2::zeros(x.raw_dim());
+        let mut dx = parallel::zeros(x.raw_dim());
         self.backward_acc(x, dy, dx.view_mut());
         dx
     }
@@ -109,7 +105,7 @@ impl<T: Scalar> Linear<T> {
     pub fn backward_params(&mut self, x: ArrayView2<T>, dy: ArrayView2<T>) {
         // dWᵀ += xᵀ dy: the contiguous `[in, out]` view of the column-major gradient.
         matmul_acc(x.t(), dy, self.weight.grad.view_mut().reversed_axes());
-        self.bias.grad += &dy.sum_axis(Axis(0));
+        parallel::column_sums_acc(dy, self.bias.grad.view_mut());
     }
 }
 

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 
 /// Tensors of at least this many elements are updated in parallel chunks of this size.
-const PAR_CHUNK: usize = 1 << 15;
+const PAR_CHUNK: usize = 1 << 12;
 
 /// Hyper-parameters (torch defaults).
 #[derive(Clone, Copy, Debug, PartialEq)]
