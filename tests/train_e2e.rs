@@ -451,6 +451,24 @@ fn interrupted_after_first_epoch(args: &[String], out: &Path) {
     );
 }
 
+/// The thread count changes the schedule, not the numbers: an epoch at 1 and at 3 threads
+/// writes the same model, bit for bit (every parallel pass splits work so that each value is
+/// computed in the same order whatever the split).
+#[test]
+fn training_is_bit_identical_for_any_thread_count() {
+    let dir = TempDir::new("threads");
+    let data = dev_file();
+    let model = |threads: &str| {
+        let out = dir.join(&format!("t{threads}"));
+        let mut args = train_args(&data, &out, 1, 7, 8);
+        let at = args.iter().position(|a| a == "--threads").unwrap() + 1;
+        args[at] = threads.to_string();
+        ok(gp_lite(&args));
+        bytes(&out.join("model.safetensors"))
+    };
+    assert!(model("1") == model("3"), "1 and 3 threads train different models");
+}
+
 #[test]
 fn resume_and_seeds_are_bit_reproducible() {
     let dir = TempDir::new("resume");
