@@ -17,7 +17,7 @@
 //! product on matrixmultiply, to compare the two.
 
 use crate::scalar::Scalar;
-use ndarray::{Array2, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis};
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis};
 use rayon::prelude::*;
 use std::any::TypeId;
 
@@ -193,10 +193,19 @@ impl PackedB {
     }
 }
 
-/// `c = alpha * a · B + beta * c` with B packed ([`PackedB`]), parallel over blocks of `c`'s rows
-/// (or of its column panels when it has more columns than rows) like [`gemm`]. `c` must have
-/// contiguous rows; `T` is f32 (a [`PackedB`] exists only then).
-pub fn gemm_packed<T: Scalar>(alpha: T, a: ArrayView2<T>, b: &PackedB, beta: T, mut c: ArrayViewMut2<T>) {
+/// `c = alpha * a · B + beta * c (+ bias in every row)` with B packed ([`PackedB`]), parallel
+/// over blocks of `c`'s rows (or of its column panels when it has more columns than rows) like
+/// [`gemm`]. `c` must have contiguous rows; `T` is f32 (a [`PackedB`] exists only then). With
+/// beta = 0 and a bias, a layer's output is written once, by the kernel (no pass writing the
+/// bias rows first, no read of them in the kernel).
+pub fn gemm_packed<T: Scalar>(
+    alpha: T,
+    a: ArrayView2<T>,
+    b: &PackedB,
+    beta: T,
+    bias: Option<ArrayView1<T>>,
+    mut c: ArrayViewMut2<T>,
+) {
     let (m, k) = a.dim();
     let n = b.n;
     assert_eq!(
@@ -215,20 +224,40 @@ pub fn gemm_packed<T: Scalar>(alpha: T, a: ArrayView2<T>, b: &PackedB, beta: T, 
         n == 1 || c.strides()[1] == 1,
         "gemm_packed: the output's rows must be contiguous"
     );
+    let bias = bias.map(|v| {
+        assert_eq!(
+            v.len(),
+            n,
+            "gemm_packed: bias has {} values, the output {n} columns",
+            v.len()
+        );
+        // SAFETY: T is f32 (checked above).
+        unsafe {
+            std::slice::from_raw_parts(
+                v.as_slice().expect("gemm_packed: contiguous bias").as_ptr() as *const f32,
+                n,
+            )
+        }
+    });
     if empty_product(k, beta, &mut c) {
+        if let Some(bias) = bias {
+            for mut row in c.rows_mut() {
+                row.zip_mut_with(&ArrayView1::from(bias), |c, &b| *c += T::c(b as f64));
+            }
+        }
         return;
     }
     let threads = rayon::current_num_threads();
     let (alpha, beta) = (alpha.f64() as f32, beta.f64() as f32);
     if threads <= 1 || m * n * k < PARALLEL_MIN_MACS {
-        return packed_serial(alpha, a, &b.panels, beta, c);
+        return packed_serial(alpha, a, &b.panels, beta, bias, c);
     }
     if m >= n {
         let rows = m.div_ceil(threads).next_multiple_of(8).min(m);
         c.axis_chunks_iter_mut(Axis(0), rows)
             .into_par_iter()
             .zip(a.axis_chunks_iter(Axis(0), rows).into_par_iter())
-            .for_each(|(cb, ab)| packed_serial(alpha, ab, &b.panels, beta, cb));
+            .for_each(|(cb, ab)| packed_serial(alpha, ab, &b.panels, beta, bias, cb));
     } else {
         // Column blocks of whole panels: block q starts at panel q * (cols / NR).
         #[cfg(target_arch = "x86_64")]
@@ -243,7 +272,8 @@ pub fn gemm_packed<T: Scalar>(alpha: T, a: ArrayView2<T>, b: &PackedB, beta: T, 
             .for_each(|(q, cb)| {
                 let first = q * cols / nr;
                 let panels = &b.panels[first * per_panel..(first + cb.ncols().div_ceil(nr)) * per_panel];
-                packed_serial(alpha, a, panels, beta, cb)
+                let bias = bias.map(|v| &v[q * cols..q * cols + cb.ncols()]);
+                packed_serial(alpha, a, panels, beta, bias, cb)
             });
     }
 }
@@ -254,6 +284,7 @@ fn packed_serial<T: Scalar>(
     a: ArrayView2<T>,
     panels: &[f32],
     beta: f32,
+    bias: Option<&[f32]>,
     mut c: ArrayViewMut2<T>,
 ) {
     let (m, k) = a.dim();
@@ -263,7 +294,7 @@ fn packed_serial<T: Scalar>(
     // SAFETY: T is f32 (gemm_packed checked it), the CPU has AVX-512F (a PackedB exists only
     // where `packed_kernel()` said so), the views describe valid memory for their shapes, `c`'s
     // rows are contiguous and unique, and `panels` holds B's columns of `c` as pack_panels lays
-    // them out (the kernel checks the length).
+    // them out (the kernel checks the length); `bias`, when given, has `c`'s n values.
     unsafe {
         avx512::sgemm(
             m,
@@ -275,13 +306,14 @@ fn packed_serial<T: Scalar>(
             sa[1],
             panels,
             beta,
+            bias.map_or(std::ptr::null(), |v| v.as_ptr()),
             c.as_mut_ptr() as *mut f32,
             rsc,
         );
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!(
-        "PackedB::new returns None off x86-64 ({m}x{k}x{n}, {alpha}, {beta}, {} panels, {rsc})",
+        "PackedB::new returns None off x86-64 ({m}x{k}x{n}, {alpha}, {beta}, {} panels, {rsc}, {bias:?})",
         panels.len()
     );
 }
@@ -348,7 +380,7 @@ pub fn gemm_batched<T: Scalar>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{Array, Array4};
+    use ndarray::{Array, Array1, Array4};
 
     fn naive(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Array2<f64> {
         let mut c = Array2::zeros((a.nrows(), b.ncols()));
@@ -446,14 +478,20 @@ mod tests {
             let at32 = a32.t().to_owned(); // a transposed, strided left operand
             let packed = PackedB::new(b32.view()).expect("f32 on AVX-512 packs");
             assert_eq!(packed.dim(), (k, n));
+            let bias = Array1::from_shape_fn(n, |j| (j as f32 * 0.37).sin());
             for pool in &pools {
                 for (alpha, beta) in [(1.0f32, 0.0f32), (0.5, 1.0), (2.0, -0.25)] {
                     let init = seq(m, n, 0.17).mapv(|x| x as f32);
                     let mut c = init.clone();
-                    pool.install(|| gemm_packed(alpha, a32.view(), &packed, beta, c.view_mut()));
+                    pool.install(|| gemm_packed(alpha, a32.view(), &packed, beta, None, c.view_mut()));
                     let mut ct = init.clone();
-                    pool.install(|| gemm_packed(alpha, at32.t(), &packed, beta, ct.view_mut()));
-                    for got in [&c, &ct] {
+                    pool.install(|| gemm_packed(alpha, at32.t(), &packed, beta, None, ct.view_mut()));
+                    // The bias added by the kernel: as if C had held it (beta 1 more).
+                    let mut cb = init.clone();
+                    let with_bias = Some(bias.view());
+                    pool.install(|| gemm_packed(alpha, a32.view(), &packed, beta, with_bias, cb.view_mut()));
+                    cb -= &bias;
+                    for got in [&c, &ct, &cb] {
                         let worst = worst_error(got, alpha, &want, beta, &init);
                         assert!(
                             worst < 1e-5,
@@ -462,6 +500,14 @@ mod tests {
                         );
                     }
                 }
+                // A layer's output: the bias in the kernel is bit for bit the bias rows as C.
+                let mut rows = Array2::from_shape_fn((m, n), |(_, j)| bias[j]);
+                pool.install(|| gemm_packed(1.0, a32.view(), &packed, 1.0, None, rows.view_mut()));
+                let mut fused = Array2::from_elem((m, n), f32::NAN);
+                pool.install(|| {
+                    gemm_packed(1.0, a32.view(), &packed, 0.0, Some(bias.view()), fused.view_mut())
+                });
+                assert_eq!(fused, rows, "{m}x{k}x{n}, {} threads", pool.current_num_threads());
             }
         }
     }

@@ -173,6 +173,8 @@ pub struct InferenceScratch<T> {
     a: Array2<T>,
     /// `[B*n, F]`: FFN inner activation
     inter: Array2<T>,
+    /// `[B*n, 3H]`: attention's Q | K | V
+    qkv: Array2<T>,
 }
 
 impl<T: Scalar> InferenceScratch<T> {
@@ -180,6 +182,7 @@ impl<T: Scalar> InferenceScratch<T> {
         if self.ctx.dim() != (rows, h) {
             self.ctx = crate::parallel::zeros(Ix2(rows, h));
             self.a = crate::parallel::zeros(Ix2(rows, h));
+            self.qkv = crate::parallel::zeros(Ix2(rows, 3 * h));
         }
         if self.inter.dim() != (rows, f) {
             self.inter = crate::parallel::zeros(Ix2(rows, f));
@@ -256,15 +259,15 @@ impl<T: Scalar> BertLayer<T> {
     }
 
     /// Inference: x ← layer(x) in place, dropout off, nothing kept for a backward. Bias + GELU
-    /// and residual + LayerNorm are one pass each over their buffers; `ctx`, `a` `[B*n, H]` and
-    /// `inter` `[B*n, F]` are scratch the caller reuses across layers.
+    /// and residual + LayerNorm are one pass each over their buffers; `ctx`, `a` `[B*n, H]`,
+    /// `qkv` `[B*n, 3H]` and `inter` `[B*n, F]` are scratch the caller reuses across layers.
     pub fn forward_inference(&self, x: &mut Array2<T>, lengths: &[usize], scratch: &mut InferenceScratch<T>) {
         let (rows, h) = x.dim();
         let f = self.ffn.intermediate.out_features();
         scratch.ensure(rows, h, f);
-        let InferenceScratch { ctx, a, inter } = scratch;
+        let InferenceScratch { ctx, a, inter, qkv } = scratch;
         self.attention
-            .forward_inference(x.view(), lengths, ctx.view_mut());
+            .forward_inference(x.view(), lengths, qkv.view_mut(), ctx.view_mut());
         self.attention_output.forward_into(ctx.view(), a.view_mut());
         self.attention_norm
             .forward_residual_inplace(x.view_mut(), a.view());

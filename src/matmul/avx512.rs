@@ -22,7 +22,8 @@ pub const MR: usize = 8;
 /// Columns of the micro-tile (two 16-lane registers).
 pub const NR: usize = 32;
 
-/// `C = alpha A B + beta C` (beta = 0: C is not read).
+/// `C = alpha A B + beta C + bias` (beta = 0: C is not read; `bias`, when not null, holds n
+/// values added to every row, so that a layer's output needs no pass writing its bias first).
 ///
 /// A is taken in blocks of up to 512 rows (about 192 KiB), which stay in L2 while every column
 /// panel of B passes them. A block whose rows are contiguous (`csa == 1`) is read in place: each
@@ -33,7 +34,8 @@ pub const NR: usize = 32;
 /// # Safety
 /// The CPU must support AVX-512F ([`crate::cpu::avx512`]). `a` must be valid for an `m x k` matrix with
 /// strides `(rsa, csa)`, `b` must hold B (`k x n`) as [`pack_panels`] lays it out, `c` must be
-/// valid for `m x n` with strides `(rsc, 1)`, and `c` must not alias `a` or `b`.
+/// valid for `m x n` with strides `(rsc, 1)`, `c` must not alias `a` or `b`, and `bias` must be
+/// null or valid for `n` values.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 pub unsafe fn sgemm(
@@ -46,6 +48,7 @@ pub unsafe fn sgemm(
     csa: isize,
     b: &[f32],
     beta: f32,
+    bias: *const f32,
     c: *mut f32,
     rsc: isize,
 ) {
@@ -90,6 +93,7 @@ pub unsafe fn sgemm(
                     k,
                     alpha,
                     beta,
+                    bias: if bias.is_null() { bias } else { bias.add(j) },
                     b: panel,
                     rsc,
                     lo,
@@ -206,7 +210,20 @@ pub unsafe fn sgemm_unpacked(
             buf.resize(need, 0.0);
         }
         pack_panels_into(k, n, b, rsb, csb, &mut buf[..need]);
-        sgemm(m, k, n, alpha, a, rsa, csa, &buf[..need], beta, c, rsc);
+        sgemm(
+            m,
+            k,
+            n,
+            alpha,
+            a,
+            rsa,
+            csa,
+            &buf[..need],
+            beta,
+            std::ptr::null(),
+            c,
+            rsc,
+        );
     });
 }
 
@@ -262,6 +279,8 @@ struct Tile {
     k: usize,
     alpha: f32,
     beta: f32,
+    /// the tile's columns of the bias row, or null
+    bias: *const f32,
     /// the packed column tile of B (`k` rows of [`NR`])
     b: *const f32,
     rsc: isize,
@@ -270,7 +289,8 @@ struct Tile {
 }
 
 impl Tile {
-    /// One `R x 32` tile from a packed A panel: `C[0..R, 0..nr] = alpha A B[:, tile] + beta C`.
+    /// One `R x 32` tile from a packed A panel: `C[0..R, 0..nr] = alpha A B[:, tile] + beta C
+    /// (+ bias)`.
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn run<const R: usize, const PACKED: bool>(&self, a: *const f32, rsa: isize, c: *mut f32) {
@@ -297,6 +317,15 @@ impl Tile {
         }
         let alpha = _mm512_set1_ps(self.alpha);
         let beta = _mm512_set1_ps(self.beta);
+        // The bias of the tile's two halves (lanes past n load nothing).
+        let mut bias = [None; 2];
+        if !self.bias.is_null() {
+            for (h, mask) in [self.lo, self.hi].into_iter().enumerate() {
+                if mask != 0 {
+                    bias[h] = Some(_mm512_maskz_loadu_ps(mask, self.bias.add(16 * h)));
+                }
+            }
+        }
         for (r, acc) in acc.iter().enumerate() {
             let cr = c.offset(r as isize * self.rsc);
             for (h, (&v, mask)) in acc.iter().zip([self.lo, self.hi]).enumerate() {
@@ -307,6 +336,9 @@ impl Tile {
                 let mut out = _mm512_mul_ps(alpha, v);
                 if self.beta != 0.0 {
                     out = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(mask, p), out);
+                }
+                if let Some(b) = bias[h] {
+                    out = _mm512_add_ps(out, b);
                 }
                 _mm512_mask_storeu_ps(p, mask, out);
             }

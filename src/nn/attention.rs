@@ -195,10 +195,17 @@ impl<T: Scalar> SelfAttention<T> {
     }
 
     /// Inference form of [`forward`](Self::forward) (no dropout, nothing kept for a backward):
-    /// writes the context of x `[B*n, H]` into `ctx` `[B*n, H]`. Each (text, head) task scores its
+    /// writes the context of x `[B*n, H]` into `ctx` `[B*n, H]`. Q | K | V go into `qkv`
+    /// `[B*n, 3H]` (caller scratch, old contents not read). Each (text, head) task scores its
     /// real block in an `l x l` scratch of its own (scale folded into the product, softmax in
     /// place) and writes `P V` straight into its strided slice of `ctx`; padded rows get 0.
-    pub fn forward_inference(&self, x: ArrayView2<T>, lengths: &[usize], mut ctx: ArrayViewMut2<T>) {
+    pub fn forward_inference(
+        &self,
+        x: ArrayView2<T>,
+        lengths: &[usize],
+        mut qkv: ArrayViewMut2<T>,
+        mut ctx: ArrayViewMut2<T>,
+    ) {
         let bsz = lengths.len();
         assert!(
             bsz > 0 && x.nrows().is_multiple_of(bsz),
@@ -212,20 +219,19 @@ impl<T: Scalar> SelfAttention<T> {
         );
         let (nh, dh) = (self.num_heads, self.head_dim());
         let (rows, h) = x.dim();
-        // q | k | v side by side in one [B*n, 3H] product, or three products.
-        let qkv = match &self.fused_qkv {
-            Some((w, bias)) => {
-                // The bias rows are the product's initial value (one write, no zeroing first).
-                let mut y = parallel::broadcast_rows(bias.view(), rows);
-                gemm_packed(T::one(), x, w, T::one(), y.view_mut());
-                y
-            }
+        assert_eq!(
+            qkv.dim(),
+            (rows, 3 * h),
+            "attention: qkv scratch must be [B*n, 3H]"
+        );
+        // q | k | v side by side in one [B*n, 3H] product (the kernel adding the bias as it
+        // writes), or three products.
+        match &self.fused_qkv {
+            Some((w, bias)) => gemm_packed(T::one(), x, w, T::zero(), Some(bias.view()), qkv.view_mut()),
             None => {
-                let mut y = parallel::zeros(ndarray::Ix2(rows, 3 * h));
                 for (i, l) in [&self.query, &self.key, &self.value].into_iter().enumerate() {
-                    l.forward_into(x, y.slice_mut(s![.., i * h..(i + 1) * h]));
+                    l.forward_into(x, qkv.slice_mut(s![.., i * h..(i + 1) * h]));
                 }
-                y
             }
         };
         for (b, &l) in lengths.iter().enumerate() {
@@ -460,7 +466,8 @@ mod tests {
         let check = |att: &SelfAttention<f32>| {
             let (want, _) = att.forward(x.view(), &lengths, None::<&mut ChaCha8Rng>);
             let mut got = Array2::from_elem(x.raw_dim(), 7.0f32);
-            att.forward_inference(x.view(), &lengths, got.view_mut());
+            let mut qkv = Array2::from_elem((18, 3 * 64), f32::NAN);
+            att.forward_inference(x.view(), &lengths, qkv.view_mut(), got.view_mut());
             let worst = (&got - &want).iter().fold(0.0f32, |m, d| m.max(d.abs()));
             assert!(worst < 1e-5, "inference differs from forward by {worst}");
         };

@@ -61,9 +61,14 @@ impl<T: Scalar> Linear<T> {
     /// `x Wᵀ` accumulated into `y` (which holds the bias): on the packed weight when there is one.
     fn product_into(&self, x: ArrayView2<T>, y: ArrayViewMut2<T>) {
         match &self.packed {
-            Some(p) if y.ncols() == 1 || y.strides()[1] == 1 => gemm_packed(T::one(), x, p, T::one(), y),
+            Some(p) if Self::packed_output(&y) => gemm_packed(T::one(), x, p, T::one(), None, y),
             _ => gemm(T::one(), x, self.weight.value.t(), T::one(), y),
         }
+    }
+
+    /// True for an output the packed kernel writes (contiguous rows).
+    fn packed_output(y: &ArrayViewMut2<T>) -> bool {
+        y.ncols() == 1 || y.strides()[1] == 1
     }
 
     pub fn in_features(&self) -> usize {
@@ -82,8 +87,12 @@ impl<T: Scalar> Linear<T> {
         y
     }
 
-    /// `forward` into a caller-owned buffer (reused across steps).
+    /// `forward` into a caller-owned buffer (reused across steps). On a packed weight the kernel
+    /// adds the bias as it writes `y` (its old contents are not read).
     pub fn forward_into(&self, x: ArrayView2<T>, mut y: ArrayViewMut2<T>) {
+        if let Some(p) = self.packed.as_ref().filter(|_| Self::packed_output(&y)) {
+            return gemm_packed(T::one(), x, p, T::zero(), Some(self.bias.value.view()), y);
+        }
         parallel::assign_rows(y.view_mut(), self.bias.value.view());
         self.product_into(x, y);
     }
@@ -137,8 +146,11 @@ mod tests {
         l.prepack();
         assert_eq!(l.packed.is_some(), crate::matmul::packed_kernel());
         let packed = l.forward(x.view());
-        let mut into = Array2::zeros((9, 70));
+        // forward_into on a packed weight writes y without reading it, the bias added by the
+        // kernel: bit for bit the bias rows plus the product.
+        let mut into = Array2::from_elem((9, 70), f32::NAN);
         l.forward_into(x.view(), into.view_mut());
+        assert_eq!(into, packed);
         for y in [&packed, &into] {
             assert!((y - &plain).iter().all(|d| d.abs() < 1e-5));
         }
