@@ -224,29 +224,25 @@ pub fn gemm_packed<T: Scalar>(
         n == 1 || c.strides()[1] == 1,
         "gemm_packed: the output's rows must be contiguous"
     );
-    let bias = bias.map(|v| {
+    if let Some(v) = &bias {
         assert_eq!(
             v.len(),
             n,
             "gemm_packed: bias has {} values, the output {n} columns",
             v.len()
         );
-        // SAFETY: T is f32 (checked above).
-        unsafe {
-            std::slice::from_raw_parts(
-                v.as_slice().expect("gemm_packed: contiguous bias").as_ptr() as *const f32,
-                n,
-            )
-        }
-    });
+    }
     if empty_product(k, beta, &mut c) {
-        if let Some(bias) = bias {
-            for mut row in c.rows_mut() {
-                row.zip_mut_with(&ArrayView1::from(bias), |c, &b| *c += T::c(b as f64));
-            }
+        if let Some(v) = &bias {
+            c += v;
         }
         return;
     }
+    // SAFETY: T is f32 (checked above).
+    let bias = bias.map(|v| unsafe {
+        let v = v.to_slice().expect("gemm_packed: contiguous bias");
+        std::slice::from_raw_parts(v.as_ptr() as *const f32, n)
+    });
     let threads = rayon::current_num_threads();
     let (alpha, beta) = (alpha.f64() as f32, beta.f64() as f32);
     if threads <= 1 || m * n * k < PARALLEL_MIN_MACS {
