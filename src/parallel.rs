@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 /// Elements per task: below two of these a pass stays on the calling thread.
-const CHUNK: usize = 1 << 14;
+pub(crate) const CHUNK: usize = 1 << 14;
 
 /// Rows per task for a matrix with rows of `width` elements (at least one).
 fn rows_per_task(width: usize) -> usize {
@@ -30,9 +30,10 @@ pub fn fill<T: Copy + Send + Sync>(a: &mut [T], v: T) {
     a.par_chunks_mut(CHUNK).for_each(|c| c.fill(v));
 }
 
-/// A new buffer of `len` elements, element `i` written by `init(block)` for each block of
-/// [`CHUNK`] (`block[k]` is element `start + k`), in parallel.
-fn build<T: Send>(len: usize, init: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
+/// A new buffer of `len` elements, written by `init(start, block)` for blocks of [`CHUNK`]
+/// elements in parallel (`block[k]` is element `start + k`; `start` is a multiple of `CHUNK`, and
+/// below two chunks one call writes the whole buffer). `init` must write every element it gets.
+pub(crate) fn build<T: Send>(len: usize, init: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
     let mut v: Vec<T> = Vec::with_capacity(len);
     let spare = &mut v.spare_capacity_mut()[..len];
     if len < 2 * CHUNK {

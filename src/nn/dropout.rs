@@ -4,7 +4,6 @@
 use crate::scalar::Scalar;
 use ndarray::{Array, Dimension, Zip};
 use rand::Rng;
-use rayon::prelude::*;
 
 /// Dropout with drop probability `p`.
 #[derive(Clone, Copy, Debug)]
@@ -17,9 +16,6 @@ pub type DropoutMask<T, D> = Option<Array<T, D>>;
 
 /// SplitMix64's increment: the state after i outputs is `seed + i·GAMMA`.
 const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
-
-/// Mask elements per parallel task (even: each output of the stream gives two).
-const MASK_BLOCK: usize = 1 << 14;
 
 /// SplitMix64 (Steele, Lea & Flood 2014): a fast, well-mixed 64-bit generator.
 #[inline(always)]
@@ -55,24 +51,18 @@ impl Dropout {
         let threshold = (self.p * 4_294_967_296.0) as u64;
         let pick = |u: u64| if u < threshold { T::zero() } else { keep };
         let seed = rng.next_u64();
-        let len = shape.size();
-        let mut data: Vec<T> = Vec::with_capacity(len);
-        data.spare_capacity_mut()[..len]
-            .par_chunks_mut(MASK_BLOCK)
-            .enumerate()
-            .for_each(|(block, chunk)| {
-                // Elements 2i and 2i+1 come from output i, drawn from state seed + i·GAMMA.
-                let mut state = seed.wrapping_add((block * MASK_BLOCK / 2) as u64 * GAMMA);
-                for pair in chunk.chunks_mut(2) {
-                    let r = splitmix64(&mut state);
-                    pair[0].write(pick(r & 0xffff_ffff));
-                    if let Some(second) = pair.get_mut(1) {
-                        second.write(pick(r >> 32));
-                    }
+        let data = crate::parallel::build(shape.size(), |start, block| {
+            // Elements 2i and 2i+1 come from output i, drawn from state seed + i·GAMMA (blocks
+            // start at even elements).
+            let mut state = seed.wrapping_add((start / 2) as u64 * GAMMA);
+            for pair in block.chunks_mut(2) {
+                let r = splitmix64(&mut state);
+                pair[0].write(pick(r & 0xffff_ffff));
+                if let Some(second) = pair.get_mut(1) {
+                    second.write(pick(r >> 32));
                 }
-            });
-        // SAFETY: the blocks cover `..len` and every element of each was written.
-        unsafe { data.set_len(len) };
+            }
+        });
         Array::from_shape_vec(shape, data).expect("one element per index")
     }
 
@@ -134,7 +124,7 @@ mod tests {
     #[test]
     fn mask_is_one_stream_whatever_the_threads() {
         let d = Dropout::new(0.25);
-        let n = 3 * MASK_BLOCK + 7;
+        let n = 3 * crate::parallel::CHUNK + 7;
         let mask = |threads| {
             crate::matmul::thread_pool(threads)
                 .unwrap()
