@@ -1,8 +1,7 @@
 //! Encoded samples and padded batches: what the encoder, head and loss consume.
 
 use crate::bert::EncoderInput;
-use crate::head::Bounds;
-use crate::loss::GoldSpan;
+use crate::span::{Bounds, GoldSpan};
 use crate::tokenize::Encoding;
 use ndarray::Array2;
 use rand::seq::SliceRandom;
@@ -20,14 +19,6 @@ pub enum Boundaries {
     /// column files and in whitespace-tokenized corpora): a span starting or ending inside a
     /// word is never scored, learned or decoded.
     Words,
-}
-
-/// One tokenized text (or window of a text) with its gold spans in token indices.
-#[derive(Clone, Debug)]
-pub struct Sample {
-    pub enc: Encoding,
-    /// `(type, first token, last token)`, inclusive.
-    pub gold: Vec<GoldSpan>,
 }
 
 /// A right-padded batch.
@@ -56,12 +47,14 @@ impl Batch {
     }
 }
 
-/// Pads `encs` to the longest into one batch (pad id 0, token type 0).
+/// Pads `encs` to the longest into one batch (pad id 0, token type 0), each token's segment
+/// from its encoding's `type_ids`.
 pub fn make_batch<'a>(encs: impl IntoIterator<Item = (&'a Encoding, &'a [GoldSpan])>) -> Batch {
     let items: Vec<(&Encoding, &[GoldSpan])> = encs.into_iter().collect();
     let n = items.iter().map(|(e, _)| e.len()).max().unwrap_or(0).max(1);
     let b = items.len();
     let mut ids = Array2::<u32>::zeros((b, n));
+    let mut type_ids = Array2::<u32>::zeros((b, n));
     let mut starts = Array2::from_elem((b, n), false);
     let mut ends = Array2::from_elem((b, n), false);
     let mut lengths = Vec::with_capacity(b);
@@ -69,6 +62,7 @@ pub fn make_batch<'a>(encs: impl IntoIterator<Item = (&'a Encoding, &'a [GoldSpa
     for (r, (enc, g)) in items.iter().enumerate() {
         for (i, &id) in enc.ids.iter().enumerate() {
             ids[[r, i]] = id;
+            type_ids[[r, i]] = enc.type_ids[i];
             starts[[r, i]] = enc.may_start[i];
             ends[[r, i]] = enc.may_end[i];
         }
@@ -77,7 +71,7 @@ pub fn make_batch<'a>(encs: impl IntoIterator<Item = (&'a Encoding, &'a [GoldSpa
     }
     let input = EncoderInput {
         input_ids: ids,
-        token_type_ids: Array2::zeros((b, n)),
+        token_type_ids: type_ids,
         lengths,
     };
     Batch {

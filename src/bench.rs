@@ -84,10 +84,13 @@ pub fn bench_model(config: &str, seed: u64) -> Option<NerModel<f32>> {
     let encoder = BertConfig::preset(config, VOCAB)?;
     let cfg = ModelConfig {
         encoder,
-        head: HeadConfig::Gp(GlobalPointerConfig {
-            head_size: HEAD_SIZE,
-            rope: true,
-        }),
+        head: HeadConfig::new(
+            "gp",
+            &GlobalPointerConfig {
+                head_size: HEAD_SIZE,
+                rope: true,
+            },
+        ),
         labels: (0..TYPES).map(|i| format!("T{i}")).collect(),
         max_len: 512,
         tokenization: None,

@@ -4,8 +4,8 @@
 //! entity; this is nested output for free. [`DecodeMode::Flat`] keeps spans by descending score
 //! and drops any that overlaps (shares a token with) one already kept, whatever its type.
 
-use crate::head::{span_is_valid, Bounds};
 use crate::scalar::Scalar;
+use crate::span::{span_is_valid, Bounds, SpanPred};
 use ndarray::{ArrayView4, Axis};
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -13,15 +13,6 @@ use serde::Serialize;
 
 /// The score above which a span is an entity.
 pub const DEFAULT_THRESHOLD: f64 = 0.0;
-
-/// A decoded entity of one text, in token indices (`end` inclusive).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct SpanPred {
-    pub ty: usize,
-    pub start: usize,
-    pub end: usize,
-    pub score: f64,
-}
 
 /// Nested (every span above the threshold) or flat (non-overlapping) output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +84,26 @@ pub fn flatten(mut spans: Vec<SpanPred>) -> Vec<SpanPred> {
     kept.into_values().collect()
 }
 
+/// Each distinct (type, start, end) once with its best score, sorted by (start, end, type).
+pub fn best_of_each(spans: Vec<SpanPred>) -> Vec<SpanPred> {
+    let mut best: std::collections::HashMap<(usize, usize, usize), f64> = std::collections::HashMap::new();
+    for p in spans {
+        let s = best.entry((p.ty, p.start, p.end)).or_insert(f64::NEG_INFINITY);
+        *s = s.max(p.score);
+    }
+    let mut out: Vec<SpanPred> = best
+        .into_iter()
+        .map(|((ty, start, end), score)| SpanPred {
+            ty,
+            start,
+            end,
+            score,
+        })
+        .collect();
+    out.sort_by_key(|p| (p.start, p.end, p.ty));
+    out
+}
+
 /// Character span `[offsets[start].0, offsets[end].1)` of tokens `start..=end`, given each
 /// token's character offsets `[start, end)` (as the tokenizer reports them; special tokens are
 /// never valid boundaries so their `(0, 0)` offsets are never used).
@@ -112,7 +123,7 @@ pub fn span_text(text: &str, (cs, ce): (usize, usize)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::head::MASKED_SCORE;
+    use crate::span::MASKED_SCORE;
     use ndarray::{Array2, Array4};
 
     /// The greedy rule written plainly: keep a span when it overlaps no span kept before.
@@ -259,5 +270,17 @@ mod tests {
         assert_eq!(char_span(&offsets, 2, 3), (3, 11));
         assert_eq!(span_text(text, char_span(&offsets, 2, 3)), "Johanson");
         assert_eq!(span_text(text, char_span(&offsets, 1, 3)), "Mr Johanson");
+    }
+
+    #[test]
+    fn merge_keeps_best_score_once() {
+        let p = |ty, start, end, score| SpanPred {
+            ty,
+            start,
+            end,
+            score,
+        };
+        let merged = best_of_each(vec![p(0, 3, 4, 1.0), p(1, 1, 1, 0.5), p(0, 3, 4, 2.0)]);
+        assert_eq!(merged, vec![p(1, 1, 1, 0.5), p(0, 3, 4, 2.0)]);
     }
 }

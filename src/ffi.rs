@@ -6,10 +6,10 @@
 //! NULL is a no-op. Offsets handed to C are byte offsets into the caller's text.
 
 use crate::decode::{DecodeMode, DEFAULT_THRESHOLD};
+use crate::infer::Workspace;
 use crate::matmul::thread_pool_builder;
 use crate::model_dir::load_model;
 use crate::predict::{PredEntity, PredictOptions, Predictor};
-use crate::trainer::Workspace;
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;

@@ -14,8 +14,8 @@
 //! subtraction, which loses all precision when a gold score dominates): it gives the same value
 //! and gradient as the dense form, bit for bit, with no dense label tensor.
 
-use crate::head::{Bounds, RowBounds};
 use crate::scalar::Scalar;
+use crate::span::{Bounds, GoldSpan, RowBounds};
 use ndarray::{ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis};
 use rayon::prelude::*;
 
@@ -29,9 +29,6 @@ pub enum SpanSet<'a> {
     /// reference implementation's loss).
     All,
 }
-
-/// A gold entity of one text: `(type, start, end)`, token indices, `end` inclusive.
-pub type GoldSpan = (usize, usize, usize);
 
 /// Dense form: `labels` `[B, C, n, n]` (true = gold span). Returns the mean loss and writes
 /// `d loss / d scores` into `grad` (`[B, C, n, n]`, standard layout).
@@ -226,7 +223,7 @@ fn block<T: Scalar, G: Gold>(
 mod tests {
     use super::*;
     use crate::gradcheck::{fixed_random, GradCheck};
-    use crate::head::Bounds;
+    use crate::span::Bounds;
     use ndarray::{Array2, Array4, Ix4};
 
     fn setup() -> (Array4<f64>, Array2<bool>, Vec<Vec<GoldSpan>>) {

@@ -6,13 +6,24 @@
 use crate::batch::Boundaries;
 use crate::bert::{BertConfig, BertEncoder, EncoderError};
 use crate::decode::DecodeMode;
-use crate::head::{HeadConfig, SpanHead};
+use crate::head::{self, HeadConfig, HeadError, HeadShape, SpanHead};
 use crate::param::{join, ParamMut, Params};
 use crate::scalar::Scalar;
-use crate::tokenize::Tokenization;
+use crate::tokenize::{Encoding, Tokenization, TokenizeError, Tokenizer};
 use ndarray::ArrayViewD;
-use rand::Rng;
+use rand::RngCore;
 use serde::{Deserialize, Serialize};
+
+/// Why a model cannot be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The encoder's configuration.
+    #[error(transparent)]
+    Encoder(#[from] EncoderError),
+    /// The head's configuration.
+    #[error(transparent)]
+    Head(#[from] HeadError),
+}
 
 /// Everything needed to rebuild a model (written as config.json in a model directory).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -44,6 +55,17 @@ pub struct NerModel<T> {
     pub head: Box<dyn SpanHead<T>>,
 }
 
+impl ModelConfig {
+    /// The sizes its head is built for.
+    pub fn head_shape(&self) -> HeadShape {
+        HeadShape {
+            hidden: self.encoder.hidden_size,
+            types: self.labels.len(),
+            std: self.encoder.initializer_range,
+        }
+    }
+}
+
 impl<T: Scalar> Clone for NerModel<T> {
     fn clone(&self) -> Self {
         NerModel {
@@ -64,13 +86,13 @@ impl<T: Scalar> NerModel<T> {
     }
 
     /// A freshly initialised model (BERT initialisation for encoder and head).
-    pub fn new(config: ModelConfig, rng: &mut impl Rng) -> Result<Self, EncoderError> {
+    pub fn new(config: ModelConfig, rng: &mut impl RngCore) -> Result<Self, ModelError> {
         let encoder = BertEncoder::new(&config.encoder, rng)?;
-        Ok(NerModel::with_encoder(config, encoder, rng))
+        Ok(NerModel::with_encoder(config, encoder, rng)?)
     }
 
     /// A model with every weight 0, to be filled from a checkpoint.
-    pub fn zeroed(config: ModelConfig) -> Result<Self, EncoderError> {
+    pub fn zeroed(config: ModelConfig) -> Result<Self, ModelError> {
         let mut zero = rand::rngs::mock::StepRng::new(0, 0);
         let mut model = NerModel::new(config, &mut zero)?;
         model.zero_all();
@@ -82,18 +104,17 @@ impl<T: Scalar> NerModel<T> {
     }
 
     /// A model around an existing (e.g. pretrained) encoder, with a fresh head.
-    pub fn with_encoder(config: ModelConfig, encoder: BertEncoder<T>, rng: &mut impl Rng) -> Self {
-        let head = config.head.build(
-            config.encoder.hidden_size,
-            config.labels.len(),
-            config.encoder.initializer_range,
-            rng,
-        );
-        NerModel {
+    pub fn with_encoder(
+        config: ModelConfig,
+        encoder: BertEncoder<T>,
+        rng: &mut impl RngCore,
+    ) -> Result<Self, HeadError> {
+        let head = head::build(&config.head, config.head_shape(), rng)?;
+        Ok(NerModel {
             config,
             encoder,
             head,
-        }
+        })
     }
 
     /// Learning-rate multiplier of parameter `name` (a walk name): the head's own for its
@@ -115,4 +136,18 @@ impl<T: Scalar> Params<T> for NerModel<T> {
         self.encoder.visit_mut(prefix, f);
         self.head.visit_mut(&join(prefix, "head"), f);
     }
+}
+
+/// Tokenizes `text` as `model` was trained: its tokenizer, and entity boundaries restricted to
+/// words when the model uses word boundaries.
+pub fn encode_for<T: Scalar>(
+    model: &NerModel<T>,
+    tokenizer: &Tokenizer,
+    text: &str,
+) -> Result<Encoding, TokenizeError> {
+    let mut enc = tokenizer.encode(text)?;
+    if model.config.boundaries == Boundaries::Words {
+        enc.mark_words(text);
+    }
+    Ok(enc)
 }

@@ -3,11 +3,13 @@
 
 use crate::batch::{make_batch, Boundaries};
 use crate::bert::EncoderError;
-use crate::decode::{flatten, DecodeMode, SpanPred, DEFAULT_THRESHOLD};
+use crate::decode::{flatten, DecodeMode, DEFAULT_THRESHOLD};
+use crate::infer::{decode_batch, Workspace};
+use crate::model::encode_for;
 use crate::model::NerModel;
 use crate::scalar::Scalar;
+use crate::span::SpanPred;
 use crate::tokenize::{token_span_to_chars, window, window_ranges, Encoding, TokenizeError, Tokenizer};
-use crate::trainer::{decode_batch, Workspace};
 use serde::Serialize;
 use std::borrow::Cow;
 use std::ops::Range;
@@ -174,20 +176,6 @@ fn units(
         }
     }
     Ok(units)
-}
-
-/// Tokenizes `text` as `model` was trained: its tokenizer, and entity boundaries restricted to
-/// words when the model uses word boundaries.
-pub fn encode_for<T: Scalar>(
-    model: &NerModel<T>,
-    tokenizer: &Tokenizer,
-    text: &str,
-) -> Result<Encoding, TokenizeError> {
-    let mut enc = tokenizer.encode(text)?;
-    if model.config.boundaries == Boundaries::Words {
-        enc.mark_words(text);
-    }
-    Ok(enc)
 }
 
 /// Texts longer than this (bytes) are tokenized and scored segment by segment
@@ -477,6 +465,7 @@ fn with_specials(cls_sep: &Encoding, content: &Encoding, r: Range<usize>) -> Enc
         e.special.push(false);
         e.may_start.push(content.may_start[t]);
         e.may_end.push(content.may_end[t]);
+        e.type_ids.push(content.type_ids[t]);
     }
     e.push(cls_sep.ids[1], cls_sep.offsets[1], true);
     e
@@ -489,6 +478,7 @@ fn drain_front(e: &mut Encoding, k: usize) {
     e.special.drain(..k);
     e.may_start.drain(..k);
     e.may_end.drain(..k);
+    e.type_ids.drain(..k);
 }
 
 #[cfg(test)]
@@ -594,13 +584,19 @@ mod long_text_tests {
             String::new(),
         ];
         let refs: Vec<&str> = texts.iter().map(|t| t.as_str()).collect();
-        let gp = HeadConfig::Gp(GlobalPointerConfig {
-            head_size: 4,
-            rope: true,
-        });
-        let crf = HeadConfig::Crf(CrfConfig {
-            transition_lr_multiplier: 1.0,
-        });
+        let gp = HeadConfig::new(
+            "gp",
+            &GlobalPointerConfig {
+                head_size: 4,
+                rope: true,
+            },
+        );
+        let crf = HeadConfig::new(
+            "crf",
+            &CrfConfig {
+                transition_lr_multiplier: 1.0,
+            },
+        );
         let mut checked = 0;
         for (head, boundaries) in [
             (gp.clone(), Boundaries::Tokens),

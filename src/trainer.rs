@@ -1,45 +1,15 @@
-//! One training step (forward, loss, backward, clipping, AdamW) and the inference forward, over
-//! buffers that persist across steps.
+//! One training step (forward, loss, backward, clipping, AdamW) over buffers that persist across
+//! steps.
 
 use crate::batch::Batch;
 use crate::bert::EncoderError;
-use crate::decode::SpanPred;
-use crate::head::HeadCache;
+use crate::infer::Workspace;
 use crate::model::NerModel;
 use crate::optim::adamw::{AdamW, AdamWConfig};
 use crate::optim::clip::clip_grad_norm;
 use crate::param::Params;
 use crate::scalar::Scalar;
 use rand::Rng;
-
-/// Scratch a model reuses across calls: the head's own cache.
-#[derive(Debug, Default)]
-pub struct Workspace {
-    pub head: HeadCache,
-}
-
-impl Workspace {
-    pub fn new() -> Self {
-        Workspace::default()
-    }
-}
-
-/// Inference: the entities the head finds in each text of `batch` (token indices; dropout off).
-pub fn decode_batch<T: Scalar>(
-    model: &NerModel<T>,
-    batch: &Batch,
-    threshold: f64,
-    ws: &mut Workspace,
-) -> Result<Vec<Vec<SpanPred>>, EncoderError> {
-    let h = model.encoder.encode(&batch.input)?;
-    Ok(model.head.decode(
-        h.view(),
-        batch.input.width(),
-        batch.bounds(),
-        threshold,
-        &mut ws.head,
-    ))
-}
 
 /// What one step reports.
 #[derive(Clone, Copy, Debug)]

@@ -86,7 +86,7 @@ fn check_model_dir(out: &Path) -> Result<bool, String> {
     }
     let p = gp_lite::model_dir::load_model::<f32>(out)
         .map_err(|e| format!("model directory left incomplete ({:?}): {e}", listing(out)))?;
-    let mut ws = gp_lite::trainer::Workspace::new();
+    let mut ws = gp_lite::infer::Workspace::new();
     p.predict(&["北京欢迎你"], &Default::default(), &mut ws)
         .map_err(|e| format!("left model does not predict: {e}"))?;
     Ok(true)

@@ -3,7 +3,7 @@
 //! gradients of the mean loss with respect to emissions and transitions (1e-9 relative, f64), and
 //! the Viterbi paths (exact) and scores.
 
-use gp_lite::head::crf::{nll, viterbi};
+use gp_lite::head::crf_chain::{nll, viterbi};
 use gp_lite::shared::reference_file;
 use gp_lite::tensor_io::read;
 use ndarray::{s, Array2, Array3, ArrayD, Ix2, Ix3};

@@ -613,20 +613,23 @@ fn fuzz_unigram_tokenizer_json() {
 use gp_lite::bert::BertConfig;
 use gp_lite::decode::DecodeMode;
 use gp_lite::head::{CrfConfig, GlobalPointerConfig, HeadConfig};
+use gp_lite::infer::Workspace;
 use gp_lite::model::{ModelConfig, NerModel};
 use gp_lite::model_dir::{load_model, save_model};
 use gp_lite::predict::{PredictOptions, Predictor};
-use gp_lite::trainer::Workspace;
 
 /// A randomly initialised micro model (1 layer, hidden 32, max_len 16, GlobalPointer) with a
 /// character vocabulary of the CLUENER sample, saved in a fresh directory.
 fn micro_model_dir(tag: &str) -> common::TempDir {
     micro_model_dir_with(
         tag,
-        HeadConfig::Gp(GlobalPointerConfig {
-            head_size: 8,
-            rope: true,
-        }),
+        HeadConfig::new(
+            "gp",
+            &GlobalPointerConfig {
+                head_size: 8,
+                rope: true,
+            },
+        ),
     )
 }
 
@@ -876,15 +879,21 @@ fn fuzz_predict_texts() {
     let dir = micro_model_dir("fuzz-predict");
     let p: Predictor<f32> = load_model(&dir.0).unwrap();
     for head in [
-        HeadConfig::Egp(GlobalPointerConfig {
-            head_size: 8,
-            rope: false,
-        }),
-        HeadConfig::Crf(CrfConfig {
-            transition_lr_multiplier: 1.0,
-        }),
+        HeadConfig::new(
+            "egp",
+            &GlobalPointerConfig {
+                head_size: 8,
+                rope: false,
+            },
+        ),
+        HeadConfig::new(
+            "crf",
+            &CrfConfig {
+                transition_lr_multiplier: 1.0,
+            },
+        ),
     ] {
-        let name = head.name();
+        let name = head.kind.clone();
         let other = micro_model_dir_with("fuzz-predict-head", head);
         let q: Predictor<f32> = load_model(&other.0).unwrap();
         fuzz(

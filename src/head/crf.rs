@@ -24,13 +24,18 @@
 //! `transition_lr_multiplier` (bert4keras multiplies it by 1000 at lr 2e-5; gp-lite's default is
 //! 100, see [`CrfConfig`]).
 
-use super::{best_of_each, Bounds, HeadCache, HeadConfig, SpanHead, MASKED_SCORE};
-use crate::decode::{flatten, SpanPred};
-use crate::loss::GoldSpan;
+use super::bio_tags::{gold_tags, num_tags, positions, tag_b, tags_to_spans};
+use super::cache::HeadCache;
+use super::config::{parse_settings, HeadConfig, HeadOptions, Settings};
+use super::crf_chain::{forward_backward, nll, viterbi};
+use super::kind::{HeadKind, HeadShape};
+use super::span_head::SpanHead;
+use crate::decode::{best_of_each, flatten};
+use crate::span::{span_is_valid, Bounds, GoldSpan, SpanPred, MASKED_SCORE};
 use crate::nn::Linear;
 use crate::param::{join, Param2, ParamMut, Params};
 use crate::scalar::Scalar;
-use ndarray::{Array2, ArrayView2, ArrayViewD, ArrayViewMut2, Axis};
+use ndarray::{Array2, ArrayView2, ArrayViewD, Axis};
 use rand::Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -40,6 +45,7 @@ pub const DEFAULT_TRANSITION_LR_MULTIPLIER: f64 = 100.0;
 
 /// Settings of the CRF head (config.json: `{"kind": "crf", "transition_lr_multiplier"}`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CrfConfig {
     /// The transitions' learning rate over the rest of the model's.
     #[serde(default = "default_multiplier")]
@@ -48,6 +54,31 @@ pub struct CrfConfig {
 
 fn default_multiplier() -> f64 {
     DEFAULT_TRANSITION_LR_MULTIPLIER
+}
+
+/// The registry's entry: `--head crf`, the published baseline.
+pub fn kind<T: Scalar>() -> HeadKind<T> {
+    HeadKind {
+        name: "crf",
+        help: "BIO tagger with a linear-chain CRF (the published baseline; flat output only)",
+        nested: false,
+        settings: |opts: &HeadOptions| {
+            let c = CrfConfig {
+                transition_lr_multiplier: opts.crf_lr_multiplier,
+            };
+            HeadConfig::new("crf", &c).settings
+        },
+        // emissions H -> T and T x T transitions, T = 2C + 1 BIO tags
+        check: |settings: &Settings, shape: HeadShape| {
+            parse_settings::<CrfConfig>("crf", settings)?;
+            let t = num_tags(shape.types) as u128;
+            Ok(shape.hidden as u128 * t + t * t)
+        },
+        build: |settings, shape, mut rng| {
+            let c: CrfConfig = parse_settings("crf", settings)?;
+            Ok(Box::new(Crf::new(shape.hidden, shape.types, c, shape.std, &mut rng)))
+        },
+    }
 }
 
 /// The CRF head.
@@ -59,16 +90,6 @@ pub struct Crf<T> {
     pub transitions: Param2<T>,
     pub num_types: usize,
     pub config: CrfConfig,
-}
-
-/// Number of BIO tags for `c` types.
-pub fn num_tags(c: usize) -> usize {
-    1 + 2 * c
-}
-
-/// The B tag of type `a`.
-fn tag_b(a: usize) -> usize {
-    1 + 2 * a
 }
 
 /// Activations kept between loss and backward.
@@ -108,166 +129,9 @@ impl<T: Scalar> Crf<T> {
     }
 }
 
-/// The tokens of text `b` the tag sequence runs over (those that may start or end an entity).
-fn positions(bounds: &Bounds, b: usize) -> Vec<usize> {
-    let row = bounds.row(b);
-    (0..row.starts.len())
-        .filter(|&i| row.starts[i] || row.ends[i])
-        .collect()
-}
-
-/// BIO tags over `pos` for non-overlapping `gold` spans (token indices).
-fn gold_tags(gold: &[GoldSpan], pos: &[usize]) -> Vec<usize> {
-    pos.iter()
-        .map(|&i| match gold.iter().find(|&&(_, s, e)| s <= i && i <= e) {
-            Some(&(a, s, _)) if s == i => tag_b(a),
-            Some(&(a, _, _)) => tag_b(a) + 1,
-            None => 0,
-        })
-        .collect()
-}
-
-/// `log Σ exp(x)` of a slice, stable.
-fn log_sum_exp<T: Scalar>(x: impl Iterator<Item = T> + Clone) -> T {
-    let m = x.clone().fold(T::neg_infinity(), |a, b| a.max(b));
-    if m == T::neg_infinity() {
-        return m;
-    }
-    m + x.map(|v| (v - m).exp()).fold(T::zero(), |a, b| a + b).ln()
-}
-
-/// Forward (`alpha`) and backward (`beta`) log-potentials of emissions `e` `[L, T]` (L >= 1):
-/// `alpha[t, y]` = log-sum of the scores of all prefixes ending in y at t (emission included),
-/// `beta[t, y]` = log-sum of all suffixes after t given y at t. Returns `(alpha, beta, log Z)`.
-pub fn forward_backward<T: Scalar>(e: ArrayView2<T>, trans: ArrayView2<T>) -> (Array2<T>, Array2<T>, T) {
-    let (l, nt) = e.dim();
-    let mut alpha = Array2::zeros((l, nt));
-    let mut beta = Array2::zeros((l, nt));
-    alpha.row_mut(0).assign(&e.row(0));
-    for t in 1..l {
-        for y in 0..nt {
-            let prev = alpha.row(t - 1);
-            alpha[[t, y]] = e[[t, y]] + log_sum_exp((0..nt).map(|p| prev[p] + trans[[p, y]]));
-        }
-    }
-    for t in (0..l - 1).rev() {
-        for p in 0..nt {
-            let next = beta.row(t + 1);
-            beta[[t, p]] = log_sum_exp((0..nt).map(|y| trans[[p, y]] + e[[t + 1, y]] + next[y]));
-        }
-    }
-    let log_z = log_sum_exp(alpha.row(l - 1).iter().copied());
-    (alpha, beta, log_z)
-}
-
-/// The score of tag path `tags` under emissions `e` `[L, T]`.
-pub fn path_score<T: Scalar>(e: ArrayView2<T>, trans: ArrayView2<T>, tags: &[usize]) -> T {
-    let mut s = T::zero();
-    for (t, &y) in tags.iter().enumerate() {
-        s += e[[t, y]];
-        if t > 0 {
-            s += trans[[tags[t - 1], y]];
-        }
-    }
-    s
-}
-
-/// Negative log-likelihood `log Z - score(tags)` of one sequence `e` `[L, T]`; adds
-/// `scale · d/dE` into `de` `[L, T]` and `scale · d/dtrans` into `dtrans`.
-pub fn nll<T: Scalar>(
-    e: ArrayView2<T>,
-    trans: ArrayView2<T>,
-    tags: &[usize],
-    scale: T,
-    mut de: ArrayViewMut2<T>,
-    dtrans: &mut Array2<T>,
-) -> T {
-    let (l, nt) = e.dim();
-    if l == 0 {
-        return T::zero();
-    }
-    let (alpha, beta, log_z) = forward_backward(e, trans);
-    for t in 0..l {
-        for y in 0..nt {
-            // P(y_t = y) = exp(alpha + beta - log Z)
-            de[[t, y]] += scale * (alpha[[t, y]] + beta[[t, y]] - log_z).exp();
-        }
-        de[[t, tags[t]]] -= scale;
-        if t > 0 {
-            // P(y_{t-1} = p, y_t = y) = exp(alpha[t-1, p] + trans[p, y] + E[t, y] + beta[t, y] - log Z)
-            for p in 0..nt {
-                for y in 0..nt {
-                    let lp = alpha[[t - 1, p]] + trans[[p, y]] + e[[t, y]] + beta[[t, y]] - log_z;
-                    dtrans[[p, y]] += scale * lp.exp();
-                }
-            }
-            dtrans[[tags[t - 1], tags[t]]] -= scale;
-        }
-    }
-    log_z - path_score(e, trans, tags)
-}
-
-/// The best tag path of `e` `[L, T]` and its score (ties: the lowest tag).
-pub fn viterbi<T: Scalar>(e: ArrayView2<T>, trans: ArrayView2<T>) -> (Vec<usize>, T) {
-    let (l, nt) = e.dim();
-    if l == 0 {
-        return (Vec::new(), T::zero());
-    }
-    let mut delta = e.row(0).to_owned();
-    let mut back = Array2::<usize>::zeros((l, nt));
-    for t in 1..l {
-        let prev = delta.clone();
-        for y in 0..nt {
-            let (mut best, mut arg) = (prev[0] + trans[[0, y]], 0);
-            for p in 1..nt {
-                let v = prev[p] + trans[[p, y]];
-                if v > best {
-                    (best, arg) = (v, p);
-                }
-            }
-            delta[y] = best + e[[t, y]];
-            back[[t, y]] = arg;
-        }
-    }
-    let (mut last, mut best) = (0, delta[0]);
-    for y in 1..nt {
-        if delta[y] > best {
-            (last, best) = (y, delta[y]);
-        }
-    }
-    let mut path = vec![0; l];
-    path[l - 1] = last;
-    for t in (1..l).rev() {
-        path[t - 1] = back[[t, path[t]]];
-    }
-    (path, best)
-}
-
-/// Spans `(type, first, last)` (indices into the path) of a BIO path.
-pub fn tags_to_spans(tags: &[usize]) -> Vec<GoldSpan> {
-    let mut out = Vec::new();
-    let mut open: Option<(usize, usize)> = None;
-    for (t, &y) in tags.iter().enumerate() {
-        let continues = y != 0 && y % 2 == 0 && open.is_some_and(|(a, _)| tag_b(a) + 1 == y);
-        if continues {
-            continue;
-        }
-        if let Some((a, s)) = open.take() {
-            out.push((a, s, t - 1));
-        }
-        if y != 0 {
-            open = Some(((y - 1) / 2, t));
-        }
-    }
-    if let Some((a, s)) = open {
-        out.push((a, s, tags.len() - 1));
-    }
-    out
-}
-
 impl<T: Scalar> SpanHead<T> for Crf<T> {
     fn config(&self) -> HeadConfig {
-        HeadConfig::Crf(self.config.clone())
+        HeadConfig::new("crf", &self.config)
     }
 
     fn num_types(&self) -> usize {
@@ -367,7 +231,7 @@ impl<T: Scalar> SpanHead<T> for Crf<T> {
                 let row = bounds.row(bi);
                 tags_to_spans(&path)
                     .into_iter()
-                    .filter(|&(_, s, e)| super::span_is_valid(&row, pos[s], pos[e]))
+                    .filter(|&(_, s, e)| span_is_valid(&row, pos[s], pos[e]))
                     .map(|(ty, s, e)| {
                         // The least certain tag of the span: min_t P(y_t = path_t).
                         let score = (s..=e)
@@ -427,6 +291,7 @@ impl<T: Scalar> Params<T> for Crf<T> {
 mod tests {
     use super::*;
     use crate::gradcheck::{fixed_random, GradCheck};
+    use crate::head::crf_chain::path_score;
     use ndarray::{Ix1, Ix2};
 
     #[test]
@@ -546,7 +411,7 @@ mod tests {
         for (b, ps) in spans.iter().enumerate() {
             for (k, p) in ps.iter().enumerate() {
                 assert!(
-                    super::super::span_is_valid(&bounds.row(b), p.start, p.end),
+                    super::span_is_valid(&bounds.row(b), p.start, p.end),
                     "{p:?}"
                 );
                 assert!(p.score > 0.0 && p.score <= 1.0);

@@ -12,9 +12,12 @@
 //! `c_dense.bias` `[2C]`.
 
 use super::score_head::{batch_size, rotate_rows};
-use super::{
-    span_is_valid, Bounds, Buffer, GlobalPointerConfig, HeadConfig, ScoreCache, ScoreHead, MASKED_SCORE,
-};
+use super::buffer::Buffer;
+use super::config::HeadConfig;
+use super::global_pointer::GlobalPointerConfig;
+use super::kind::{HeadKind, HeadShape};
+use super::score_head::{ScoreCache, ScoreHead, Scored};
+use crate::span::{span_is_valid, Bounds, MASKED_SCORE};
 use crate::init::lecun_std;
 use crate::matmul::gemm_batched;
 use crate::nn::Linear;
@@ -35,6 +38,26 @@ pub struct EfficientGlobalPointer<T> {
     pub head_size: usize,
     /// RoPE on q and k (on by default; off only for the ablation).
     pub rope: bool,
+}
+
+/// The registry's entry: `--head egp`, Efficient GlobalPointer (method.md §6).
+pub fn kind<T: Scalar>() -> HeadKind<T> {
+    HeadKind {
+        name: "egp",
+        help: "Efficient GlobalPointer: one shared q·k plus per-type boundary scores (method.md §6)",
+        nested: true,
+        settings: |opts| GlobalPointerConfig::from_options(opts).settings(),
+        // p_dense H -> 2d and c_dense 2d -> 2C
+        check: |settings, shape| {
+            let d = GlobalPointerConfig::checked("egp", settings)?.head_size as u128;
+            Ok(shape.hidden as u128 * 2 * d + 2 * d * 2 * shape.types as u128)
+        },
+        build: |settings, shape: HeadShape, mut rng| {
+            let c = GlobalPointerConfig::checked("egp", settings)?;
+            let head = EfficientGlobalPointer::new(shape.hidden, shape.types, c.head_size, c.rope, shape.std, &mut rng);
+            Ok(Box::new(Scored(head)))
+        },
+    }
 }
 
 impl<T: Scalar> EfficientGlobalPointer<T> {
@@ -90,10 +113,13 @@ impl<T: Scalar> EfficientGlobalPointer<T> {
 
 impl<T: Scalar> ScoreHead<T> for EfficientGlobalPointer<T> {
     fn head_config(&self) -> HeadConfig {
-        HeadConfig::Egp(GlobalPointerConfig {
-            head_size: self.head_size,
-            rope: self.rope,
-        })
+        HeadConfig::new(
+            "egp",
+            &GlobalPointerConfig {
+                head_size: self.head_size,
+                rope: self.rope,
+            },
+        )
     }
 
     fn types(&self) -> usize {

@@ -7,7 +7,11 @@
 //! [`MASKED_SCORE`]: super::MASKED_SCORE
 
 use super::score_head::{batch_size, mask_invalid, rotate_rows};
-use super::{Bounds, Buffer, HeadConfig, ScoreCache, ScoreHead};
+use super::buffer::Buffer;
+use super::config::{parse_settings, HeadConfig, HeadError, HeadOptions, Settings};
+use super::kind::{HeadKind, HeadShape};
+use super::score_head::{ScoreCache, ScoreHead, Scored};
+use crate::span::Bounds;
 use crate::matmul::gemm_batched;
 use crate::nn::Linear;
 use crate::param::{join, ParamMut, Params};
@@ -18,11 +22,67 @@ use serde::{Deserialize, Serialize};
 
 /// Settings of both GlobalPointer heads (config.json: `{"kind": "gp" | "egp", "head_size", "rope"}`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GlobalPointerConfig {
     /// d, the size of each q and k vector (64 by default).
     pub head_size: usize,
     /// RoPE on q and k (on by default; off only for the ablation).
     pub rope: bool,
+}
+
+impl GlobalPointerConfig {
+    /// `--head-size` and `--no-rope`.
+    pub fn from_options(opts: &HeadOptions) -> Self {
+        GlobalPointerConfig {
+            head_size: opts.head_size,
+            rope: opts.rope,
+        }
+    }
+
+    /// The settings of head `kind` read and checked: a positive head size, even with RoPE.
+    pub fn checked(kind: &str, settings: &Settings) -> Result<Self, HeadError> {
+        let c: GlobalPointerConfig = parse_settings(kind, settings)?;
+        if c.head_size == 0 {
+            return Err(HeadError::Field {
+                field: "head_size",
+                value: "0".into(),
+                reason: "must be positive",
+            });
+        }
+        if c.rope && c.head_size % 2 != 0 {
+            return Err(HeadError::Field {
+                field: "head_size",
+                value: c.head_size.to_string(),
+                reason: "must be even with RoPE",
+            });
+        }
+        Ok(c)
+    }
+
+    /// As config.json keeps it.
+    pub fn settings(&self) -> Settings {
+        HeadConfig::new("", self).settings
+    }
+}
+
+/// The registry's entry: `--head gp`, GlobalPointer (method.md §2).
+pub fn kind<T: Scalar>() -> HeadKind<T> {
+    HeadKind {
+        name: "gp",
+        help: "GlobalPointer: a q·k score per type and span, with RoPE (method.md §2)",
+        nested: true,
+        settings: |opts| GlobalPointerConfig::from_options(opts).settings(),
+        // the dense layer H -> C·2d
+        check: |settings, shape| {
+            let c = GlobalPointerConfig::checked("gp", settings)?;
+            Ok(shape.hidden as u128 * shape.types as u128 * 2 * c.head_size as u128)
+        },
+        build: |settings, shape: HeadShape, mut rng| {
+            let c = GlobalPointerConfig::checked("gp", settings)?;
+            let head = GlobalPointer::new(shape.hidden, shape.types, c.head_size, c.rope, shape.std, &mut rng);
+            Ok(Box::new(Scored(head)))
+        },
+    }
 }
 
 /// The plain GlobalPointer head.
@@ -72,10 +132,13 @@ impl<T: Scalar> GlobalPointer<T> {
 
 impl<T: Scalar> ScoreHead<T> for GlobalPointer<T> {
     fn head_config(&self) -> HeadConfig {
-        HeadConfig::Gp(GlobalPointerConfig {
-            head_size: self.head_size,
-            rope: self.rope,
-        })
+        HeadConfig::new(
+            "gp",
+            &GlobalPointerConfig {
+                head_size: self.head_size,
+                rope: self.rope,
+            },
+        )
     }
 
     fn types(&self) -> usize {
@@ -176,7 +239,8 @@ impl<T: Scalar> Params<T> for GlobalPointer<T> {
 mod tests {
     use super::*;
     use crate::gradcheck::fixed_random;
-    use crate::head::{RopeTable, MASKED_SCORE};
+    use crate::head::RopeTable;
+    use crate::span::MASKED_SCORE;
     use ndarray::{Ix1, Ix2};
 
     #[test]

@@ -1,287 +1,96 @@
 //! Heads: what turns the encoder output into entities. Each head owns its parameters, its
-//! scratch ([`HeadCache`]), its loss and gradient, and its decoding to token spans; the trainer
-//! and predict only see the [`SpanHead`] trait.
+//! scratch ([`HeadCache`]), its loss and gradient, its decoding to token spans and, if it needs
+//! one, its own input ([`SpanHead::samples`]); the trainer and predict only see [`SpanHead`].
 //!
-//! The heads are listed once, in [`HeadConfig`]: adding one is a new file with a config struct
-//! and a [`SpanHead`] implementation, plus its variant (and build arm) there.
-//!
-//! Every head takes `h` `[B*n, H]` (row `b*n + i` is token `i` of text `b`), the token count
-//! `n` and [`Bounds`]: which tokens may start and end an entity (real, not special, and where
-//! the model uses word boundaries, at a word start / end).
+//! A head is one file that defines its [`HeadKind`] (name, help line, settings, limits and
+//! constructor) in a `kind()` function, plus its name in the [`heads!`] line below.
 
+pub mod bio_tags;
 pub mod buffer;
-pub mod crf;
-pub mod efficient;
-pub mod global_pointer;
+pub mod cache;
+pub mod config;
+pub mod crf_chain;
+pub mod kind;
 pub mod rope;
 pub mod score_head;
+pub mod span_head;
 
 pub use buffer::Buffer;
+pub use cache::HeadCache;
+pub use config::{HeadConfig, HeadError, HeadOptions, Settings};
+pub use kind::{HeadKind, HeadShape};
+pub use rope::RopeTable;
+pub use score_head::{ScoreCache, ScoreHead, Scored};
+pub use span_head::SpanHead;
+
+use crate::scalar::Scalar;
+use rand::RngCore;
+
+/// Declares the head modules and lists them, in `--head`'s order, in [`kinds`].
+macro_rules! heads {
+    ($($head:ident),* $(,)?) => {
+        $(pub mod $head;)*
+
+        /// Every registered head, in `--head`'s order (the first is the default).
+        pub fn kinds<T: Scalar>() -> Vec<HeadKind<T>> {
+            vec![$($head::kind::<T>()),*]
+        }
+    };
+}
+
+// The registry: one name a head.
+heads!(global_pointer, efficient, crf);
+
 pub use crf::{Crf, CrfConfig};
 pub use efficient::EfficientGlobalPointer;
 pub use global_pointer::{GlobalPointer, GlobalPointerConfig};
-pub use rope::RopeTable;
-pub use score_head::{ScoreCache, ScoreHead, Scored};
 
-use crate::decode::SpanPred;
-use crate::loss::GoldSpan;
-use crate::param::Params;
-use crate::scalar::Scalar;
-use ndarray::{Array2, ArrayView1, ArrayView2};
-use rand::Rng;
-use serde::{Deserialize, Serialize};
-use std::any::Any;
-use std::collections::HashMap;
-
-/// The score of an excluded span (`i > j`, or a boundary that is not allowed): large and
-/// negative so that it contributes nothing to the loss and is never decoded (exactly -1e12 in
-/// f64, the nearest f32 in f32), as in the reference implementation.
-pub const MASKED_SCORE: f64 = -1e12;
-
-/// Which tokens of each text may begin (`starts[b, i]`) and end (`ends[b, j]`) an entity.
-#[derive(Clone, Copy, Debug)]
-pub struct Bounds<'a> {
-    pub starts: ArrayView2<'a, bool>,
-    pub ends: ArrayView2<'a, bool>,
-}
-
-/// [`Bounds`] of one text.
-#[derive(Clone, Copy, Debug)]
-pub struct RowBounds<'a> {
-    pub starts: ArrayView1<'a, bool>,
-    pub ends: ArrayView1<'a, bool>,
-}
-
-impl<'a> Bounds<'a> {
-    /// The same flags for starts and ends (every real, non-special token).
-    pub fn same(valid: ArrayView2<'a, bool>) -> Self {
-        Bounds {
-            starts: valid,
-            ends: valid,
-        }
-    }
-
-    /// `(B, n)`.
-    pub fn dim(&self) -> (usize, usize) {
-        self.starts.dim()
-    }
-
-    /// The flags of text `b`.
-    pub fn row(&self, b: usize) -> RowBounds<'a> {
-        RowBounds {
-            starts: self.starts.index_axis_move(ndarray::Axis(0), b),
-            ends: self.ends.index_axis_move(ndarray::Axis(0), b),
-        }
-    }
-}
-
-/// True when span `(i, j)` can be an entity: `i <= j`, `i` may start one and `j` may end one.
-#[inline]
-pub fn span_is_valid(row: &RowBounds, i: usize, j: usize) -> bool {
-    i <= j && row.starts[i] && row.ends[j]
-}
-
-/// A head's scratch across calls, of the head's own type (created on first use, grow-only).
-#[derive(Default)]
-pub struct HeadCache(Option<Box<dyn Any + Send>>);
-
-impl HeadCache {
-    /// An empty cache.
-    pub fn new() -> Self {
-        HeadCache(None)
-    }
-
-    /// The cache as type `C`, created (default) when empty or of another head's type.
-    pub fn get<C: Default + Send + 'static>(&mut self) -> &mut C {
-        if !self.0.as_ref().is_some_and(|c| c.is::<C>()) {
-            self.0 = Some(Box::new(C::default()));
-        }
-        self.0
-            .as_mut()
-            .and_then(|c| c.downcast_mut::<C>())
-            .expect("just created")
-    }
-}
-
-impl std::fmt::Debug for HeadCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "HeadCache(..)"
-        } else {
-            "HeadCache(empty)"
-        })
-    }
-}
-
-/// What the trainer and predict need of a head.
-pub trait SpanHead<T: Scalar>: Params<T> + Send + Sync + std::fmt::Debug {
-    /// The configuration that rebuilds this head (kept in config.json).
-    fn config(&self) -> HeadConfig;
-
-    /// Number of entity types C.
-    fn num_types(&self) -> usize;
-
-    /// Packs the head's dense weights for inference (`Linear::prepack`).
-    fn prepack(&mut self);
-
-    /// The gold spans of one text this head can learn, and how many it leaves out (a tagger
-    /// cannot hold overlapping entities). Default: all of them.
-    fn trainable_gold(&self, gold: Vec<GoldSpan>) -> (Vec<GoldSpan>, usize) {
-        (gold, 0)
-    }
-
-    /// Forward and mean loss of a batch against `gold` (per text, token spans); keeps in
-    /// `cache` what [`SpanHead::backward`] needs.
-    fn loss(
-        &self,
-        h: ArrayView2<T>,
-        n: usize,
-        bounds: Bounds,
-        gold: &[Vec<GoldSpan>],
-        cache: &mut HeadCache,
-    ) -> f64;
-
-    /// After [`SpanHead::loss`] on the same `h`: `d loss / d h` `[B*n, H]`; accumulates the
-    /// parameter gradients.
-    fn backward(&mut self, h: ArrayView2<T>, cache: &mut HeadCache) -> Array2<T>;
-
-    /// The entities of each text, token indices (`end` inclusive), sorted by (start, end, type).
-    /// `threshold` is the score above which a span is an entity, for heads that score spans.
-    fn decode(
-        &self,
-        h: ArrayView2<T>,
-        n: usize,
-        bounds: Bounds,
-        threshold: f64,
-        cache: &mut HeadCache,
-    ) -> Vec<Vec<SpanPred>>;
-
-    /// The spans one text got from its overlapping windows (full-encoding token indices, in any
-    /// order, a span possibly several times) merged into its entities. Default: each distinct
-    /// (type, start, end) once, with its best score.
-    fn merge_windows(&self, spans: Vec<SpanPred>) -> Vec<SpanPred> {
-        best_of_each(spans)
-    }
-
-    /// Learning-rate multiplier of the head parameter `name` (default 1).
-    fn lr_scale(&self, _name: &str) -> f64 {
-        1.0
-    }
-
-    /// A boxed copy.
-    fn boxed_clone(&self) -> Box<dyn SpanHead<T>>;
-}
-
-/// Each distinct (type, start, end) once with its best score, sorted by (start, end, type).
-pub fn best_of_each(spans: Vec<SpanPred>) -> Vec<SpanPred> {
-    let mut best: HashMap<(usize, usize, usize), f64> = HashMap::new();
-    for p in spans {
-        let s = best.entry((p.ty, p.start, p.end)).or_insert(f64::NEG_INFINITY);
-        *s = s.max(p.score);
-    }
-    let mut out: Vec<SpanPred> = best
+/// The registered head called `name`.
+pub fn kind<T: Scalar>(name: &str) -> Result<HeadKind<T>, HeadError> {
+    kinds::<T>()
         .into_iter()
-        .map(|((ty, start, end), score)| SpanPred {
-            ty,
-            start,
-            end,
-            score,
+        .find(|k| k.name == name)
+        .ok_or_else(|| HeadError::Unknown {
+            kind: name.to_string(),
+            known: names().join(", "),
         })
-        .collect();
-    out.sort_by_key(|p| (p.start, p.end, p.ty));
-    out
 }
 
-/// The heads, with each one's own settings (config.json's `head`: `{"kind": "gp", ...}`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum HeadConfig {
-    /// GlobalPointer (method.md §2).
-    Gp(GlobalPointerConfig),
-    /// Efficient GlobalPointer (method.md §6).
-    Egp(GlobalPointerConfig),
-    /// BIO tagger with a linear-chain CRF (the published baseline).
-    Crf(CrfConfig),
+/// The names `--head` accepts, with their help lines.
+pub fn names() -> Vec<&'static str> {
+    kinds::<f64>().iter().map(|k| k.name).collect()
 }
 
-/// Head settings from the command line, each head taking the ones it uses.
-#[derive(Clone, Debug)]
-pub struct HeadOptions {
-    pub head_size: usize,
-    pub rope: bool,
-    pub crf_lr_multiplier: f64,
+/// The head called `name` with its settings taken from the command line's `opts`.
+pub fn from_options(name: &str, opts: &HeadOptions) -> Result<HeadConfig, HeadError> {
+    let k = kind::<f64>(name)?;
+    Ok(HeadConfig {
+        kind: name.to_string(),
+        settings: (k.settings)(opts),
+    })
 }
 
-impl HeadConfig {
-    /// The names `--head` accepts.
-    pub const NAMES: [&'static str; 3] = ["gp", "egp", "crf"];
-
-    /// The head called `name` with its settings from `opts`.
-    pub fn from_name(name: &str, opts: &HeadOptions) -> Option<HeadConfig> {
-        let gp = GlobalPointerConfig {
-            head_size: opts.head_size,
-            rope: opts.rope,
-        };
-        match name {
-            "gp" => Some(HeadConfig::Gp(gp)),
-            "egp" => Some(HeadConfig::Egp(gp)),
-            "crf" => Some(HeadConfig::Crf(CrfConfig {
-                transition_lr_multiplier: opts.crf_lr_multiplier,
-            })),
-            _ => None,
-        }
-    }
-
-    /// A fresh head over hidden size `hidden` for `types` entity types (weights N(0, std²)).
-    pub fn build<T: Scalar>(
-        &self,
-        hidden: usize,
-        types: usize,
-        std: f64,
-        rng: &mut impl Rng,
-    ) -> Box<dyn SpanHead<T>> {
-        match self {
-            HeadConfig::Gp(c) => Box::new(Scored(GlobalPointer::new(
-                hidden,
-                types,
-                c.head_size,
-                c.rope,
-                std,
-                rng,
-            ))),
-            HeadConfig::Egp(c) => Box::new(Scored(EfficientGlobalPointer::new(
-                hidden,
-                types,
-                c.head_size,
-                c.rope,
-                std,
-                rng,
-            ))),
-            HeadConfig::Crf(c) => Box::new(Crf::new(hidden, types, c.clone(), std, rng)),
-        }
-    }
-
-    /// The head's `--head` name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            HeadConfig::Gp(_) => "gp",
-            HeadConfig::Egp(_) => "egp",
-            HeadConfig::Crf(_) => "crf",
-        }
-    }
-
-    /// Whether the head can output overlapping entities.
-    pub fn nested(&self) -> bool {
-        !matches!(self, HeadConfig::Crf(_))
-    }
+/// Checks `config` for a head of `shape` before anything is allocated: a known head whose
+/// settings parse and fit; returns a lower bound of its parameter count.
+pub fn check(config: &HeadConfig, shape: HeadShape) -> Result<u128, HeadError> {
+    (kind::<f64>(&config.kind)?.check)(&config.settings, shape)
 }
 
-impl<T: Scalar> Clone for Box<dyn SpanHead<T>> {
-    fn clone(&self) -> Self {
-        self.boxed_clone()
-    }
+/// A fresh head as `config` says, for `shape`.
+pub fn build<T: Scalar>(
+    config: &HeadConfig,
+    shape: HeadShape,
+    rng: &mut dyn RngCore,
+) -> Result<Box<dyn SpanHead<T>>, HeadError> {
+    let k = kind::<T>(&config.kind)?;
+    (k.check)(&config.settings, shape)?;
+    (k.build)(&config.settings, shape, rng)
 }
 
+/// Whether the head `config` names can output overlapping entities.
+pub fn nested(config: &HeadConfig) -> Result<bool, HeadError> {
+    Ok(kind::<f64>(&config.kind)?.nested)
+}
 #[cfg(test)]
 mod tests {
     //! Both span-score heads composed with the loss (through the SpanHead trait): gradient
@@ -289,6 +98,8 @@ mod tests {
     use super::*;
     use crate::gradcheck::{fixed_random, GradCheck};
     use crate::nn::Linear;
+    use crate::span::{span_is_valid, Bounds, GoldSpan};
+    use ndarray::Array2;
     use ndarray::{Ix1, Ix2};
 
     const N: usize = 6;
@@ -379,41 +190,80 @@ mod tests {
     }
 
     #[test]
-    fn cache_is_reused_and_replaced_by_type() {
-        let mut cache = HeadCache::new();
-        cache.get::<Vec<u8>>().push(1);
-        assert_eq!(cache.get::<Vec<u8>>().len(), 1);
-        assert_eq!(*cache.get::<u32>(), 0);
-        assert_eq!(cache.get::<Vec<u8>>().len(), 0);
-    }
-
-    #[test]
-    fn merge_keeps_best_score_once() {
-        let p = |ty, start, end, score| SpanPred {
-            ty,
-            start,
-            end,
-            score,
-        };
-        let merged = best_of_each(vec![p(0, 3, 4, 1.0), p(1, 1, 1, 0.5), p(0, 3, 4, 2.0)]);
-        assert_eq!(merged, vec![p(1, 1, 1, 0.5), p(0, 3, 4, 2.0)]);
-    }
-
-    #[test]
     fn config_json_is_backward_compatible() {
         let old = r#"{"kind": "gp", "head_size": 64, "rope": true}"#;
         let c: HeadConfig = serde_json::from_str(old).unwrap();
-        assert_eq!(
-            c,
-            HeadConfig::Gp(GlobalPointerConfig {
-                head_size: 64,
-                rope: true
-            })
+        let gp = GlobalPointerConfig {
+            head_size: 64,
+            rope: true,
+        };
+        assert_eq!(c, HeadConfig::new("gp", &gp));
+        assert_eq!(c.parse::<GlobalPointerConfig>().unwrap(), gp);
+        let crf = HeadConfig::new(
+            "crf",
+            &CrfConfig {
+                transition_lr_multiplier: 100.0,
+            },
         );
-        let crf = HeadConfig::Crf(CrfConfig {
-            transition_lr_multiplier: 100.0,
-        });
         let back: HeadConfig = serde_json::from_str(&serde_json::to_string(&crf).unwrap()).unwrap();
         assert_eq!(back, crf);
+        // A CRF config without the multiplier (older models) takes the default.
+        let bare: HeadConfig = serde_json::from_str(r#"{"kind": "crf"}"#).unwrap();
+        let shape = HeadShape {
+            hidden: 4,
+            types: 2,
+            std: 0.02,
+        };
+        assert!(check(&bare, shape).is_ok());
+    }
+
+    #[test]
+    fn registry_names_every_head_once_and_refuses_what_it_does_not_know() {
+        assert_eq!(names(), vec!["gp", "egp", "crf"]);
+        let shape = HeadShape {
+            hidden: 8,
+            types: 3,
+            std: 0.02,
+        };
+        let mut rng = rand::rngs::mock::StepRng::new(1, 1);
+        for name in names() {
+            let config = from_options(name, &HeadOptions::default()).unwrap();
+            assert_eq!(config.kind, name);
+            let head = build::<f64>(&config, shape, &mut rng).unwrap();
+            assert_eq!(head.config(), config, "{name}: config round trip");
+            assert_eq!(head.num_types(), 3);
+            let mut count = 0u128;
+            head.visit("", &mut |_, v| {
+                if v.ndim() == 2 {
+                    count += v.len() as u128
+                }
+            });
+            assert!(
+                check(&config, shape).unwrap() <= count,
+                "{name}: the bound is a lower bound"
+            );
+        }
+        let e = from_options("nope", &HeadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown head `nope`") && e.contains("gp, egp, crf"),
+            "{e}"
+        );
+        let unknown_field: HeadConfig =
+            serde_json::from_str(r#"{"kind": "gp", "head_size": 8, "rope": true, "bias": 1}"#).unwrap();
+        let e = check(&unknown_field, shape).unwrap_err().to_string();
+        assert!(e.contains("bias"), "{e}");
+        let odd: HeadConfig =
+            serde_json::from_str(r#"{"kind": "egp", "head_size": 7, "rope": true}"#).unwrap();
+        let e = check(&odd, shape).unwrap_err().to_string();
+        assert!(e.contains("head.head_size") && e.contains("even"), "{e}");
+        assert!(!nested(&HeadConfig::new(
+            "crf",
+            &CrfConfig {
+                transition_lr_multiplier: 1.0
+            }
+        ))
+        .unwrap());
     }
 }

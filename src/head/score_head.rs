@@ -3,11 +3,16 @@
 //! Efficient GlobalPointer). A [`ScoreHead`] implements only the scores and their backward;
 //! [`Scored`] makes it a [`SpanHead`].
 
-use super::{Bounds, Buffer, HeadCache, HeadConfig, RopeTable, SpanHead, MASKED_SCORE};
-use crate::decode::{decode, DecodeMode, SpanPred};
-use crate::loss::{mcce_sparse, GoldSpan, SpanSet};
+use super::buffer::Buffer;
+use super::cache::HeadCache;
+use super::config::HeadConfig;
+use super::rope::RopeTable;
+use super::span_head::SpanHead;
+use crate::decode::{decode, DecodeMode};
+use crate::loss::{mcce_sparse, SpanSet};
 use crate::param::{ParamMut, Params};
 use crate::scalar::Scalar;
+use crate::span::{Bounds, GoldSpan, SpanPred, MASKED_SCORE};
 use ndarray::{Array2, ArrayView2, ArrayView4, ArrayViewD, ArrayViewMut4, Axis};
 use rayon::prelude::*;
 
@@ -237,7 +242,7 @@ pub(crate) fn mask_invalid<T: Scalar>(mut scores: ArrayViewMut4<'_, T>, bounds: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::head::span_is_valid;
+    use crate::span::span_is_valid;
     use ndarray::{Array2, Array4};
 
     /// The row-wise masking masks exactly the spans `span_is_valid` rejects, and keeps the rest.

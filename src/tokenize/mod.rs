@@ -35,6 +35,9 @@ pub struct Encoding {
     /// [`Encoding::mark_words`] restricts them to word boundaries.
     pub may_start: Vec<bool>,
     pub may_end: Vec<bool>,
+    /// Per token, its segment (BERT's `token_type_ids`): 0 for a single text; a head that
+    /// encodes a pair of texts marks the second one's tokens 1.
+    pub type_ids: Vec<u32>,
 }
 
 impl Encoding {
@@ -44,6 +47,7 @@ impl Encoding {
             ids.len() == offsets.len() && ids.len() == special.len(),
             "Encoding: ids, offsets and special differ in length"
         );
+        let n = ids.len();
         let may: Vec<bool> = special.iter().map(|&s| !s).collect();
         Encoding {
             ids,
@@ -51,6 +55,7 @@ impl Encoding {
             special,
             may_start: may.clone(),
             may_end: may,
+            type_ids: vec![0; n],
         }
     }
 
@@ -61,6 +66,7 @@ impl Encoding {
         self.special.push(special);
         self.may_start.push(!special);
         self.may_end.push(!special);
+        self.type_ids.push(0);
     }
 
     /// Restricts entity boundaries to the words of `text` (the text this encodes): a token may

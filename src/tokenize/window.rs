@@ -68,6 +68,7 @@ pub fn window(enc: &Encoding, tokens: Range<usize>) -> Window {
         special: take(tokens.clone()).map(|i| enc.special[i]).collect(),
         may_start: take(tokens.clone()).map(|i| enc.may_start[i]).collect(),
         may_end: take(tokens.clone()).map(|i| enc.may_end[i]).collect(),
+        type_ids: take(tokens.clone()).map(|i| enc.type_ids[i]).collect(),
     };
     Window { tokens, encoding }
 }

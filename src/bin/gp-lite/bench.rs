@@ -1,0 +1,31 @@
+//! `gp-lite bench`: the PyTorch baseline's workload, one JSON line per preset and thread count.
+
+use crate::{pool, Res};
+use clap::Args;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Presets to run: tiny, small, minilm, base.
+    #[arg(long, num_args = 1.., default_values = ["tiny", "small", "minilm"])]
+    config: Vec<String>,
+    /// Thread counts to run.
+    #[arg(long, num_args = 1.., default_values_t = [1usize, 2])]
+    threads: Vec<usize>,
+    /// Timed training steps (inference: 3x as many batch-1 calls).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+}
+
+/// `gp-lite bench`.
+pub fn run(a: BenchArgs) -> Res<()> {
+    for config in &a.config {
+        for &t in &a.threads {
+            let pool = pool(t)?;
+            let r = pool
+                .install(|| gp_lite::bench::run(config, t, a.steps))
+                .ok_or_else(|| format!("unknown config `{config}` (tiny, small, minilm, base)"))?;
+            println!("{}", serde_json::to_string(&r)?);
+        }
+    }
+    Ok(())
+}

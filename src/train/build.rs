@@ -1,0 +1,135 @@
+//! The model and tokenizer a run starts from: a pretrained encoder with a fresh head, or an
+//! encoder from scratch over a character vocabulary built from the training texts.
+
+use super::choices::{choose_boundaries, choose_decode, choose_tokenization};
+use super::error::TrainError;
+use super::options::{EncoderSource, Event, TrainOptions};
+use crate::batch::Boundaries;
+use crate::bert::checkpoint::load_encoder;
+use crate::bert::BertConfig;
+use crate::data::Dataset;
+use crate::decode::DecodeMode;
+use crate::head;
+use crate::model::{ModelConfig, NerModel};
+use crate::tokenize::{CharVocab, Tokenizer};
+use rand_chacha::ChaCha8Rng;
+
+/// The tokenizer and model a run starts from, with the choices made from the data reported.
+pub fn build_model(
+    opts: &TrainOptions,
+    train: &Dataset,
+    labels: Vec<String>,
+    rng: &mut ChaCha8Rng,
+    info: &mut dyn FnMut(Event),
+) -> Result<(NerModel<f32>, Tokenizer), TrainError> {
+    let (cfg, encoder, tokenizer) = match &opts.encoder {
+        EncoderSource::Pretrained(dir) => {
+            let mut cfg = BertConfig::from_json_file(dir.join("config.json"))?;
+            apply_dropout(&mut cfg, opts.dropout);
+            let (encoder, report) = load_encoder::<f32>(&cfg, &dir.join("model.safetensors"))?;
+            if !report.skipped.is_empty() {
+                info(Event::Info(format!(
+                    "skipped checkpoint tensors not used: {}",
+                    report.skipped.join(", ")
+                )));
+            }
+            let tokenizer = Tokenizer::load(dir).map_err(|source| TrainError::Tokenizer {
+                path: dir.clone(),
+                source,
+            })?;
+            let tokenizer = choose_tokenization(opts, train, tokenizer)?;
+            (cfg, Some(encoder), tokenizer)
+        }
+        EncoderSource::Scratch { config, vocab } => {
+            let tokenizer = match vocab {
+                Some(p) => {
+                    let t = if p.is_dir() {
+                        Tokenizer::load(p)
+                    } else if p.extension().is_some_and(|e| e == "json") {
+                        Tokenizer::from_tokenizer_json(p)
+                    } else {
+                        Tokenizer::from_vocab_txt(p, true)
+                    };
+                    let t = t.map_err(|source| TrainError::Tokenizer {
+                        path: p.clone(),
+                        source,
+                    })?;
+                    choose_tokenization(opts, train, t)?
+                }
+                None => Tokenizer::Char(CharVocab::build(
+                    train.examples.iter().map(|e| e.text.as_str()),
+                    opts.min_char_count,
+                )),
+            };
+            let vocab_size = tokenizer.vocab_size();
+            let mut cfg = match BertConfig::preset(config, vocab_size) {
+                Some(c) => c,
+                None => {
+                    let mut c = BertConfig::from_json_file(config)?;
+                    c.vocab_size = vocab_size;
+                    c
+                }
+            };
+            apply_dropout(&mut cfg, opts.dropout);
+            info(Event::Info(format!(
+                "from scratch: {} layers, hidden {}, vocabulary {vocab_size}",
+                cfg.num_hidden_layers, cfg.hidden_size
+            )));
+            (cfg, None, tokenizer)
+        }
+    };
+    check_max_len(opts.max_len, &cfg)?;
+    let boundaries = opts.boundaries.unwrap_or_else(|| choose_boundaries(train));
+    let decode = if head::nested(&opts.head)? {
+        choose_decode(train)
+    } else {
+        DecodeMode::Flat
+    };
+    info(Event::Info(format!(
+        "tokenization {}, entity boundaries at {}, {} output by default",
+        tokenizer.tokenization().name(),
+        match boundaries {
+            Boundaries::Words => "words",
+            Boundaries::Tokens => "tokens",
+        },
+        match decode {
+            DecodeMode::Flat => "flat",
+            DecodeMode::Nested => "nested",
+        }
+    )));
+    let config = ModelConfig {
+        encoder: cfg,
+        head: opts.head.clone(),
+        labels,
+        max_len: opts.max_len,
+        tokenization: Some(tokenizer.tokenization()),
+        boundaries,
+        decode,
+    };
+    let model = match encoder {
+        Some(encoder) => NerModel::with_encoder(config, encoder, rng)?,
+        None => NerModel::new(config, rng)?,
+    };
+    Ok((model, tokenizer))
+}
+
+fn apply_dropout(cfg: &mut BertConfig, p: Option<f64>) {
+    if let Some(p) = p {
+        cfg.hidden_dropout_prob = p;
+        cfg.attention_probs_dropout_prob = p;
+    }
+}
+
+fn check_max_len(max_len: usize, cfg: &BertConfig) -> Result<(), TrainError> {
+    if max_len < 3 || max_len > cfg.max_position_embeddings {
+        return Err(TrainError::option(
+            "--max-len",
+            max_len,
+            format!(
+                "must be between 3 and the encoder's max_position_embeddings ({})",
+                cfg.max_position_embeddings
+            ),
+        ));
+    }
+    Ok(())
+}

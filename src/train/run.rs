@@ -1,0 +1,289 @@
+//! The run, read top to bottom in [`train`]: check the inputs, start (a fresh model or the
+//! interrupted run's, its samples, optimizer and schedule), then per epoch: train on shuffled
+//! length-bucketed batches, evaluate on the dev set, keep the best model and the resume state.
+
+use super::build::build_model;
+use super::error::TrainError;
+use super::options::{Event, TrainOptions};
+use super::prepare::prepare;
+use super::record::{EpochRecord, TrainingRecord};
+use super::resume::{restore, save_resume, ResumeState};
+use crate::batch::{bucketed_batches, make_batch};
+use crate::data::Dataset;
+use crate::evaluate::evaluate_dataset;
+use crate::metrics::Report;
+use crate::model_dir;
+use crate::optim::adamw::AdamWConfig;
+use crate::optim::schedule::LinearSchedule;
+use crate::predict::PredictOptions;
+use crate::sample::Sample;
+use crate::tokenize::Tokenizer;
+use crate::trainer::Trainer;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::path::Path;
+use std::time::Instant;
+
+/// Trains a model on `train`, evaluating on `dev` after each epoch and keeping the best model
+/// (by dev F1; the last one without dev data) in `out`. With `resume`, continues the run whose
+/// state is in `out` from its last completed epoch.
+pub fn train(
+    opts: &TrainOptions,
+    train: &Dataset,
+    dev: Option<&Dataset>,
+    out: &Path,
+    resume: bool,
+    record: TrainingRecord,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<TrainingRecord, TrainError> {
+    check_inputs(opts, train, dev)?;
+    let mut run = Run::start(opts, train, out, resume, record, on_event)?;
+    let last = match opts.stop_after {
+        Some(k) => opts.epochs.min(run.first_epoch + k),
+        None => opts.epochs,
+    };
+    for epoch in run.first_epoch..last {
+        let stats = run.epoch(epoch, on_event)?;
+        let report = run.evaluate(dev)?;
+        run.save(epoch, stats, report, on_event)?;
+    }
+    Ok(run.record)
+}
+
+/// Refuses a run that cannot start: no entities, dev labels the training data lacks, zero sizes.
+fn check_inputs(opts: &TrainOptions, train: &Dataset, dev: Option<&Dataset>) -> Result<(), TrainError> {
+    if train.labels.is_empty() {
+        return Err(TrainError::NoEntities {
+            path: train.path.clone(),
+        });
+    }
+    if let Some(d) = dev {
+        d.check_labels(&train.labels)?;
+    }
+    for (option, value) in [
+        ("--batch-size", opts.batch_size),
+        ("--epochs", opts.epochs),
+        ("--stop-after", opts.stop_after.unwrap_or(1)),
+    ] {
+        if value == 0 {
+            return Err(TrainError::option(option, 0, "must be positive"));
+        }
+    }
+    let positive = |l: f64| l.is_finite() && l > 0.0;
+    for (option, lr) in [("--lr", Some(opts.lr)), ("--head-lr", opts.head_lr)] {
+        if lr.is_some_and(|l| !positive(l)) {
+            return Err(TrainError::option(
+                option,
+                lr.unwrap_or_default(),
+                "learning rates must be positive",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A run in progress: the trainer, its data and schedule, and where it stands.
+struct Run<'a> {
+    opts: &'a TrainOptions,
+    out: &'a Path,
+    trainer: Trainer<f32>,
+    tokenizer: Tokenizer,
+    samples: Vec<Sample>,
+    schedule: LinearSchedule,
+    first_epoch: usize,
+    step: usize,
+    best_f1: Option<f64>,
+    record: TrainingRecord,
+}
+
+impl<'a> Run<'a> {
+    /// A fresh model (or, with `resume`, the one in `out`), its prepared data and optimizer.
+    fn start(
+        opts: &'a TrainOptions,
+        train: &Dataset,
+        out: &'a Path,
+        resume: bool,
+        mut record: TrainingRecord,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<Run<'a>, TrainError> {
+        let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+        let (model, tokenizer) = if resume {
+            let predictor = model_dir::load_model::<f32>(out)?;
+            (predictor.model, predictor.tokenizer)
+        } else {
+            build_model(opts, train, train.labels.clone(), &mut rng, on_event)?
+        };
+        let prepared = prepare(train, &model, &tokenizer)?;
+        on_event(Event::Info(format!(
+            "{} training texts ({} samples after windowing {} long texts), {} labels; {} gold spans not on token boundaries and {} the {} head cannot learn (left out)",
+            train.examples.len(),
+            prepared.samples.len(),
+            prepared.windowed,
+            model.config.labels.len(),
+            prepared.unaligned,
+            prepared.left_out,
+            model.config.head.kind,
+        )));
+        record.train_examples = train.examples.len();
+        record.train_windows = prepared.samples.len();
+        record.unaligned_spans = prepared.unaligned;
+        record.head_left_out_spans = prepared.left_out;
+        let adamw = AdamWConfig {
+            lr: opts.lr,
+            weight_decay: opts.weight_decay,
+            ..AdamWConfig::default()
+        };
+        let mut trainer = Trainer::new(model, adamw, opts.max_grad_norm);
+        trainer.head_lr_scale = opts.head_lr.map_or(1.0, |h| h / opts.lr);
+        let total_steps = prepared.samples.len().div_ceil(opts.batch_size) * opts.epochs;
+        let schedule = LinearSchedule {
+            warmup_steps: (opts.warmup * total_steps as f64).round() as usize,
+            total_steps,
+        };
+        let mut run = Run {
+            opts,
+            out,
+            trainer,
+            tokenizer,
+            samples: prepared.samples,
+            schedule,
+            first_epoch: 0,
+            step: 0,
+            best_f1: None,
+            record,
+        };
+        if resume {
+            let state = restore(out, &mut run.trainer)?;
+            run.continue_from(state, on_event)?;
+        }
+        Ok(run)
+    }
+
+    /// Takes over the progress of the interrupted run (`state`, restored by [`restore`]).
+    fn continue_from(
+        &mut self,
+        state: ResumeState,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<(), TrainError> {
+        (self.first_epoch, self.step, self.best_f1) = (state.epochs_done, state.step, state.best_f1);
+        // The figures of the epochs already done, so that training.json and the final
+        // "best dev F1" line describe the whole run, not only the resumed part.
+        self.record.epochs = state.record.epochs;
+        self.record.best_epoch = state.record.best_epoch;
+        self.record.best_dev_f1 = state.record.best_dev_f1;
+        self.record.total_seconds = state.record.total_seconds;
+        on_event(Event::Info(format!(
+            "resuming after epoch {} (step {})",
+            self.first_epoch, self.step
+        )));
+        if self.first_epoch >= self.opts.epochs {
+            return Err(TrainError::AlreadyDone {
+                out: self.out.to_path_buf(),
+                done: self.first_epoch,
+                epochs: self.opts.epochs,
+            });
+        }
+        Ok(())
+    }
+
+    /// One pass over the shuffled, length-bucketed training samples: (mean loss, tokens, seconds).
+    fn epoch(
+        &mut self,
+        epoch: usize,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<(f64, usize, f64), TrainError> {
+        let start = Instant::now();
+        let opts = self.opts;
+        let lengths: Vec<usize> = self.samples.iter().map(|s| s.enc.len()).collect();
+        let mut order_rng = ChaCha8Rng::seed_from_u64(opts.seed ^ (0x5eed_0000 + epoch as u64));
+        let batches = bucketed_batches(&lengths, opts.batch_size, &mut order_rng);
+        on_event(Event::EpochStart {
+            epoch: epoch + 1,
+            steps: batches.len(),
+        });
+        let (mut loss_sum, mut tokens) = (0.0, 0);
+        for (i, idx) in batches.iter().enumerate() {
+            let batch = make_batch(
+                idx.iter()
+                    .map(|&k| (&self.samples[k].enc, &self.samples[k].gold[..])),
+            );
+            let lr = self.schedule.lr(opts.lr, self.step);
+            let mut dropout_rng =
+                ChaCha8Rng::seed_from_u64(opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.step as u64);
+            let stats = self.trainer.step(&batch, lr, &mut dropout_rng)?;
+            self.step += 1;
+            loss_sum += stats.loss;
+            tokens += batch.tokens();
+            on_event(Event::Step {
+                epoch: epoch + 1,
+                step: i + 1,
+                steps: batches.len(),
+                loss: stats.loss,
+                tokens: batch.tokens(),
+                lr,
+            });
+        }
+        Ok((
+            loss_sum / batches.len() as f64,
+            tokens,
+            start.elapsed().as_secs_f64(),
+        ))
+    }
+
+    /// Dev P/R/F1 of the current model (None without dev data).
+    fn evaluate(&self, dev: Option<&Dataset>) -> Result<Option<Report>, TrainError> {
+        let opts = PredictOptions::default();
+        let report = dev.map(|d| evaluate_dataset(&self.trainer.model, &self.tokenizer, d, &opts));
+        Ok(report.transpose()?)
+    }
+
+    /// Records the epoch, keeps the model when it is the best so far (by dev F1; the last one
+    /// without dev data), and writes the resume state and training.json.
+    fn save(
+        &mut self,
+        epoch: usize,
+        (loss, tokens, seconds): (f64, usize, f64),
+        dev: Option<Report>,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<(), TrainError> {
+        let f1 = dev.as_ref().map(|r| r.micro.f1);
+        let better = match (f1, self.best_f1) {
+            (Some(f), Some(b)) => f > b,
+            _ => true,
+        };
+        let rec = EpochRecord {
+            epoch: epoch + 1,
+            train_loss: loss,
+            train_tokens: tokens,
+            seconds,
+            tokens_per_s: tokens as f64 / seconds,
+            dev_precision: dev.as_ref().map(|r| r.micro.precision),
+            dev_recall: dev.as_ref().map(|r| r.micro.recall),
+            dev_f1: f1,
+        };
+        self.record.epochs.push(rec.clone());
+        if better {
+            self.best_f1 = f1.or(self.best_f1);
+            self.record.best_epoch = Some(epoch + 1);
+            self.record.best_dev_f1 = f1;
+            model_dir::save_model(self.out, &self.trainer.model, &self.tokenizer)?;
+        }
+        self.record.total_seconds += seconds;
+        let state = ResumeState {
+            epochs_done: epoch + 1,
+            step: self.step,
+            best_f1: self.best_f1,
+            record: self.record.clone(),
+        };
+        save_resume(self.out, &self.trainer, &state)?;
+        model_dir::write_atomic(
+            &self.out.join(model_dir::RECORD_FILE),
+            &serde_json::to_vec_pretty(&self.record).expect("the record serialises"),
+        )?;
+        on_event(Event::EpochEnd {
+            record: rec,
+            best: better,
+        });
+        Ok(())
+    }
+}
