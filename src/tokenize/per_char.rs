@@ -127,7 +127,7 @@ pub fn mostly_cjk<'a>(texts: impl IntoIterator<Item = &'a str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokenize::tests::fixture;
+    use crate::tokenize::tokenizer::tests::fixture;
 
     #[test]
     fn wordpiece_vocab_one_token_per_character() {

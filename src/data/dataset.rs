@@ -1,0 +1,96 @@
+//! What every reader produces: examples (a text and its entities in character offsets) of one
+//! file, with their line numbers and label set.
+
+use super::error::{DataError, Problem};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// An entity: characters `[start, end)` of its text (Unicode code points) and its type.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Entity {
+    pub start: usize,
+    pub end: usize,
+    pub label: String,
+}
+
+/// A text and its entities (empty for unlabeled data), sorted by (start, end, label).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Example {
+    pub text: String,
+    pub entities: Vec<Entity>,
+}
+
+/// The examples of one file.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// The file read.
+    pub path: PathBuf,
+    pub examples: Vec<Example>,
+    /// For each example, the 1-based line of the file where it starts.
+    pub lines: Vec<usize>,
+    /// Every entity label used, sorted.
+    pub labels: Vec<String>,
+}
+
+impl Dataset {
+    /// Collects the label set; a file without examples is an error.
+    pub fn new(path: &Path, mut examples: Vec<Example>, lines: Vec<usize>) -> Result<Dataset, DataError> {
+        if examples.is_empty() {
+            return Err(DataError::at(path, 1, Problem::Empty));
+        }
+        for e in &mut examples {
+            e.entities.sort();
+        }
+        let labels: BTreeSet<&str> = examples
+            .iter()
+            .flat_map(|e| e.entities.iter().map(|x| x.label.as_str()))
+            .collect();
+        Ok(Dataset {
+            path: path.to_path_buf(),
+            labels: labels.into_iter().map(String::from).collect(),
+            examples,
+            lines,
+        })
+    }
+
+    /// Total number of entities.
+    pub fn entity_count(&self) -> usize {
+        self.examples.iter().map(|e| e.entities.len()).sum()
+    }
+
+    /// Number of entities of each label.
+    pub fn label_counts(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for x in self.examples.iter().flat_map(|e| &e.entities) {
+            *counts.entry(x.label.clone()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Fails on the first entity whose label is not in `known` (e.g. evaluation data with a type
+    /// the model was not trained on), naming its line.
+    pub fn check_labels(&self, known: &[String]) -> Result<(), DataError> {
+        for (example, &line) in self.examples.iter().zip(&self.lines) {
+            if let Some(x) = example.entities.iter().find(|x| !known.contains(&x.label)) {
+                let problem = Problem::UnknownLabel {
+                    label: x.label.clone(),
+                    known: known.join(", "),
+                };
+                return Err(DataError::at(&self.path, line, problem));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a whole file as text (without a leading byte-order mark).
+pub(crate) fn read_text(path: &Path) -> Result<String, DataError> {
+    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    })
+}
