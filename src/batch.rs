@@ -24,11 +24,14 @@ pub enum Boundaries {
 /// A right-padded batch.
 #[derive(Clone, Debug)]
 pub struct Batch {
+    /// Token ids, token type ids `[B, n]` and each text's real length.
     pub input: EncoderInput,
     /// `[B, n]`: token may start / end an entity (real, not special, and where the model uses
     /// word boundaries, at a word start / end).
     pub starts: Array2<bool>,
+    /// `[B, n]`: see `starts`.
     pub ends: Array2<bool>,
+    /// Per text, its gold spans in token indices (empty when unlabeled).
     pub gold: Vec<Vec<GoldSpan>>,
 }
 

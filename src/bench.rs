@@ -15,21 +15,32 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::time::Instant;
 
+/// Vocabulary size of the workload (bert-base-chinese's).
 pub const VOCAB: usize = 21128;
+/// Number of entity types `C`.
 pub const TYPES: usize = 10;
+/// GlobalPointer head size (per-type query/key width).
 pub const HEAD_SIZE: usize = 64;
 
 /// One line of output, with the same fields as bench_torch.py's.
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchResult {
+    /// Which implementation ran: `"gp-lite"` (serialized as `impl`).
     #[serde(rename = "impl")]
     pub implementation: String,
+    /// The crate version.
     pub version: String,
+    /// The encoder preset: tiny, small, minilm or base.
     pub config: String,
+    /// Threads the run used (recorded, not set, by [`run`]).
     pub threads: usize,
+    /// Median wall time of one training step on batch 16 x 64, in milliseconds.
     pub train_step_ms: f64,
+    /// Training throughput: 16 * 64 tokens per median step, in tokens per second.
     pub train_tokens_per_s: f64,
+    /// Median inference latency at batch 1 x 50, in milliseconds.
     pub infer_b1_n50_ms: f64,
+    /// Inference throughput at batch 32 x 64, in tokens per second.
     pub infer_b32_n64_tokens_per_s: f64,
 }
 

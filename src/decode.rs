@@ -18,8 +18,10 @@ pub const DEFAULT_THRESHOLD: f64 = 0.0;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DecodeMode {
+    /// Every valid span scoring above the threshold, overlapping or not.
     #[default]
     Nested,
+    /// Spans kept by descending score, dropping any that shares a token with one already kept.
     Flat,
 }
 

@@ -13,11 +13,17 @@ pub type Entity = (usize, usize, usize, usize);
 /// Counts and the figures derived from them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Prf {
+    /// Number of distinct gold entities.
     pub gold: usize,
+    /// Number of distinct predicted entities.
     pub predicted: usize,
+    /// Predicted entities equal to a gold one.
     pub correct: usize,
+    /// `correct / predicted`, in `[0, 1]`.
     pub precision: f64,
+    /// `correct / gold`, in `[0, 1]`.
     pub recall: f64,
+    /// Harmonic mean of precision and recall, `2 correct / (gold + predicted)`.
     pub f1: f64,
 }
 
@@ -46,7 +52,9 @@ impl Prf {
 /// Micro figures and one entry per type `0..num_types`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Report {
+    /// Figures over all entities of every type.
     pub micro: Prf,
+    /// Figures of each type, indexed by type.
     pub per_type: Vec<Prf>,
 }
 

@@ -28,7 +28,9 @@ pub enum ModelError {
 /// Everything needed to rebuild a model (written as config.json in a model directory).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
+    /// The BERT encoder's sizes (HF config.json fields).
     pub encoder: BertConfig,
+    /// Which head and its settings (`{"kind": ..., ...}`).
     pub head: HeadConfig,
     /// Entity types; type index = position.
     pub labels: Vec<String>,
@@ -50,8 +52,11 @@ pub struct ModelConfig {
 /// Encoder + head.
 #[derive(Debug)]
 pub struct NerModel<T> {
+    /// The configuration it was built from.
     pub config: ModelConfig,
+    /// The BERT encoder: token ids to hidden states `[B*n, H]`.
     pub encoder: BertEncoder<T>,
+    /// The span head over the hidden states, built from `config.head`.
     pub head: Box<dyn SpanHead<T>>,
 }
 

@@ -9,27 +9,54 @@ use crate::scalar::Scalar;
 use crate::tokenize::{TokenizeError, Tokenizer};
 use std::path::{Path, PathBuf};
 
+/// The model's configuration ([`ModelConfig`] as JSON).
 pub const CONFIG_FILE: &str = "config.json";
+/// The model's parameters (safetensors).
 pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// The record of the training run that wrote the model (`TrainingRecord` as JSON).
 pub const RECORD_FILE: &str = "training.json";
 
 /// Why a model directory could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelDirError {
+    /// A file or directory could not be read, written, created or renamed.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A JSON file (config.json, a resume state) does not parse as what gp-lite writes.
     #[error("{}: not a gp-lite model configuration: {source}", path.display())]
     Config {
+        /// The file.
         path: PathBuf,
+        /// serde_json's error.
         source: serde_json::Error,
     },
+    /// The weights file cannot be read or does not match the model (a missing, unknown or
+    /// misshapen tensor, a malformed file).
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The tokenizer could not be loaded or saved.
     /// The tokenizer's own errors already name the file, so only they are shown.
     #[error("{source}")]
-    Tokenizer { path: PathBuf, source: TokenizeError },
+    Tokenizer {
+        /// The directory it was loaded from or saved to.
+        path: PathBuf,
+        /// The tokenizer's error.
+        source: TokenizeError,
+    },
+    /// The directory's files are readable but do not make a usable model: not a directory, no
+    /// labels, sizes out of limits or that disagree with each other.
     #[error("{}: {what}", path.display())]
-    Invalid { path: PathBuf, what: String },
+    Invalid {
+        /// The file (or directory) at fault.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModelDirError + '_ {

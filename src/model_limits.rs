@@ -13,16 +13,27 @@ use crate::model::ModelConfig;
 /// Why a model configuration cannot be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LimitError {
+    /// A field of config.json has a value out of limits or at odds with another field.
     #[error("field `{field}` = {value}: {reason}")]
     Field {
+        /// The field's name, e.g. `max_len` (`encoder` for an encoder error with no one field).
         field: &'static str,
+        /// Its value as declared (empty when no one field is at fault).
         value: String,
+        /// Why it is refused.
         reason: String,
     },
+    /// The weights file is too short to hold the parameters config.json declares.
     #[error(
         "{file_len} bytes cannot hold the {params} or more parameters config.json declares (2 bytes each at the least): the file is cut short or config.json is wrong"
     )]
-    TooLarge { params: u128, file_len: u64 },
+    TooLarge {
+        /// Lower bound of the declared parameter count.
+        params: u128,
+        /// Length of model.safetensors, in bytes.
+        file_len: u64,
+    },
+    /// The head's kind is unknown or its settings are invalid.
     #[error(transparent)]
     Head(#[from] HeadError),
 }

@@ -9,11 +9,15 @@ use ndarray::{Array, ArrayViewD, ArrayViewMutD, Dimension, Ix1, Ix2};
 /// A trainable tensor and its gradient (same shape). Backward passes accumulate into `grad`.
 #[derive(Clone, Debug)]
 pub struct Param<T, D: Dimension> {
+    /// The tensor's current value.
     pub value: Array<T, D>,
+    /// The loss gradient accumulated since it was last zeroed, shaped as `value`.
     pub grad: Array<T, D>,
 }
 
+/// A vector parameter (a bias, a LayerNorm scale or shift).
 pub type Param1<T> = Param<T, Ix1>;
+/// A matrix parameter (a weight or an embedding table).
 pub type Param2<T> = Param<T, Ix2>;
 
 impl<T: Scalar, D: Dimension> Param<T, D> {
@@ -49,7 +53,9 @@ impl<T: Scalar, D: Dimension> Param<T, D> {
 
 /// A parameter as the mutable visitor sees it.
 pub struct ParamMut<'a, T> {
+    /// The parameter's value.
     pub value: ArrayViewMutD<'a, T>,
+    /// Its accumulated gradient, same shape.
     pub grad: ArrayViewMutD<'a, T>,
 }
 

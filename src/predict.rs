@@ -17,21 +17,33 @@ use std::ops::Range;
 /// An entity found in a text: characters `[start, end)` (Unicode code points), its type and score.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PredEntity {
+    /// First character (inclusive), in code points.
     pub start: usize,
+    /// One past the last character (exclusive), in code points.
     pub end: usize,
+    /// The entity type (serialized as `type`).
     #[serde(rename = "type")]
     pub label: String,
     /// Index of `label` in the model's labels.
     #[serde(skip)]
     pub ty: usize,
+    /// The head's score of the span: a logit for the pointer heads, the smallest marginal
+    /// probability of its tags for the CRF.
     pub score: f64,
 }
 
 /// Why prediction failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PredictError {
+    /// A text could not be tokenized or windowed.
     #[error("text {index}: {source}")]
-    Tokenize { index: usize, source: TokenizeError },
+    Tokenize {
+        /// Position of the text in the caller's list.
+        index: usize,
+        /// The tokenizer's error.
+        source: TokenizeError,
+    },
+    /// The encoder refused a batch (e.g. a token id outside its vocabulary).
     #[error(transparent)]
     Encoder(#[from] EncoderError),
 }
@@ -41,6 +53,8 @@ pub enum PredictError {
 pub struct PredictOptions {
     /// Nested or flat output; `None`: the model's default (config.json `decode`).
     pub mode: Option<DecodeMode>,
+    /// Spans scoring above this are entities (default [`DEFAULT_THRESHOLD`] = 0); the CRF head,
+    /// which decodes one tag path, ignores it.
     pub threshold: f64,
     /// Texts per forward pass.
     pub batch_size: usize,
@@ -72,7 +86,9 @@ impl Default for PredictOptions {
 /// A trained model with its tokenizer. Immutable: share it between threads, one [`Workspace`]
 /// per thread.
 pub struct Predictor<T> {
+    /// The model, its weights packed for inference when loaded from a directory.
     pub model: NerModel<T>,
+    /// The tokenizer it was trained with.
     pub tokenizer: Tokenizer,
 }
 

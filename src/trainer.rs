@@ -14,6 +14,7 @@ use rand::Rng;
 /// What one step reports.
 #[derive(Clone, Copy, Debug)]
 pub struct StepStats {
+    /// The head's loss on the batch (before the update).
     pub loss: f64,
     /// Global gradient norm before clipping; computed only when clipping (None otherwise).
     pub grad_norm: Option<f64>,
@@ -21,8 +22,11 @@ pub struct StepStats {
 
 /// A model with its optimizer and step buffers.
 pub struct Trainer<T> {
+    /// The model being trained.
     pub model: NerModel<T>,
+    /// AdamW over the model's parameters.
     pub opt: AdamW<T>,
+    /// The head's scratch, kept across steps.
     pub ws: Workspace,
     /// Clip the global gradient norm to this (None: no clipping).
     pub max_grad_norm: Option<f64>,
@@ -34,6 +38,8 @@ pub struct Trainer<T> {
 }
 
 impl<T: Scalar> Trainer<T> {
+    /// A trainer for `model` with AdamW (`adamw`, default decay predicate) and optional
+    /// gradient-norm clipping; the head learns at the encoder's rate until `head_lr_scale` is set.
     pub fn new(model: NerModel<T>, adamw: AdamWConfig, max_grad_norm: Option<f64>) -> Self {
         Trainer {
             model,

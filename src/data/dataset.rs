@@ -8,15 +8,20 @@ use std::path::{Path, PathBuf};
 /// An entity: characters `[start, end)` of its text (Unicode code points) and its type.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Entity {
+    /// First character of the entity (inclusive), in code points.
     pub start: usize,
+    /// One past its last character (exclusive), in code points.
     pub end: usize,
+    /// The entity type, e.g. `PER`.
     pub label: String,
 }
 
 /// A text and its entities (empty for unlabeled data), sorted by (start, end, label).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Example {
+    /// The raw text.
     pub text: String,
+    /// Its entities, sorted by (start, end, label); empty for unlabeled data.
     pub entities: Vec<Entity>,
 }
 
@@ -25,6 +30,7 @@ pub struct Example {
 pub struct Dataset {
     /// The file read.
     pub path: PathBuf,
+    /// The examples, in file order.
     pub examples: Vec<Example>,
     /// For each example, the 1-based line of the file where it starts.
     pub lines: Vec<usize>,

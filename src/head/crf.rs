@@ -88,7 +88,9 @@ pub struct Crf<T> {
     pub dense: Linear<T>,
     /// `[T, T]`, `trans[prev, cur]`.
     pub transitions: Param2<T>,
+    /// Number of entity types `C` (the tagger has `T = 2C + 1` BIO tags).
     pub num_types: usize,
+    /// Its settings, as recorded in config.json.
     pub config: CrfConfig,
 }
 

@@ -34,7 +34,9 @@ pub struct EfficientGlobalPointer<T> {
     pub p_dense: Linear<T>,
     /// `2d -> 2C`: per type, `[end score, start score]`.
     pub c_dense: Linear<T>,
+    /// Number of entity types `C`.
     pub num_types: usize,
+    /// Width `d` of each of q and k.
     pub head_size: usize,
     /// RoPE on q and k (on by default; off only for the ablation).
     pub rope: bool,

@@ -4,7 +4,7 @@
 //! Parameter names: `dense.weight` `[C·2d, H]` and `dense.bias` `[C·2d]` (PyTorch layout,
 //! `y = h Wᵀ + b`; columns `[a·2d, a·2d+d)` are q of type a, `[a·2d+d, (a+1)·2d)` its k).
 //!
-//! [`MASKED_SCORE`]: super::MASKED_SCORE
+//! [`MASKED_SCORE`]: crate::span::MASKED_SCORE
 
 use super::score_head::{batch_size, mask_invalid, rotate_rows};
 use super::buffer::Buffer;
@@ -90,7 +90,9 @@ pub fn kind<T: Scalar>() -> HeadKind<T> {
 pub struct GlobalPointer<T> {
     /// `H -> C·2d`.
     pub dense: Linear<T>,
+    /// Number of entity types `C`.
     pub num_types: usize,
+    /// Width `d` of each type's q and k.
     pub head_size: usize,
     /// RoPE on q and k (on by default; off only for the ablation).
     pub rope: bool,

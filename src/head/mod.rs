@@ -3,7 +3,7 @@
 //! one, its own input ([`SpanHead::samples`]); the trainer and predict only see [`SpanHead`].
 //!
 //! A head is one file that defines its [`HeadKind`] (name, help line, settings, limits and
-//! constructor) in a `kind()` function, plus its name in the [`heads!`] line below.
+//! constructor) in a `kind()` function, plus its name in the `heads!` line below.
 
 pub mod bio_tags;
 pub mod buffer;

@@ -36,8 +36,9 @@ pub struct ScoreCache<T> {
     pub(crate) dbias: Buffer<T>,
     /// (B, n) of the last forward, checked by backward.
     pub(crate) batch: (usize, usize),
-    /// The span scores `[B, C, n, n]` and their gradient.
+    /// The span scores `[B, C, n, n]`.
     pub scores: Buffer<T>,
+    /// The loss gradient of `scores`, `[B, C, n, n]`.
     pub dscores: Buffer<T>,
 }
 

@@ -22,10 +22,15 @@ const PAR_CHUNK: usize = 1 << 12;
 /// Hyper-parameters (torch defaults).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamWConfig {
+    /// Base learning rate (default 1e-3); each step takes the schedule's rate instead.
     pub lr: f64,
+    /// Decay rate of the first moment `m` (default 0.9).
     pub beta1: f64,
+    /// Decay rate of the second moment `v` (default 0.999).
     pub beta2: f64,
+    /// Added to the bias-corrected `√v` in the denominator (default 1e-8).
     pub eps: f64,
+    /// Decoupled weight decay `wd`, applied as `p ← p (1 - lr·wd)` (default 0.01).
     pub weight_decay: f64,
 }
 
@@ -44,20 +49,36 @@ impl Default for AdamWConfig {
 /// Why the optimizer state does not fit the model.
 #[derive(Debug, thiserror::Error)]
 pub enum OptimError {
+    /// At a step, the model has a different number of parameters than the state.
     #[error("optimizer state is for {expected} parameters, the model has {found}")]
-    Count { expected: usize, found: usize },
+    Count {
+        /// Parameters the state holds moments for.
+        expected: usize,
+        /// Parameters the model has.
+        found: usize,
+    },
+    /// At a step, a parameter's name differs from the one its state was made for.
     #[error("parameter {index}: optimizer state is for `{expected}`, the model has `{found}`")]
     Name {
+        /// Position of the parameter in the model's walk order.
         index: usize,
+        /// The name the state was made for.
         expected: String,
+        /// The model's name at that position.
         found: String,
     },
+    /// A shape disagrees: at a step, a parameter's with its state's; in [`AdamW::load_state`], a
+    /// saved tensor's with its parameter's.
     #[error("parameter `{name}`: optimizer state has shape {expected:?}, the model {found:?}")]
     Shape {
+        /// The parameter (in `load_state`, the tensor, e.g. `<param>.exp_avg`).
         name: String,
+        /// At a step, the state's shape; in `load_state`, the shape the parameter needs.
         expected: Vec<usize>,
+        /// At a step, the parameter's shape; in `load_state`, the saved tensor's.
         found: Vec<usize>,
     },
+    /// [`AdamW::load_state`] found no tensor of this name (e.g. `<param>.exp_avg`).
     #[error("optimizer state tensor `{0}` is missing")]
     Missing(String),
 }
@@ -94,6 +115,7 @@ fn layouts<T: Scalar, M: Params<T> + ?Sized>(model: &M) -> Vec<bool> {
 /// The AdamW optimizer.
 #[derive(Clone, Debug)]
 pub struct AdamW<T> {
+    /// Its hyper-parameters.
     pub config: AdamWConfig,
     /// True for parameters that get weight decay.
     pub decay: fn(&str) -> bool,

@@ -3,7 +3,9 @@
 /// The learning-rate multiplier as a function of the number of updates already made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinearSchedule {
+    /// Updates over which the multiplier rises linearly from 0 to 1.
     pub warmup_steps: usize,
+    /// Updates of the whole run; the multiplier reaches 0 here.
     pub total_steps: usize,
 }
 

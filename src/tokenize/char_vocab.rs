@@ -13,7 +13,7 @@ pub const SEP: u32 = 3;
 /// The special tokens, in id order.
 pub const SPECIALS: [&str; 4] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"];
 
-/// Characters and their ids; ids 0..4 are [`SPECIALS`].
+/// Characters and their ids; ids 0..4 are the specials `[PAD]`, `[UNK]`, `[CLS]`, `[SEP]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CharVocab {
     chars: Vec<char>,

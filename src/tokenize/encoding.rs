@@ -13,6 +13,7 @@ pub struct Encoding {
     /// Per token, whether an entity may start / end at it: every non-special token, until
     /// [`Encoding::mark_words`] restricts them to word boundaries.
     pub may_start: Vec<bool>,
+    /// Per token, whether an entity may end at it; see `may_start`.
     pub may_end: Vec<bool>,
     /// Per token, its segment (BERT's `token_type_ids`): 0 for a single text; a head that
     /// encodes a pair of texts marks the second one's tokens 1.
@@ -67,7 +68,8 @@ impl Encoding {
         self.ids.len()
     }
 
-    /// True when there are no tokens at all (never the case for a [`Tokenizer`]'s output).
+    /// True when there are no tokens at all (never the case for the output of a
+    /// [`Tokenizer`](super::Tokenizer)).
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }

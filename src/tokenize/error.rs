@@ -4,29 +4,67 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+/// Why a tokenizer could not be built, read, written or applied.
 #[derive(Debug, Error)]
 pub enum TokenizeError {
+    /// A tokenizer file (vocab.txt, tokenizer_config.json, ...) could not be read or written.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// An error reported by the `tokenizers` crate while reading or writing `path`.
     #[error("{}: {message}", path.display())]
-    Hf { path: PathBuf, message: String },
+    Hf {
+        /// The file (tokenizer.json, vocab.txt or tokenizer_config.json).
+        path: PathBuf,
+        /// The crate's message.
+        message: String,
+    },
+    /// A WordPiece vocabulary lacks a token BERT needs (`[CLS]`, `[SEP]`, `[PAD]`, `[UNK]`), or
+    /// a tokenizer.json with no padding has no `[PAD]` / `<pad>`.
     #[error("{}: the vocabulary has no `{token}` token", path.display())]
-    MissingToken { path: PathBuf, token: String },
+    MissingToken {
+        /// The vocabulary file.
+        path: PathBuf,
+        /// The token missing.
+        token: String,
+    },
+    /// A character vocab.txt is malformed: the specials out of order, a line that is not one
+    /// character, or a character listed twice.
     #[error("{}:{line}: {what}", path.display())]
     BadVocab {
+        /// The vocabulary file.
         path: PathBuf,
+        /// The 1-based line at fault.
         line: usize,
+        /// What is wrong with it.
         what: String,
     },
+    /// A directory holds neither tokenizer.json nor vocab.txt.
     #[error("{}: no tokenizer.json or vocab.txt", dir.display())]
-    NotFound { dir: PathBuf },
+    NotFound {
+        /// The directory searched.
+        dir: PathBuf,
+    },
+    /// Encoding failed in the `tokenizers` crate, or a tokenizer cannot serve as asked (no
+    /// specials or unknown token for one token per character, or config.json's tokenization
+    /// differs from the directory's tokenizer); holds the message.
     #[error("encoding failed: {0}")]
     Encode(String),
+    /// Window sizes out of range: `max_len < 3`, or `stride` not in `1..=max_len - 2`.
     #[error(
         "windows need max_len >= 3 and 1 <= stride <= max_len - 2 (got max_len {max_len}, stride {stride})"
     )]
-    BadWindow { max_len: usize, stride: usize },
+    BadWindow {
+        /// Tokens per window, specials included.
+        max_len: usize,
+        /// Content tokens between the starts of consecutive windows.
+        stride: usize,
+    },
+    /// An encoding to be windowed does not start and end with special tokens (`[CLS]`/`[SEP]`).
     #[error("the encoding does not start and end with special tokens")]
     NoSpecials,
 }

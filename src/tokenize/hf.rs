@@ -114,6 +114,7 @@ impl HfTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// The id used to pad a batch: tokenizer.json's padding id, else that of `[PAD]` / `<pad>`.
     pub fn pad_id(&self) -> u32 {
         self.pad_id
     }

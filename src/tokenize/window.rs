@@ -8,7 +8,9 @@ use super::{Encoding, TokenizeError};
 /// `encoding` is `[CLS] enc[tokens] [SEP]` (offsets still refer to the full text).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Window {
+    /// Indices of its content tokens in the full encoding (never a special token).
     pub tokens: Range<usize>,
+    /// `[CLS] enc[tokens] [SEP]`, ready to batch.
     pub encoding: Encoding,
 }
 

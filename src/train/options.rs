@@ -66,7 +66,7 @@ pub struct TrainOptions {
     pub dropout: Option<f64>,
     /// Seeds initialisation, batch order and dropout.
     pub seed: u64,
-    /// Characters seen fewer times are [UNK] (character vocabulary only).
+    /// Characters seen fewer times are `[UNK]` (character vocabulary only).
     pub min_char_count: usize,
     /// Stop (resumably) after this many epochs of this invocation, `None`: run to `epochs`.
     pub stop_after: Option<usize>,

@@ -12,12 +12,17 @@ use std::path::{Path, PathBuf};
 /// State for `--resume`, kept in `OUT/resume/` after each epoch.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ResumeState {
+    /// Epochs completed; the resumed run starts with the next.
     pub epochs_done: usize,
+    /// Optimizer updates made so far (the schedule's position).
     pub step: usize,
+    /// Best dev F1 so far (None without dev data).
     pub best_f1: Option<f64>,
+    /// training.json as of the last completed epoch.
     pub record: TrainingRecord,
 }
 
+/// The resume directory's name inside the output directory.
 pub const RESUME_DIR: &str = "resume";
 
 /// `OUT/resume/state.json`, and the weights and optimizer state of the epoch it names. The two
@@ -32,6 +37,8 @@ pub fn resume_paths(out: &Path, epochs_done: usize) -> (PathBuf, PathBuf, PathBu
     )
 }
 
+/// Writes `trainer`'s weights and optimizer state and then `state` into `out/resume/` (see
+/// [`resume_paths`]), and removes the files of earlier epochs.
 pub fn save_resume(out: &Path, trainer: &Trainer<f32>, state: &ResumeState) -> Result<(), TrainError> {
     let dir = out.join(RESUME_DIR);
     std::fs::create_dir_all(&dir).map_err(|source| ModelDirError::Io {
