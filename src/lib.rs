@@ -1,4 +1,3 @@
-#![warn(missing_docs)]
 //! gp-lite: GlobalPointer named-entity recognition, a pure-Rust CPU trainer and runtime.
 //!
 //! Every component is written over `ndarray` with explicit forward and backward passes; every
