@@ -54,18 +54,6 @@ impl GradReport {
         }
     }
 
-    /// Combines two reports (the worse one wins).
-    pub fn merge(mut self, other: GradReport) -> GradReport {
-        if other.worst > self.worst {
-            let checked = self.checked + other.checked;
-            self = other;
-            self.checked = checked;
-        } else {
-            self.checked += other.checked;
-        }
-        self
-    }
-
     /// Panics with a readable message when the worst error exceeds `tol`.
     pub fn assert_below(&self, tol: f64) {
         assert!(self.checked > 0, "gradient check checked nothing");

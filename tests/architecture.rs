@@ -134,12 +134,6 @@ fn use_paths(code: &str, pub_only: bool) -> Vec<Module> {
         if word_start && (!pub_only || is_pub) && !tree.contains('(') {
             let tree: String = tree.split_whitespace().collect::<Vec<_>>().join(" ");
             let tree = tree.replace(" as ", "@");
-            let cleaned: String = tree
-                .split(|c: char| c == ',' || c == '{' || c == '}')
-                .map(|s| s.split('@').next().unwrap().trim().to_string())
-                .collect::<Vec<_>>()
-                .join("|");
-            let _ = cleaned;
             let tree: String = tree
                 .chars()
                 .filter(|c| !c.is_whitespace())
@@ -277,7 +271,7 @@ impl Graph {
     fn resolve(&self, abs: &[String], depth: usize) -> Module {
         let (mut module, mut rest) = (Vec::new(), abs);
         for k in (0..=abs.len()).rev() {
-            if self.files.contains_key(&abs[..k].to_vec()) {
+            if self.files.contains_key(&abs[..k]) {
                 (module, rest) = (abs[..k].to_vec(), &abs[k..]);
                 break;
             }

@@ -31,10 +31,10 @@ use super::crf_chain::{forward_backward, nll, viterbi};
 use super::kind::{HeadKind, HeadShape};
 use super::span_head::SpanHead;
 use crate::decode::{best_of_each, flatten};
-use crate::span::{span_is_valid, Bounds, GoldSpan, SpanPred, MASKED_SCORE};
 use crate::nn::Linear;
 use crate::param::{join, Param2, ParamMut, Params};
 use crate::scalar::Scalar;
+use crate::span::{span_is_valid, Bounds, GoldSpan, SpanPred, MASKED_SCORE};
 use ndarray::{Array2, ArrayView2, ArrayViewD, Axis};
 use rand::Rng;
 use rayon::prelude::*;
@@ -76,7 +76,13 @@ pub fn kind<T: Scalar>() -> HeadKind<T> {
         },
         build: |settings, shape, mut rng| {
             let c: CrfConfig = parse_settings("crf", settings)?;
-            Ok(Box::new(Crf::new(shape.hidden, shape.types, c, shape.std, &mut rng)))
+            Ok(Box::new(Crf::new(
+                shape.hidden,
+                shape.types,
+                c,
+                shape.std,
+                &mut rng,
+            )))
         },
     }
 }
@@ -412,10 +418,7 @@ mod tests {
         let spans = crf.decode(h.view(), n, bounds, 0.0, &mut HeadCache::new());
         for (b, ps) in spans.iter().enumerate() {
             for (k, p) in ps.iter().enumerate() {
-                assert!(
-                    super::span_is_valid(&bounds.row(b), p.start, p.end),
-                    "{p:?}"
-                );
+                assert!(super::span_is_valid(&bounds.row(b), p.start, p.end), "{p:?}");
                 assert!(p.score > 0.0 && p.score <= 1.0);
                 if k > 0 {
                     assert!(ps[k - 1].end < p.start);

@@ -11,18 +11,18 @@
 //! Parameter names: `p_dense.weight` `[2d, H]`, `p_dense.bias` `[2d]`, `c_dense.weight` `[2C, 2d]`,
 //! `c_dense.bias` `[2C]`.
 
-use super::score_head::{batch_size, rotate_rows};
 use super::buffer::Buffer;
 use super::config::HeadConfig;
 use super::global_pointer::GlobalPointerConfig;
 use super::kind::{HeadKind, HeadShape};
+use super::score_head::{batch_size, rotate_rows};
 use super::score_head::{ScoreCache, ScoreHead, Scored};
-use crate::span::{span_is_valid, Bounds, MASKED_SCORE};
 use crate::init::lecun_std;
 use crate::matmul::gemm_batched;
 use crate::nn::Linear;
 use crate::param::{join, ParamMut, Params};
 use crate::scalar::Scalar;
+use crate::span::{span_is_valid, Bounds, MASKED_SCORE};
 use ndarray::{s, Array2, ArrayView2, ArrayView4, ArrayViewD, Axis};
 use rand::Rng;
 use rayon::prelude::*;
@@ -56,7 +56,14 @@ pub fn kind<T: Scalar>() -> HeadKind<T> {
         },
         build: |settings, shape: HeadShape, mut rng| {
             let c = GlobalPointerConfig::checked("egp", settings)?;
-            let head = EfficientGlobalPointer::new(shape.hidden, shape.types, c.head_size, c.rope, shape.std, &mut rng);
+            let head = EfficientGlobalPointer::new(
+                shape.hidden,
+                shape.types,
+                c.head_size,
+                c.rope,
+                shape.std,
+                &mut rng,
+            );
             Ok(Box::new(Scored(head)))
         },
     }

@@ -6,16 +6,16 @@
 //!
 //! [`MASKED_SCORE`]: crate::span::MASKED_SCORE
 
-use super::score_head::{batch_size, mask_invalid, rotate_rows};
 use super::buffer::Buffer;
 use super::config::{parse_settings, HeadConfig, HeadError, HeadOptions, Settings};
 use super::kind::{HeadKind, HeadShape};
+use super::score_head::{batch_size, mask_invalid, rotate_rows};
 use super::score_head::{ScoreCache, ScoreHead, Scored};
-use crate::span::Bounds;
 use crate::matmul::gemm_batched;
 use crate::nn::Linear;
 use crate::param::{join, ParamMut, Params};
 use crate::scalar::Scalar;
+use crate::span::Bounds;
 use ndarray::{s, Array2, ArrayView2, ArrayView4, ArrayViewD, Axis};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -49,7 +49,7 @@ impl GlobalPointerConfig {
                 reason: "must be positive",
             });
         }
-        if c.rope && c.head_size % 2 != 0 {
+        if c.rope && !c.head_size.is_multiple_of(2) {
             return Err(HeadError::Field {
                 field: "head_size",
                 value: c.head_size.to_string(),
@@ -79,7 +79,14 @@ pub fn kind<T: Scalar>() -> HeadKind<T> {
         },
         build: |settings, shape: HeadShape, mut rng| {
             let c = GlobalPointerConfig::checked("gp", settings)?;
-            let head = GlobalPointer::new(shape.hidden, shape.types, c.head_size, c.rope, shape.std, &mut rng);
+            let head = GlobalPointer::new(
+                shape.hidden,
+                shape.types,
+                c.head_size,
+                c.rope,
+                shape.std,
+                &mut rng,
+            );
             Ok(Box::new(Scored(head)))
         },
     }

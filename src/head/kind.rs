@@ -17,6 +17,9 @@ pub struct HeadShape {
     pub std: f64,
 }
 
+/// A head's constructor: settings (already checked), shape, random source.
+pub type BuildHead<T> = fn(&Settings, HeadShape, &mut dyn RngCore) -> Result<Box<dyn SpanHead<T>>, HeadError>;
+
 /// A registered head.
 pub struct HeadKind<T> {
     /// `--head` value and config.json's `head.kind`.
@@ -31,7 +34,7 @@ pub struct HeadKind<T> {
     /// bound of the head's parameter count (its weight matrices).
     pub check: fn(&Settings, HeadShape) -> Result<u128, HeadError>,
     /// A fresh head (checked settings).
-    pub build: fn(&Settings, HeadShape, &mut dyn RngCore) -> Result<Box<dyn SpanHead<T>>, HeadError>,
+    pub build: BuildHead<T>,
 }
 
 impl<T: Scalar> std::fmt::Debug for HeadKind<T> {
