@@ -2,15 +2,14 @@
 //! GELU runs, one value at a time and on 16 AVX-512 lanes, from one set of coefficients.
 
 use crate::scalar::Scalar;
-use std::any::TypeId;
 
 /// erf at `T`'s precision (libm's erff for f32, erf for f64; both within about 1 ulp).
 #[inline(always)]
 pub fn erf<T: Scalar>(x: T) -> T {
-    if TypeId::of::<T>() == TypeId::of::<f32>() {
-        T::c(libm::erff(x.f64() as f32) as f64)
-    } else {
-        T::c(libm::erf(x.f64()))
+    // Through a one-value view: x itself when T is f32.
+    match T::as_f32(std::slice::from_ref(&x)) {
+        Some(&[x]) => T::c(libm::erff(x) as f64),
+        _ => T::c(libm::erf(x.f64())),
     }
 }
 

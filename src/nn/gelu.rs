@@ -4,7 +4,6 @@
 use crate::nn::erf::erf_fast_f32;
 use crate::scalar::Scalar;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Zip};
-use std::any::TypeId;
 
 /// Which GELU formula.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,10 +22,10 @@ const TANH_C: f64 = 0.044715;
 /// erf as the GELU loops use it: [`erf_fast_f32`] in f32, libm's erf in f64 (gradchecks).
 #[inline(always)]
 fn gelu_erf<T: Scalar>(x: T) -> T {
-    if TypeId::of::<T>() == TypeId::of::<f32>() {
-        T::c(erf_fast_f32(x.f64() as f32) as f64)
-    } else {
-        T::c(libm::erf(x.f64()))
+    // Through a one-value view: x itself when T is f32.
+    match T::as_f32(std::slice::from_ref(&x)) {
+        Some(&[x]) => T::c(erf_fast_f32(x) as f64),
+        _ => T::c(libm::erf(x.f64())),
     }
 }
 
@@ -157,13 +156,8 @@ impl Gelu {
     /// x ← GELU(x) in place (inference: the pre-activation is not kept). Parallel over rows.
     pub fn forward_inplace<T: Scalar>(self, mut x: ArrayViewMut2<T>) {
         Zip::from(x.rows_mut()).par_for_each(|mut x| {
-            if let (Gelu::Erf, Some(row)) = (self, x.as_slice_mut()) {
-                if TypeId::of::<T>() == TypeId::of::<f32>() {
-                    // SAFETY: T is f32, so the slice is an f32 slice of the same length.
-                    let row =
-                        unsafe { std::slice::from_raw_parts_mut(row.as_mut_ptr() as *mut f32, row.len()) };
-                    return erf_gelu_f32(row);
-                }
+            if let (Gelu::Erf, Some(row)) = (self, x.as_slice_mut().and_then(T::as_f32_mut)) {
+                return erf_gelu_f32(row);
             }
             Zip::from(x).for_each(|x| *x = self.value(*x));
         });
@@ -172,17 +166,12 @@ impl Gelu {
     /// dy ← dy · GELU'(x) in place (the backward, given the pre-activation x).
     pub fn backward_inplace<T: Scalar>(self, x: ArrayView2<T>, mut dy: ArrayViewMut2<T>) {
         Zip::from(dy.rows_mut()).and(x.rows()).par_for_each(|mut dy, x| {
-            if let (Gelu::Erf, Some(d), Some(x)) = (self, dy.as_slice_mut(), x.as_slice()) {
-                if TypeId::of::<T>() == TypeId::of::<f32>() {
-                    // SAFETY: T is f32, so both slices are f32 slices of the same lengths.
-                    let (x, d) = unsafe {
-                        (
-                            std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len()),
-                            std::slice::from_raw_parts_mut(d.as_mut_ptr() as *mut f32, d.len()),
-                        )
-                    };
-                    return erf_gelu_backward_f32(x, d);
-                }
+            if let (Gelu::Erf, Some(d), Some(x)) = (
+                self,
+                dy.as_slice_mut().and_then(T::as_f32_mut),
+                x.as_slice().and_then(T::as_f32),
+            ) {
+                return erf_gelu_backward_f32(x, d);
             }
             Zip::from(dy).and(x).for_each(|d, &x| *d *= self.derivative(x));
         });

@@ -5,7 +5,6 @@ use crate::param::{join, Param1, ParamMut, Params};
 use crate::scalar::Scalar;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewD, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
 use rayon::prelude::*;
-use std::any::TypeId;
 
 /// Scale and shift of a layer norm; `eps` is added to the variance.
 #[derive(Clone, Debug)]
@@ -38,16 +37,10 @@ pub struct ResidualNormCache<T> {
 #[inline]
 fn row_stats<T: Scalar>(x: ArrayView1<T>, eps: T) -> (T, T) {
     #[cfg(target_arch = "x86_64")]
-    if TypeId::of::<T>() == TypeId::of::<f32>() && crate::cpu::avx512() && !x.is_empty() {
-        if let Some(xs) = x.as_slice() {
-            // SAFETY: T is f32, so the slice is an f32 slice of the same length; the CPU runs
-            // AVX-512F.
-            let (mean, rstd) = unsafe {
-                avx512::row_stats(
-                    std::slice::from_raw_parts(xs.as_ptr() as *const f32, xs.len()),
-                    eps.f64() as f32,
-                )
-            };
+    if crate::cpu::avx512() && !x.is_empty() {
+        if let Some(xs) = x.as_slice().and_then(T::as_f32) {
+            // SAFETY: the CPU runs AVX-512F (`cpu::avx512` checked it).
+            let (mean, rstd) = unsafe { avx512::row_stats(xs, eps.f64() as f32) };
             return (T::c(mean as f64), T::c(rstd as f64));
         }
     }
@@ -91,30 +84,19 @@ fn backward_row<T: Scalar>(
     mut db: ArrayViewMut1<T>,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if TypeId::of::<T>() == TypeId::of::<f32>() && crate::cpu::avx512() {
+    if crate::cpu::avx512() {
         if let (Some(xs), Some(dys), Some(ws), Some(dxs), Some(dws), Some(dbs)) = (
-            x.as_slice(),
-            dy.as_slice(),
-            w.as_slice(),
-            dx.as_slice_mut(),
-            dw.as_slice_mut(),
-            db.as_slice_mut(),
+            x.as_slice().and_then(T::as_f32),
+            dy.as_slice().and_then(T::as_f32),
+            w.as_slice().and_then(T::as_f32),
+            dx.as_slice_mut().and_then(T::as_f32_mut),
+            dw.as_slice_mut().and_then(T::as_f32_mut),
+            db.as_slice_mut().and_then(T::as_f32_mut),
         ) {
-            // SAFETY: T is f32, so every slice is an f32 slice of the same length; the CPU runs
-            // AVX-512F.
-            unsafe {
-                let f = |v: &[T]| std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len());
-                let g = |v: &mut [T]| std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut f32, v.len());
-                return avx512::backward_row(
-                    f(xs),
-                    f(dys),
-                    f(ws),
-                    (mean.f64() as f32, rstd.f64() as f32),
-                    g(dxs),
-                    g(dws),
-                    g(dbs),
-                );
-            }
+            // SAFETY: the CPU runs AVX-512F (`cpu::avx512` checked it).
+            return unsafe {
+                avx512::backward_row(xs, dys, ws, (mean.f64() as f32, rstd.f64() as f32), dxs, dws, dbs)
+            };
         }
     }
     let inv_h = T::c(1.0 / x.len() as f64);

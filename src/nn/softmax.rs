@@ -3,7 +3,6 @@
 
 use crate::scalar::Scalar;
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Zip};
-use std::any::TypeId;
 
 /// One row in place: `y_j = exp(x_j - max) / Σ_{k<valid} exp(x_k - max)` for j < valid, else 0.
 #[inline]
@@ -14,14 +13,10 @@ pub fn softmax_row<T: Scalar>(mut row: ArrayViewMut1<T>, valid: usize) {
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if TypeId::of::<T>() == TypeId::of::<f32>() && crate::cpu::avx512() {
-        if let Some(x) = row.as_slice_mut() {
-            // SAFETY: T is f32, so the slice is an f32 slice of the same length; the CPU runs
-            // AVX-512F (`cpu::avx512` checked it).
-            unsafe {
-                let x = std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut f32, x.len());
-                return avx512::softmax_row(x, valid);
-            }
+    if crate::cpu::avx512() {
+        if let Some(x) = row.as_slice_mut().and_then(T::as_f32_mut) {
+            // SAFETY: the CPU runs AVX-512F (`cpu::avx512` checked it).
+            return unsafe { avx512::softmax_row(x, valid) };
         }
     }
     let (mut keys, mut pad) = row.view_mut().split_at(ndarray::Axis(0), valid);
