@@ -595,7 +595,7 @@ impl<'a> Run<'a> {
             path: opt_p.clone(),
             source,
         })?;
-        let tensors = tensor_io::named_from_bytes::<f32>(&bytes, &opt_p)?;
+        let tensors = tensor_io::named_from_bytes::<f32>(&bytes, &opt_p).map_err(CheckpointError::from)?;
         self.trainer
             .opt
             .load_state(&self.trainer.model, &tensors)
