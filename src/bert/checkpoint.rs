@@ -218,7 +218,7 @@ pub fn save_encoder<T: Scalar>(enc: &BertEncoder<T>, path: &Path) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bert::encoder::tests::{tiny_config, tiny_input};
+    use crate::bert::encoder::fixtures::{tiny_config, tiny_input};
     use ndarray::ArrayD;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
