@@ -80,22 +80,27 @@ unsafe fn erf_gelu_backward_f32_avx512(x: &[f32], dy: &mut [f32]) {
     let c = _mm512_set1_ps;
     for j in (0..x.len()).step_by(16) {
         let m = lanes(x.len() - j);
-        let xv = _mm512_maskz_loadu_ps(m, x.as_ptr().add(j));
-        // Φ(x) = ½ (1 + erf(x/√2)); φ(x) = e^{-x²/2} / √(2π)
-        let cdf = _mm512_mul_ps(
-            c(0.5),
-            _mm512_add_ps(c(1.0), erf(_mm512_mul_ps(xv, c(INV_SQRT_2 as f32)))),
-        );
-        let pdf = _mm512_mul_ps(
-            c(INV_SQRT_2PI as f32),
-            exp(_mm512_mul_ps(c(-0.5), _mm512_mul_ps(xv, xv))),
-        );
-        let d = _mm512_maskz_loadu_ps(m, dy.as_ptr().add(j));
-        _mm512_mask_storeu_ps(
-            dy.as_mut_ptr().add(j),
-            m,
-            _mm512_mul_ps(d, _mm512_fmadd_ps(xv, pdf, cdf)),
-        );
+        // SAFETY: j < len and the mask lanes(len - j), so the lanes loaded and stored lie inside
+        // `x` and `dy` (the same length, checked above); the CPU runs AVX-512F (the caller's
+        // contract), as `erf` and `exp` need.
+        unsafe {
+            let xv = _mm512_maskz_loadu_ps(m, x.as_ptr().add(j));
+            // Φ(x) = ½ (1 + erf(x/√2)); φ(x) = e^{-x²/2} / √(2π)
+            let cdf = _mm512_mul_ps(
+                c(0.5),
+                _mm512_add_ps(c(1.0), erf(_mm512_mul_ps(xv, c(INV_SQRT_2 as f32)))),
+            );
+            let pdf = _mm512_mul_ps(
+                c(INV_SQRT_2PI as f32),
+                exp(_mm512_mul_ps(c(-0.5), _mm512_mul_ps(xv, xv))),
+            );
+            let d = _mm512_maskz_loadu_ps(m, dy.as_ptr().add(j));
+            _mm512_mask_storeu_ps(
+                dy.as_mut_ptr().add(j),
+                m,
+                _mm512_mul_ps(d, _mm512_fmadd_ps(xv, pdf, cdf)),
+            );
+        }
     }
 }
 

@@ -136,7 +136,9 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub unsafe fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
         let h = x.len();
-        let ld = |m, j: usize| _mm512_maskz_loadu_ps(m, x.as_ptr().add(j));
+        // SAFETY: every call below passes j < h and a mask of lanes(h - j) or fewer, so the
+        // lanes loaded lie inside `x`.
+        let ld = |m, j: usize| unsafe { _mm512_maskz_loadu_ps(m, x.as_ptr().add(j)) };
         let mut s = _mm512_setzero_ps();
         for j in (0..h).step_by(16) {
             s = _mm512_add_ps(s, ld(lanes(h - j), j));
@@ -154,8 +156,10 @@ mod avx512 {
         (mean, 1.0 / (var + eps).sqrt())
     }
 
+    /// [`super::backward_row`] on 16 lanes.
+    ///
     /// # Safety
-    /// The CPU must support AVX-512F; all slices have the same length.
+    /// The CPU must support AVX-512F. (All slices must have the same length; that is checked.)
     #[target_feature(enable = "avx512f")]
     pub unsafe fn backward_row(
         x: &[f32],
@@ -169,7 +173,9 @@ mod avx512 {
         let h = x.len();
         assert!(dy.len() == h && w.len() == h && dx.len() == h && dw.len() == h && db.len() == h);
         let (vmean, vrstd) = (_mm512_set1_ps(mean), _mm512_set1_ps(rstd));
-        let ld = |m, v: &[f32], j: usize| _mm512_maskz_loadu_ps(m, v.as_ptr().add(j));
+        // SAFETY: every call below passes a slice of h values, j < h and the mask lanes(h - j),
+        // so the lanes loaded lie inside the slice.
+        let ld = |m, v: &[f32], j: usize| unsafe { _mm512_maskz_loadu_ps(m, v.as_ptr().add(j)) };
         // s1 = Σ dy·w, s2 = Σ dy·w·x̂ (lanes past h load 0 for dy, so they add nothing)
         let (mut s1, mut s2) = (_mm512_setzero_ps(), _mm512_setzero_ps());
         for j in (0..h).step_by(16) {
@@ -188,10 +194,15 @@ mod avx512 {
             let xhat = _mm512_mul_ps(_mm512_sub_ps(ld(m, x, j), vmean), vrstd);
             // dx = (dy·w - m1 - x̂·m2)·rstd
             let inner = _mm512_fnmadd_ps(xhat, m2, _mm512_sub_ps(_mm512_mul_ps(d, ld(m, w, j)), m1));
-            _mm512_mask_storeu_ps(dx.as_mut_ptr().add(j), m, _mm512_mul_ps(inner, vrstd));
             let dwv = _mm512_fmadd_ps(d, xhat, ld(m, dw, j));
-            _mm512_mask_storeu_ps(dw.as_mut_ptr().add(j), m, dwv);
-            _mm512_mask_storeu_ps(db.as_mut_ptr().add(j), m, _mm512_add_ps(ld(m, db, j), d));
+            let dbv = _mm512_add_ps(ld(m, db, j), d);
+            // SAFETY: j < h and the mask lanes(h - j): the lanes stored lie inside dx, dw and db
+            // (h values each, checked above).
+            unsafe {
+                _mm512_mask_storeu_ps(dx.as_mut_ptr().add(j), m, _mm512_mul_ps(inner, vrstd));
+                _mm512_mask_storeu_ps(dw.as_mut_ptr().add(j), m, dwv);
+                _mm512_mask_storeu_ps(db.as_mut_ptr().add(j), m, dbv);
+            }
         }
     }
 }

@@ -75,27 +75,33 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub unsafe fn softmax_row(x: &mut [f32], valid: usize) {
         let p = x.as_mut_ptr();
-        let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
-        for j in (0..valid).step_by(16) {
-            let v = _mm512_mask_loadu_ps(max, lanes(valid - j), p.add(j));
-            max = _mm512_max_ps(max, v);
-        }
-        let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
-        let mut sum = _mm512_setzero_ps();
-        for j in (0..valid).step_by(16) {
-            let m = lanes(valid - j);
-            let e = exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, p.add(j)), max));
-            _mm512_mask_storeu_ps(p.add(j), m, e);
-            sum = _mm512_mask_add_ps(sum, m, sum, e);
-        }
-        let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
-        for j in (0..valid).step_by(16) {
-            let m = lanes(valid - j);
-            _mm512_mask_storeu_ps(
-                p.add(j),
-                m,
-                _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p.add(j)), inv),
-            );
+        // SAFETY: in every loop j < valid and the mask is lanes(valid - j) (the max's load keeps
+        // the other lanes), so every lane loaded or stored lies inside `x[..valid]` (the caller
+        // vouched for valid <= x.len()); the CPU runs AVX-512F (the caller's contract), as `exp`
+        // needs.
+        unsafe {
+            let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+            for j in (0..valid).step_by(16) {
+                let v = _mm512_mask_loadu_ps(max, lanes(valid - j), p.add(j));
+                max = _mm512_max_ps(max, v);
+            }
+            let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
+            let mut sum = _mm512_setzero_ps();
+            for j in (0..valid).step_by(16) {
+                let m = lanes(valid - j);
+                let e = exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, p.add(j)), max));
+                _mm512_mask_storeu_ps(p.add(j), m, e);
+                sum = _mm512_mask_add_ps(sum, m, sum, e);
+            }
+            let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+            for j in (0..valid).step_by(16) {
+                let m = lanes(valid - j);
+                _mm512_mask_storeu_ps(
+                    p.add(j),
+                    m,
+                    _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p.add(j)), inv),
+                );
+            }
         }
         x[valid..].fill(0.0);
     }
