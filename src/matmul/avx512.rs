@@ -11,9 +11,9 @@
 //! Why: matrixmultiply packs both operands on every call. At batch 1 (50 rows) that means
 //! packing a whole weight matrix to use each element 50 times: 23% of a batch-1 inference call
 //! of the `tiny` preset went to packing (perf). A model loaded for inference packs each weight
-//! once ([`PackedB`]) and every product reads the panels as they are. Training's products pack B
-//! per call ([`sgemm_unpacked`]) but still skip packing A: 3-9% faster steps than matrixmultiply
-//! since A is read in place (commit 5259a28 had measured no gain when A was packed).
+//! once ([`PackedB`](super::PackedB)) and every product reads the panels as they are.
+//! Training's products pack B per call ([`sgemm_unpacked`]) but still skip packing A: 3-9%
+//! faster steps than matrixmultiply since A is read in place (commit 5259a28 had measured no gain when A was packed).
 
 use std::arch::x86_64::*;
 

@@ -298,8 +298,8 @@ impl<T: Scalar> LayerNorm<T> {
     /// Accumulates dw += Σ dy·x̂, db += Σ dy and returns
     /// dx = rstd · (dy·w - mean(dy·w) - x̂ · mean(dy·w·x̂)), with x̂ = (x - mean)·rstd.
     ///
-    /// The rows are cut into fixed blocks of [`ROW_BLOCK`]; each block's partial dw/db is summed
-    /// serially and the partials are added in block order, so the parameter gradients do not
+    /// The rows are cut into fixed blocks of `ROW_BLOCK` (64) rows; each block's partial dw/db is
+    /// summed serially and the partials are added in block order, so the parameter gradients do not
     /// depend on how rayon schedules the blocks (bit-identical training runs).
     pub fn backward(&mut self, x: ArrayView2<T>, cache: &LayerNormCache<T>, dy: ArrayView2<T>) -> Array2<T> {
         let mut dx = crate::parallel::zeros(x.raw_dim());
