@@ -1,3 +1,5 @@
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 //! gp-lite: GlobalPointer named-entity recognition, a pure-Rust CPU trainer and runtime.
 //!
 //! Every component is written over `ndarray` with explicit forward and backward passes; every
@@ -25,6 +27,8 @@ pub use predict::{PredEntity, PredictOptions, Predictor};
 pub use scalar::Scalar;
 pub use train::{train, Event, TrainError, TrainOptions, TrainingRecord};
 
+// Until its rewrite (issue 21) documents its unsafe: the lints above, off for this file.
+#[allow(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 pub mod alloc;
 pub mod batch;
 pub mod bench;
@@ -33,6 +37,8 @@ pub mod cpu;
 pub mod data;
 pub mod decode;
 pub mod evaluate;
+// Until its rewrite (issue 26) documents its unsafe: the lints above, off for this file.
+#[allow(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 pub mod ffi;
 #[cfg(test)]
 pub(crate) mod gradcheck;
@@ -60,4 +66,6 @@ pub mod tensor_io;
 pub mod tokenize;
 pub mod train;
 pub mod trainer;
+// Until its rewrite (issue 21) documents its unsafe: the lints above, off for this file.
+#[allow(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 pub mod valgrind;

@@ -19,10 +19,10 @@
 use crate::scalar::Scalar;
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis};
 use rayon::prelude::*;
-use std::any::TypeId;
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+mod portable;
 
 /// Products below this many multiply-adds run on one thread (splitting costs more than it saves).
 const PARALLEL_MIN_MACS: usize = 1 << 18;
@@ -73,51 +73,39 @@ fn gemm_serial<T: Scalar>(alpha: T, a: ArrayView2<T>, b: ArrayView2<T>, beta: T,
     if empty_product(k, beta, &mut c) {
         return;
     }
-    let (sa, sb, sc) = (a.strides(), b.strides(), c.strides());
-    let (rsc, csc) = (sc[0], sc[1]);
     #[cfg(target_arch = "x86_64")]
-    if (csc == 1 || n == 1) && TypeId::of::<T>() == TypeId::of::<f32>() && packed_kernel() {
-        // SAFETY: T is f32, the CPU has AVX-512F (`packed_kernel`), the views are valid for
-        // their shapes and strides, `c`'s rows are contiguous and `c` is unique.
-        unsafe {
-            avx512::sgemm_unpacked(
-                m,
-                k,
-                n,
-                alpha.f64() as f32,
-                a.as_ptr() as *const f32,
-                sa[0],
-                sa[1],
-                b.as_ptr() as *const f32,
-                sb[0],
-                sb[1],
-                beta.f64() as f32,
-                c.as_mut_ptr() as *mut f32,
-                rsc,
-            );
+    if c.strides()[1] == 1 || n == 1 {
+        if let (Some(a), Some(b), Some(mut c)) =
+            (T::view_f32(a), T::view_f32(b), T::view_f32_mut(c.view_mut()))
+        {
+            if packed_kernel() {
+                let (sa, sb, rsc) = (a.strides(), b.strides(), c.strides()[0]);
+                // SAFETY: the CPU has AVX-512F (`packed_kernel`), the views are valid for their
+                // shapes and strides, `c`'s rows are contiguous (checked above) and `c` is a
+                // unique mutable view, so it aliases neither `a` nor `b`. The scalars convert
+                // exactly (T is f32).
+                unsafe {
+                    avx512::sgemm_unpacked(
+                        m,
+                        k,
+                        n,
+                        alpha.f64() as f32,
+                        a.as_ptr(),
+                        sa[0],
+                        sa[1],
+                        b.as_ptr(),
+                        sb[0],
+                        sb[1],
+                        beta.f64() as f32,
+                        c.as_mut_ptr(),
+                        rsc,
+                    );
+                }
+                return;
+            }
         }
-        return;
     }
-    // SAFETY: the views guarantee valid memory for their dims and strides; `c` is a unique
-    // mutable view so it cannot alias `a` or `b`.
-    unsafe {
-        T::gemm_raw(
-            m,
-            k,
-            n,
-            alpha,
-            a.as_ptr(),
-            sa[0],
-            sa[1],
-            b.as_ptr(),
-            sb[0],
-            sb[1],
-            beta,
-            c.as_mut_ptr(),
-            rsc,
-            csc,
-        );
-    }
+    portable::gemm(alpha, a, b, beta, c);
 }
 
 /// General product `c = alpha * a · b + beta * c`, parallel over blocks of `c` when large.
@@ -170,17 +158,17 @@ impl PackedB {
     /// `b` packed, where products can use it (f32 and [`packed_kernel`]); `None` elsewhere, and
     /// the caller goes on with [`gemm`].
     pub fn new<T: Scalar>(b: ArrayView2<T>) -> Option<PackedB> {
-        if TypeId::of::<T>() != TypeId::of::<f32>() || !packed_kernel() {
+        let b = T::view_f32(b)?;
+        if !packed_kernel() {
             return None;
         }
         #[cfg(target_arch = "x86_64")]
         {
-            let b32 = b.mapv(|x| x.f64() as f32);
             let (k, n) = b.dim();
             Some(PackedB {
                 k,
                 n,
-                panels: avx512::pack_panels(b32.view()),
+                panels: avx512::pack_panels(b),
             })
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -204,7 +192,7 @@ pub fn gemm_packed<T: Scalar>(
     b: &PackedB,
     beta: T,
     bias: Option<ArrayView1<T>>,
-    mut c: ArrayViewMut2<T>,
+    c: ArrayViewMut2<T>,
 ) {
     let (m, k) = a.dim();
     let n = b.n;
@@ -219,7 +207,11 @@ pub fn gemm_packed<T: Scalar>(
         "gemm_packed: output is {:?}, expected ({m}, {n})",
         c.dim()
     );
-    assert_eq!(TypeId::of::<T>(), TypeId::of::<f32>(), "gemm_packed: f32 only");
+    // A PackedB exists only for f32, so T is f32 here.
+    let (Some(a), Some(mut c)) = (T::view_f32(a), T::view_f32_mut(c)) else {
+        panic!("gemm_packed: f32 only")
+    };
+    let bias = bias.map(|v| T::view_f32(v).expect("gemm_packed: f32 only"));
     assert!(
         n == 1 || c.strides()[1] == 1,
         "gemm_packed: the output's rows must be contiguous"
@@ -232,19 +224,16 @@ pub fn gemm_packed<T: Scalar>(
             v.len()
         );
     }
+    // The scalars convert exactly (T is f32).
+    let (alpha, beta) = (alpha.f64() as f32, beta.f64() as f32);
     if empty_product(k, beta, &mut c) {
         if let Some(v) = &bias {
             c += v;
         }
         return;
     }
-    // SAFETY: T is f32 (checked above).
-    let bias = bias.map(|v| unsafe {
-        let v = v.to_slice().expect("gemm_packed: contiguous bias");
-        std::slice::from_raw_parts(v.as_ptr() as *const f32, n)
-    });
+    let bias = bias.map(|v| v.to_slice().expect("gemm_packed: contiguous bias"));
     let threads = rayon::current_num_threads();
-    let (alpha, beta) = (alpha.f64() as f32, beta.f64() as f32);
     if threads <= 1 || m * n * k < PARALLEL_MIN_MACS {
         return packed_serial(alpha, a, &b.panels, beta, bias, c);
     }
@@ -275,21 +264,21 @@ pub fn gemm_packed<T: Scalar>(
 }
 
 /// One thread's share of [`gemm_packed`]: `panels` hold exactly `c`'s columns.
-fn packed_serial<T: Scalar>(
+fn packed_serial(
     alpha: f32,
-    a: ArrayView2<T>,
+    a: ArrayView2<f32>,
     panels: &[f32],
     beta: f32,
     bias: Option<&[f32]>,
-    mut c: ArrayViewMut2<T>,
+    mut c: ArrayViewMut2<f32>,
 ) {
     let (m, k) = a.dim();
     let n = c.ncols();
     let (sa, rsc) = (a.strides(), c.strides()[0]);
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: T is f32 (gemm_packed checked it), the CPU has AVX-512F (a PackedB exists only
-    // where `packed_kernel()` said so), the views describe valid memory for their shapes, `c`'s
-    // rows are contiguous and unique, and `panels` holds B's columns of `c` as pack_panels lays
+    // SAFETY: the CPU has AVX-512F (a PackedB exists only where `packed_kernel()` said so), the
+    // views describe valid memory for their shapes, `c`'s rows are contiguous (gemm_packed
+    // checked it) and `c` is unique, and `panels` holds B's columns of `c` as pack_panels lays
     // them out (the kernel checks the length); `bias`, when given, has `c`'s n values.
     unsafe {
         avx512::sgemm(
@@ -297,13 +286,13 @@ fn packed_serial<T: Scalar>(
             k,
             n,
             alpha,
-            a.as_ptr() as *const f32,
+            a.as_ptr(),
             sa[0],
             sa[1],
             panels,
             beta,
             bias.map_or(std::ptr::null(), |v| v.as_ptr()),
-            c.as_mut_ptr() as *mut f32,
+            c.as_mut_ptr(),
             rsc,
         );
     }

@@ -4,10 +4,13 @@
 use crate::scalar::Scalar;
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use safetensors::{tensor::TensorView, Dtype};
+use std::path::{Path, PathBuf};
 
-/// Why a stored tensor could not be read.
+/// Why stored tensors could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum TensorReadError {
+    #[error("not a safetensors file: {0}")]
+    Format(#[source] safetensors::SafeTensorError),
     #[error("tensor `{0}` is missing")]
     Missing(String),
     #[error("tensor `{name}` has unsupported dtype {dtype:?}")]
@@ -18,6 +21,24 @@ pub enum TensorReadError {
         found: Vec<usize>,
         expected: Vec<usize>,
     },
+}
+
+/// A safetensors file that could not be read: which file, and what failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct TensorFileError {
+    pub path: PathBuf,
+    pub source: TensorReadError,
+}
+
+impl TensorFileError {
+    /// `source` in the file at `path`.
+    pub fn new(path: &Path, source: TensorReadError) -> TensorFileError {
+        TensorFileError {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
 }
 
 fn f16_to_f32(h: u16) -> f32 {
@@ -135,22 +156,16 @@ pub fn named_to_bytes<T: Scalar>(tensors: &[(String, ndarray::ArrayD<T>)]) -> Ve
 /// Every tensor of a safetensors file as a named array of `T`; `path` names the file in errors.
 pub fn named_from_bytes<T: Scalar>(
     bytes: &[u8],
-    path: &std::path::Path,
-) -> Result<std::collections::HashMap<String, ArrayD<T>>, crate::bert::checkpoint::CheckpointError> {
-    use crate::bert::checkpoint::CheckpointError;
-    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|source| CheckpointError::Format {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    path: &Path,
+) -> Result<std::collections::HashMap<String, ArrayD<T>>, TensorFileError> {
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| TensorFileError::new(path, TensorReadError::Format(e)))?;
     st.names()
         .into_iter()
         .map(|n| {
             read::<T>(&st, n)
                 .map(|a| (n.to_string(), a))
-                .map_err(|source| CheckpointError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })
+                .map_err(|source| TensorFileError::new(path, source))
         })
         .collect()
 }
@@ -182,5 +197,29 @@ mod tests {
             Err(TensorReadError::Shape { .. })
         ));
         assert!(matches!(read::<f32>(&st, "y"), Err(TensorReadError::Missing(_))));
+    }
+
+    #[test]
+    fn file_errors_name_the_file_and_keep_their_source() {
+        let path = std::path::Path::new("opt.safetensors");
+        let err = named_from_bytes::<f32>(b"not safetensors", path).unwrap_err();
+        assert!(matches!(err.source, TensorReadError::Format(_)));
+        assert!(
+            err.to_string()
+                .starts_with("opt.safetensors: not a safetensors file: "),
+            "{err}"
+        );
+        let source = std::error::Error::source(&err).expect("the read error");
+        assert!(
+            std::error::Error::source(source).is_some(),
+            "the safetensors error"
+        );
+        let data = named_to_bytes(&[("x".to_string(), ndarray::ArrayD::<f32>::zeros(vec![2]))]);
+        let st = safetensors::SafeTensors::deserialize(&data).unwrap();
+        let err = TensorFileError::new(path, read_shaped::<f32>(&st, "x", &[3]).unwrap_err());
+        assert_eq!(
+            err.to_string(),
+            "opt.safetensors: tensor `x` has shape [2], expected [3]"
+        );
     }
 }

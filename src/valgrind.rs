@@ -55,7 +55,7 @@ fn client_request_running() -> u64 {
 /// (strides in elements; with `beta = 0`, `c` is only written).
 ///
 /// # Safety
-/// As `Scalar::gemm_raw`: valid `m x k`, `k x n` and `m x n` matrices, `c` not aliasing `a`, `b`.
+/// As matrixmultiply's gemm: valid `m x k`, `k x n` and `m x n` matrices, `c` not aliasing `a`, `b`.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_plain<T: Scalar>(
     m: usize,

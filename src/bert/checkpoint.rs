@@ -9,7 +9,7 @@ use crate::bert::config::BertConfig;
 use crate::bert::encoder::{BertEncoder, EncoderError};
 use crate::param::Params;
 use crate::scalar::Scalar;
-use crate::tensor_io::{self, TensorReadError};
+use crate::tensor_io::{self, TensorFileError, TensorReadError};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,29 +20,16 @@ use std::path::{Path, PathBuf};
 pub enum CheckpointError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{path}: not a safetensors file: {source}")]
-    Format {
-        path: PathBuf,
-        source: safetensors::SafeTensorError,
-    },
     #[error("{path}: bad config: {source}")]
     Config {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error("{path}: tensor `{tensor}` is missing")]
-    Missing { tensor: String, path: PathBuf },
-    #[error("{path}: tensor `{tensor}` has shape {found:?}, expected {expected:?}")]
-    Shape {
-        tensor: String,
-        path: PathBuf,
-        found: Vec<usize>,
-        expected: Vec<usize>,
-    },
+    /// The safetensors file, or one of the tensors the model takes from it, could not be read.
+    #[error(transparent)]
+    Tensors(#[from] TensorFileError),
     #[error("{path}: tensor `{tensor}` is not a parameter of this encoder")]
     Unknown { tensor: String, path: PathBuf },
-    #[error("{path}: {source}")]
-    Read { path: PathBuf, source: TensorReadError },
     #[error("{path}: {source}")]
     Encoder { path: PathBuf, source: EncoderError },
     #[error(
@@ -134,10 +121,8 @@ pub fn load_params_from_bytes<T: Scalar, M: Params<T> + ?Sized>(
     skippable: impl Fn(&str) -> bool,
 ) -> Result<LoadReport, CheckpointError> {
     let err_path = || path.to_path_buf();
-    let st = SafeTensors::deserialize(bytes).map_err(|source| CheckpointError::Format {
-        path: err_path(),
-        source,
-    })?;
+    let tensor_err = |source| CheckpointError::Tensors(TensorFileError::new(path, source));
+    let st = SafeTensors::deserialize(bytes).map_err(|e| tensor_err(TensorReadError::Format(e)))?;
     // Model name (without `bert.`) -> name in the file.
     let file_names: BTreeMap<String, String> = st
         .names()
@@ -151,33 +136,13 @@ pub fn load_params_from_bytes<T: Scalar, M: Params<T> + ?Sized>(
             return;
         }
         let Some(file_name) = file_names.get(name) else {
-            result = Err(CheckpointError::Missing {
-                tensor: name.to_string(),
-                path: err_path(),
-            });
+            result = Err(tensor_err(TensorReadError::Missing(name.to_string())));
             return;
         };
         used.insert(name.to_string());
         match tensor_io::read_shaped::<T>(&st, file_name, p.value.shape()) {
             Ok(a) => p.value.assign(&a),
-            Err(TensorReadError::Shape {
-                name,
-                found,
-                expected,
-            }) => {
-                result = Err(CheckpointError::Shape {
-                    tensor: name,
-                    path: err_path(),
-                    found,
-                    expected,
-                })
-            }
-            Err(source) => {
-                result = Err(CheckpointError::Read {
-                    path: err_path(),
-                    source,
-                })
-            }
+            Err(source) => result = Err(tensor_err(source)),
         }
     });
     result?;
@@ -253,7 +218,7 @@ pub fn save_encoder<T: Scalar>(enc: &BertEncoder<T>, path: &Path) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bert::encoder::tests::{tiny_config, tiny_input};
+    use crate::bert::encoder::fixtures::{tiny_config, tiny_input};
     use ndarray::ArrayD;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
@@ -364,7 +329,10 @@ mod tests {
             .cloned()
             .collect();
         match load(&file(&missing)) {
-            Err(CheckpointError::Missing { tensor, path }) => {
+            Err(CheckpointError::Tensors(TensorFileError {
+                path,
+                source: TensorReadError::Missing(tensor),
+            })) => {
                 assert_eq!(tensor, "encoder.layer.1.output.dense.bias");
                 assert_eq!(path, Path::new("test.safetensors"));
             }
@@ -377,14 +345,17 @@ mod tests {
             .unwrap();
         wrong[i].1 = ArrayD::zeros(vec![9]);
         match load(&file(&wrong)) {
-            Err(CheckpointError::Shape {
-                tensor,
-                found,
-                expected,
+            Err(CheckpointError::Tensors(TensorFileError {
+                source:
+                    TensorReadError::Shape {
+                        name,
+                        found,
+                        expected,
+                    },
                 ..
-            }) => {
+            })) => {
                 assert_eq!(
-                    (tensor.as_str(), found, expected),
+                    (name.as_str(), found, expected),
                     ("embeddings.LayerNorm.weight", vec![9], vec![8])
                 );
             }

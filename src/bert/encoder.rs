@@ -5,14 +5,14 @@
 //! Activations are `[B*n, H]`: text b's token i in row b*n+i, texts right-padded to n tokens.
 
 use crate::bert::config::BertConfig;
-use crate::nn::attention::{AttentionCache, SelfAttention};
-use crate::nn::dropout::{Dropout, DropoutMask};
-use crate::nn::feed_forward::{FeedForward, FeedForwardCache};
-use crate::nn::layer_norm::{LayerNormCache, ResidualNormCache};
-use crate::nn::{Embedding, Gelu, LayerNorm, Linear};
+use crate::bert::embeddings::{BertEmbeddings, EmbeddingsCache};
+use crate::bert::input::EncoderInput;
+use crate::bert::layer::{BertLayer, InferenceScratch, LayerCache};
+use crate::nn::dropout::Dropout;
+use crate::nn::{Embedding, Gelu, LayerNorm};
 use crate::param::{join, ParamMut, Params};
 use crate::scalar::Scalar;
-use ndarray::{s, Array2, ArrayView2, ArrayViewD, Ix2};
+use ndarray::{s, Array2, ArrayView2, ArrayViewD};
 use rand::Rng;
 
 /// Why an encoder cannot be built or run.
@@ -38,291 +38,6 @@ pub enum EncoderError {
         id: u32,
         size: usize,
     },
-}
-
-/// A right-padded batch of token ids.
-#[derive(Clone, Debug)]
-pub struct EncoderInput {
-    /// `[B, n]`, padded with 0
-    pub input_ids: ndarray::Array2<u32>,
-    /// `[B, n]`, padded with 0
-    pub token_type_ids: ndarray::Array2<u32>,
-    /// real tokens per text (`[B]`)
-    pub lengths: Vec<usize>,
-}
-
-impl EncoderInput {
-    pub fn batch(&self) -> usize {
-        self.input_ids.nrows()
-    }
-
-    /// The padded length n.
-    pub fn width(&self) -> usize {
-        self.input_ids.ncols()
-    }
-}
-
-/// `embeddings.*`: the sum of three lookups, normalised.
-#[derive(Clone, Debug)]
-pub struct BertEmbeddings<T> {
-    pub word: Embedding<T>,
-    pub position: Embedding<T>,
-    pub token_type: Embedding<T>,
-    pub layer_norm: LayerNorm<T>,
-    pub dropout: Dropout,
-}
-
-#[derive(Clone, Debug)]
-pub struct EmbeddingsCache<T> {
-    /// `[B*n, H]`: word + position + token type, the LayerNorm input
-    pub sum: Array2<T>,
-    pub stats: LayerNormCache<T>,
-    pub drop: DropoutMask<T, Ix2>,
-}
-
-/// Row-major ids of a `[B, n]` array, and the matching position ids.
-fn flat_ids(a: &ndarray::Array2<u32>) -> Vec<u32> {
-    a.iter().copied().collect()
-}
-
-impl<T: Scalar> BertEmbeddings<T> {
-    /// x `[B*n, H]` for the batch; `rng` given = training.
-    pub fn forward<R: Rng>(
-        &self,
-        input: &EncoderInput,
-        rng: Option<&mut R>,
-    ) -> (Array2<T>, EmbeddingsCache<T>) {
-        let (bsz, n) = input.input_ids.dim();
-        let positions: Vec<u32> = (0..bsz * n).map(|r| (r % n) as u32).collect();
-        let mut sum = crate::parallel::zeros(ndarray::Ix2(bsz * n, self.word.dim()));
-        self.word.forward_acc(&flat_ids(&input.input_ids), &mut sum);
-        self.position.forward_acc(&positions, &mut sum);
-        self.token_type
-            .forward_acc(&flat_ids(&input.token_type_ids), &mut sum);
-        let (mut y, stats) = self.layer_norm.forward(sum.view());
-        let drop = self.dropout.forward_inplace(&mut y, rng);
-        (y, EmbeddingsCache { sum, stats, drop })
-    }
-
-    /// Inference: x `[B*n, H]`, the three lookups summed and normalised in place (no dropout).
-    pub fn forward_inference(&self, input: &EncoderInput) -> Array2<T> {
-        let (bsz, n) = input.input_ids.dim();
-        let positions: Vec<u32> = (0..bsz * n).map(|r| (r % n) as u32).collect();
-        let mut x = crate::parallel::zeros(ndarray::Ix2(bsz * n, self.word.dim()));
-        self.word.forward_acc(&flat_ids(&input.input_ids), &mut x);
-        self.position.forward_acc(&positions, &mut x);
-        self.token_type
-            .forward_acc(&flat_ids(&input.token_type_ids), &mut x);
-        self.layer_norm.forward_inplace(x.view_mut());
-        x
-    }
-
-    /// Accumulates the three tables' rows that were used and the LayerNorm's gradients.
-    pub fn backward(&mut self, input: &EncoderInput, cache: &EmbeddingsCache<T>, mut dy: Array2<T>) {
-        let (bsz, n) = input.input_ids.dim();
-        Dropout::backward_inplace(&cache.drop, &mut dy);
-        let de = self
-            .layer_norm
-            .backward(cache.sum.view(), &cache.stats, dy.view());
-        let positions: Vec<u32> = (0..bsz * n).map(|r| (r % n) as u32).collect();
-        self.word.backward(&flat_ids(&input.input_ids), de.view());
-        self.position.backward(&positions, de.view());
-        self.token_type
-            .backward(&flat_ids(&input.token_type_ids), de.view());
-    }
-}
-
-impl<T: Scalar> Params<T> for BertEmbeddings<T> {
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, ArrayViewD<'_, T>)) {
-        self.word.visit(&join(prefix, "word_embeddings"), f);
-        self.position.visit(&join(prefix, "position_embeddings"), f);
-        self.token_type.visit(&join(prefix, "token_type_embeddings"), f);
-        self.layer_norm.visit(&join(prefix, "LayerNorm"), f);
-    }
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_, T>)) {
-        self.word.visit_mut(&join(prefix, "word_embeddings"), f);
-        self.position.visit_mut(&join(prefix, "position_embeddings"), f);
-        self.token_type
-            .visit_mut(&join(prefix, "token_type_embeddings"), f);
-        self.layer_norm.visit_mut(&join(prefix, "LayerNorm"), f);
-    }
-}
-
-/// `encoder.layer.N`: attention and feed-forward sublayers, each followed by residual + LN.
-#[derive(Clone, Debug)]
-pub struct BertLayer<T> {
-    /// `attention.self`
-    pub attention: SelfAttention<T>,
-    /// `attention.output.dense`
-    pub attention_output: Linear<T>,
-    /// `attention.output.LayerNorm`
-    pub attention_norm: LayerNorm<T>,
-    /// `intermediate.dense`, `output.dense`
-    pub ffn: FeedForward<T>,
-    /// `output.LayerNorm`
-    pub output_norm: LayerNorm<T>,
-    pub dropout: Dropout,
-}
-
-/// Buffers the inference forward reuses from layer to layer (grown to the largest batch seen).
-#[derive(Clone, Debug, Default)]
-pub struct InferenceScratch<T> {
-    /// `[B*n, H]`: attention context
-    ctx: Array2<T>,
-    /// `[B*n, H]`: a sublayer's output before residual + LayerNorm
-    a: Array2<T>,
-    /// `[B*n, F]`: FFN inner activation
-    inter: Array2<T>,
-    /// `[B*n, 3H]`: attention's Q | K | V
-    qkv: Array2<T>,
-}
-
-impl<T: Scalar> InferenceScratch<T> {
-    fn ensure(&mut self, rows: usize, h: usize, f: usize) {
-        if self.ctx.dim() != (rows, h) {
-            self.ctx = crate::parallel::zeros(Ix2(rows, h));
-            self.a = crate::parallel::zeros(Ix2(rows, h));
-            self.qkv = crate::parallel::zeros(Ix2(rows, 3 * h));
-        }
-        if self.inter.dim() != (rows, f) {
-            self.inter = crate::parallel::zeros(Ix2(rows, f));
-        }
-    }
-}
-
-/// Everything one layer's backward needs besides its input.
-#[derive(Clone, Debug)]
-pub struct LayerCache<T> {
-    pub attention: AttentionCache<T>,
-    /// `[B*n, H]`: attention context (input of `attention.output.dense`)
-    pub context: Array2<T>,
-    pub attention_drop: DropoutMask<T, Ix2>,
-    pub attention_norm: ResidualNormCache<T>,
-    /// `[B*n, H]`: LN(x + attention), the FFN input
-    pub hidden: Array2<T>,
-    pub ffn: FeedForwardCache<T>,
-    pub ffn_drop: DropoutMask<T, Ix2>,
-    pub output_norm: ResidualNormCache<T>,
-}
-
-impl<T: Scalar> BertLayer<T> {
-    /// Packs every weight of the layer for inference (`Linear::prepack`).
-    pub fn prepack(&mut self) {
-        self.attention.prepack();
-        self.attention_output.prepack();
-        self.ffn.prepack();
-    }
-
-    pub fn new(cfg: &BertConfig, act: Gelu, rng: &mut impl Rng) -> Self {
-        let (h, std, eps) = (cfg.hidden_size, cfg.initializer_range, cfg.layer_norm_eps);
-        BertLayer {
-            attention: SelfAttention::new(
-                h,
-                cfg.num_attention_heads,
-                cfg.attention_probs_dropout_prob,
-                std,
-                rng,
-            ),
-            attention_output: Linear::new(h, h, std, rng),
-            attention_norm: LayerNorm::new(h, eps),
-            ffn: FeedForward::new(h, cfg.intermediate_size, act, std, rng),
-            output_norm: LayerNorm::new(h, eps),
-            dropout: Dropout::new(cfg.hidden_dropout_prob),
-        }
-    }
-
-    /// y `[B*n, H]` of x `[B*n, H]`.
-    pub fn forward<R: Rng>(
-        &self,
-        x: ArrayView2<T>,
-        lengths: &[usize],
-        mut rng: Option<&mut R>,
-    ) -> (Array2<T>, LayerCache<T>) {
-        let (context, attention) = self.attention.forward(x, lengths, rng.as_deref_mut());
-        let mut a = self.attention_output.forward(context.view());
-        let attention_drop = self.dropout.forward_inplace(&mut a, rng.as_deref_mut());
-        let (hidden, attention_norm) = self.attention_norm.forward_residual(x, a.view());
-        let (mut f, ffn) = self.ffn.forward(hidden.view());
-        let ffn_drop = self.dropout.forward_inplace(&mut f, rng);
-        let (y, output_norm) = self.output_norm.forward_residual(hidden.view(), f.view());
-        let cache = LayerCache {
-            attention,
-            context,
-            attention_drop,
-            attention_norm,
-            hidden,
-            ffn,
-            ffn_drop,
-            output_norm,
-        };
-        (y, cache)
-    }
-
-    /// Inference: x ← layer(x) in place, dropout off, nothing kept for a backward. Bias + GELU
-    /// and residual + LayerNorm are one pass each over their buffers; `ctx`, `a` `[B*n, H]`,
-    /// `qkv` `[B*n, 3H]` and `inter` `[B*n, F]` are scratch the caller reuses across layers.
-    pub fn forward_inference(&self, x: &mut Array2<T>, lengths: &[usize], scratch: &mut InferenceScratch<T>) {
-        let (rows, h) = x.dim();
-        let f = self.ffn.intermediate.out_features();
-        scratch.ensure(rows, h, f);
-        let InferenceScratch { ctx, a, inter, qkv } = scratch;
-        self.attention
-            .forward_inference(x.view(), lengths, qkv.view_mut(), ctx.view_mut());
-        self.attention_output.forward_into(ctx.view(), a.view_mut());
-        self.attention_norm
-            .forward_residual_inplace(x.view_mut(), a.view());
-        self.ffn.intermediate.forward_into(x.view(), inter.view_mut());
-        self.ffn.act.forward_inplace(inter.view_mut());
-        self.ffn.output.forward_into(inter.view(), a.view_mut());
-        self.output_norm.forward_residual_inplace(x.view_mut(), a.view());
-    }
-
-    /// Accumulates every parameter gradient of the layer and returns dx.
-    pub fn backward(
-        &mut self,
-        x: ArrayView2<T>,
-        lengths: &[usize],
-        c: &LayerCache<T>,
-        dy: ArrayView2<T>,
-    ) -> Array2<T> {
-        // y = LN2(h + drop(FFN(h))): d(sum) flows to h and to the FFN branch.
-        let mut dh = self.output_norm.backward_residual(&c.output_norm, dy);
-        let mut df = crate::parallel::copy(dh.view());
-        Dropout::backward_inplace(&c.ffn_drop, &mut df);
-        self.ffn
-            .backward_acc(c.hidden.view(), &c.ffn, df.view(), dh.view_mut());
-        // h = LN1(x + drop(dense(attn(x)))).
-        let mut dx = self
-            .attention_norm
-            .backward_residual(&c.attention_norm, dh.view());
-        let mut da = crate::parallel::copy(dx.view());
-        Dropout::backward_inplace(&c.attention_drop, &mut da);
-        let dctx = self.attention_output.backward(c.context.view(), da.view());
-        self.attention
-            .backward_acc(x, lengths, &c.attention, dctx.view(), dx.view_mut());
-        dx
-    }
-}
-
-impl<T: Scalar> Params<T> for BertLayer<T> {
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, ArrayViewD<'_, T>)) {
-        self.attention.visit(&join(prefix, "attention.self"), f);
-        self.attention_output
-            .visit(&join(prefix, "attention.output.dense"), f);
-        self.attention_norm
-            .visit(&join(prefix, "attention.output.LayerNorm"), f);
-        self.ffn.visit(prefix, f);
-        self.output_norm.visit(&join(prefix, "output.LayerNorm"), f);
-    }
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_, T>)) {
-        self.attention.visit_mut(&join(prefix, "attention.self"), f);
-        self.attention_output
-            .visit_mut(&join(prefix, "attention.output.dense"), f);
-        self.attention_norm
-            .visit_mut(&join(prefix, "attention.output.LayerNorm"), f);
-        self.ffn.visit_mut(prefix, f);
-        self.output_norm.visit_mut(&join(prefix, "output.LayerNorm"), f);
-    }
 }
 
 /// The encoder: embeddings and `num_hidden_layers` layers.
@@ -526,13 +241,12 @@ impl<T: Scalar> Params<T> for BertEncoder<T> {
     }
 }
 
+/// The small encoder and batch the encoder's and the checkpoint's tests run.
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use crate::gradcheck::{fixed_random, GradCheck};
-    use ndarray::{array, Array2};
-    use rand::SeedableRng;
-    use rand_chacha::ChaCha8Rng;
+pub(crate) mod fixtures {
+    use crate::bert::config::BertConfig;
+    use crate::bert::input::EncoderInput;
+    use ndarray::array;
 
     /// 2 layers, hidden 8, 2 heads, FFN 16, vocabulary 20, 12 positions.
     pub(crate) fn tiny_config() -> BertConfig {
@@ -553,6 +267,16 @@ pub(crate) mod tests {
             lengths: vec![5, 3],
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{tiny_config, tiny_input};
+    use super::*;
+    use crate::gradcheck::{fixed_random, GradCheck};
+    use ndarray::{array, Array2};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
 
     fn masked_loss(h: &Array2<f64>, proj: &Array2<f64>) -> f64 {
         (h * proj).sum()

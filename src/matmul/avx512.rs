@@ -11,9 +11,9 @@
 //! Why: matrixmultiply packs both operands on every call. At batch 1 (50 rows) that means
 //! packing a whole weight matrix to use each element 50 times: 23% of a batch-1 inference call
 //! of the `tiny` preset went to packing (perf). A model loaded for inference packs each weight
-//! once ([`PackedB`]) and every product reads the panels as they are. Training's products pack B
-//! per call ([`sgemm_unpacked`]) but still skip packing A: 3-9% faster steps than matrixmultiply
-//! since A is read in place (commit 5259a28 had measured no gain when A was packed).
+//! once ([`PackedB`](super::PackedB)) and every product reads the panels as they are.
+//! Training's products pack B per call ([`sgemm_unpacked`]) but still skip packing A: 3-9%
+//! faster steps than matrixmultiply since A is read in place (commit 5259a28 had measured no gain when A was packed).
 
 use std::arch::x86_64::*;
 
@@ -68,70 +68,79 @@ pub unsafe fn sgemm(
         if buf.len() < need {
             buf.resize(need, 0.0);
         }
-        let mut i0 = 0;
-        while i0 < m {
-            let rows = mc.min(m - i0);
-            // Rows of A that are contiguous are read where they are; others are packed.
-            let direct = csa == 1;
-            if !direct {
-                pack_a(rows, k, a.offset(i0 as isize * rsa), rsa, csa, buf);
-            }
-            let mut j = 0;
-            while j < n {
-                let nr = (n - j).min(NR);
-                // Lane masks of the two halves of the column tile.
-                let lo = if nr >= 16 { 0xffff } else { (1u32 << nr) as u16 - 1 };
-                let hi = if nr >= NR {
-                    0xffff
-                } else if nr > 16 {
-                    (1u32 << (nr - 16)) as u16 - 1
-                } else {
-                    0
-                };
-                let panel = b.as_ptr().add(j / NR * k * NR);
-                let t = Tile {
-                    k,
-                    alpha,
-                    beta,
-                    bias: if bias.is_null() { bias } else { bias.add(j) },
-                    b: panel,
-                    rsc,
-                    lo,
-                    hi,
-                };
-                let mut i = 0;
-                while i < rows {
-                    let ci = c.offset((i0 + i) as isize * rsc).add(j);
-                    if direct {
-                        let ap = a.offset((i0 + i) as isize * rsa);
-                        match rows - i {
-                            1 => t.run::<1, false>(ap, rsa, ci),
-                            2 => t.run::<2, false>(ap, rsa, ci),
-                            3 => t.run::<3, false>(ap, rsa, ci),
-                            4 => t.run::<4, false>(ap, rsa, ci),
-                            5 => t.run::<5, false>(ap, rsa, ci),
-                            6 => t.run::<6, false>(ap, rsa, ci),
-                            7 => t.run::<7, false>(ap, rsa, ci),
-                            _ => t.run::<MR, false>(ap, rsa, ci),
-                        }
-                    } else {
-                        let ap = buf.as_ptr().add(i * k);
-                        match rows - i {
-                            1 => t.run::<1, true>(ap, 0, ci),
-                            2 => t.run::<2, true>(ap, 0, ci),
-                            3 => t.run::<3, true>(ap, 0, ci),
-                            4 => t.run::<4, true>(ap, 0, ci),
-                            5 => t.run::<5, true>(ap, 0, ci),
-                            6 => t.run::<6, true>(ap, 0, ci),
-                            7 => t.run::<7, true>(ap, 0, ci),
-                            _ => t.run::<MR, true>(ap, 0, ci),
-                        }
-                    }
-                    i += MR;
+        // SAFETY: the caller's contract (see # Safety) covers every pointer formed here: rows
+        // i0 + i < m of A and C, columns j < n of C and of `bias` (when not null), and panel
+        // j / NR of `b`, which holds n.div_ceil(NR) panels of k x NR (asserted above). `pack_a`
+        // reads `rows` rows of A from row i0 into `buf`, which holds rows.div_ceil(MR) * MR * k
+        // values (`need`, as rows <= mc). Each `run` reads R <= rows - i rows of A from row i0 + i
+        // (or R panel rows of `buf` from i * k) and k rows of the panel, and writes R rows of C
+        // in the lanes of `lo` and `hi`, which stop at column n; the CPU has AVX-512F.
+        unsafe {
+            let mut i0 = 0;
+            while i0 < m {
+                let rows = mc.min(m - i0);
+                // Rows of A that are contiguous are read where they are; others are packed.
+                let direct = csa == 1;
+                if !direct {
+                    pack_a(rows, k, a.offset(i0 as isize * rsa), rsa, csa, buf);
                 }
-                j += NR;
+                let mut j = 0;
+                while j < n {
+                    let nr = (n - j).min(NR);
+                    // Lane masks of the two halves of the column tile.
+                    let lo = if nr >= 16 { 0xffff } else { (1u32 << nr) as u16 - 1 };
+                    let hi = if nr >= NR {
+                        0xffff
+                    } else if nr > 16 {
+                        (1u32 << (nr - 16)) as u16 - 1
+                    } else {
+                        0
+                    };
+                    let panel = b.as_ptr().add(j / NR * k * NR);
+                    let t = Tile {
+                        k,
+                        alpha,
+                        beta,
+                        bias: if bias.is_null() { bias } else { bias.add(j) },
+                        b: panel,
+                        rsc,
+                        lo,
+                        hi,
+                    };
+                    let mut i = 0;
+                    while i < rows {
+                        let ci = c.offset((i0 + i) as isize * rsc).add(j);
+                        if direct {
+                            let ap = a.offset((i0 + i) as isize * rsa);
+                            match rows - i {
+                                1 => t.run::<1, false>(ap, rsa, ci),
+                                2 => t.run::<2, false>(ap, rsa, ci),
+                                3 => t.run::<3, false>(ap, rsa, ci),
+                                4 => t.run::<4, false>(ap, rsa, ci),
+                                5 => t.run::<5, false>(ap, rsa, ci),
+                                6 => t.run::<6, false>(ap, rsa, ci),
+                                7 => t.run::<7, false>(ap, rsa, ci),
+                                _ => t.run::<MR, false>(ap, rsa, ci),
+                            }
+                        } else {
+                            let ap = buf.as_ptr().add(i * k);
+                            match rows - i {
+                                1 => t.run::<1, true>(ap, 0, ci),
+                                2 => t.run::<2, true>(ap, 0, ci),
+                                3 => t.run::<3, true>(ap, 0, ci),
+                                4 => t.run::<4, true>(ap, 0, ci),
+                                5 => t.run::<5, true>(ap, 0, ci),
+                                6 => t.run::<6, true>(ap, 0, ci),
+                                7 => t.run::<7, true>(ap, 0, ci),
+                                _ => t.run::<MR, true>(ap, 0, ci),
+                            }
+                        }
+                        i += MR;
+                    }
+                    j += NR;
+                }
+                i0 += rows;
             }
-            i0 += rows;
         }
     });
 }
@@ -158,7 +167,9 @@ unsafe fn pack_panels_into(k: usize, n: usize, b: *const f32, rsb: isize, csb: i
         if csb == 1 {
             // Rows of B are contiguous: each panel row is one copy.
             for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
-                let src = std::slice::from_raw_parts(b.offset(p as isize * rsb).add(j0), nr);
+                // SAFETY: row p < k, columns j0..j0 + nr <= n of B, contiguous (csb = 1): inside
+                // the matrix the caller vouched for.
+                let src = unsafe { std::slice::from_raw_parts(b.offset(p as isize * rsb).add(j0), nr) };
                 row[..nr].copy_from_slice(src);
                 row[nr..].fill(0.0);
             }
@@ -166,9 +177,13 @@ unsafe fn pack_panels_into(k: usize, n: usize, b: *const f32, rsb: isize, csb: i
             // Column by column, so that a transposed B (columns contiguous) is read in order.
             for j in 0..NR {
                 if j < nr {
-                    let src = b.offset((j0 + j) as isize * csb);
-                    for p in 0..k {
-                        *panel.get_unchecked_mut(p * NR + j) = *src.offset(p as isize * rsb);
+                    // SAFETY: column j0 + j < n and rows p < k of B, inside the matrix the caller
+                    // vouched for; p * NR + j < k * NR, the panel's length.
+                    unsafe {
+                        let src = b.offset((j0 + j) as isize * csb);
+                        for p in 0..k {
+                            *panel.get_unchecked_mut(p * NR + j) = *src.offset(p as isize * rsb);
+                        }
                     }
                 } else {
                     // Past the last column (no pointer is formed there).
@@ -209,21 +224,26 @@ pub unsafe fn sgemm_unpacked(
         if buf.len() < need {
             buf.resize(need, 0.0);
         }
-        pack_panels_into(k, n, b, rsb, csb, &mut buf[..need]);
-        sgemm(
-            m,
-            k,
-            n,
-            alpha,
-            a,
-            rsa,
-            csa,
-            &buf[..need],
-            beta,
-            std::ptr::null(),
-            c,
-            rsc,
-        );
+        // SAFETY: the caller's contract: `b` is valid for k x n with its strides, and the rest
+        // of `sgemm`'s (the CPU has AVX-512F, A and C valid, C aliasing neither); `buf[..need]`
+        // is B packed as `sgemm` reads it, and no bias.
+        unsafe {
+            pack_panels_into(k, n, b, rsb, csb, &mut buf[..need]);
+            sgemm(
+                m,
+                k,
+                n,
+                alpha,
+                a,
+                rsa,
+                csa,
+                &buf[..need],
+                beta,
+                std::ptr::null(),
+                c,
+                rsc,
+            );
+        }
     });
 }
 
@@ -236,6 +256,10 @@ thread_local! {
 
 /// Copies `rows x k` of A into `buf` as panels of MR rows: panel q holds, for p = 0..k, the MR
 /// values `A[q MR + r, p]` (zeros past the last row).
+///
+/// # Safety
+/// `a` must be valid for a `rows x k` matrix with strides `(rsa, csa)`. (`buf` must hold
+/// `rows.div_ceil(MR) * MR * k` values; that is checked.)
 unsafe fn pack_a(rows: usize, k: usize, a: *const f32, rsa: isize, csa: isize, buf: &mut [f32]) {
     for (q, panel) in buf[..rows.div_ceil(MR) * MR * k]
         .chunks_exact_mut(MR * k)
@@ -246,25 +270,31 @@ unsafe fn pack_a(rows: usize, k: usize, a: *const f32, rsa: isize, csa: isize, b
         if csa == 1 && live == MR {
             // Row-major A: read each row once, contiguously.
             for r in 0..MR {
-                let src = a.offset((r0 + r) as isize * rsa);
-                for p in 0..k {
-                    *panel.get_unchecked_mut(p * MR + r) = *src.add(p);
+                // SAFETY: row r0 + r < rows and columns p < k (contiguous) of A, as the caller
+                // vouched; p * MR + r < MR * k, the panel's length.
+                unsafe {
+                    let src = a.offset((r0 + r) as isize * rsa);
+                    for p in 0..k {
+                        *panel.get_unchecked_mut(p * MR + r) = *src.add(p);
+                    }
                 }
             }
         } else if rsa == 1 && live == MR {
             // Column-major A (a transposed activation, as in a weight's gradient): MR
             // contiguous values a column.
             for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
-                dst.copy_from_slice(std::slice::from_raw_parts(
-                    a.offset(r0 as isize + p as isize * csa),
-                    MR,
-                ));
+                // SAFETY: rows r0..r0 + MR <= rows (contiguous, rsa = 1) of column p < k of A,
+                // as the caller vouched.
+                dst.copy_from_slice(unsafe {
+                    std::slice::from_raw_parts(a.offset(r0 as isize + p as isize * csa), MR)
+                });
             }
         } else {
             for p in 0..k {
                 for r in 0..MR {
                     panel[p * MR + r] = if r < live {
-                        *a.offset((r0 + r) as isize * rsa + p as isize * csa)
+                        // SAFETY: row r0 + r < rows, column p < k of A, as the caller vouched.
+                        unsafe { *a.offset((r0 + r) as isize * rsa + p as isize * csa) }
                     } else {
                         0.0
                     };
@@ -291,56 +321,68 @@ struct Tile {
 impl Tile {
     /// One `R x 32` tile from a packed A panel: `C[0..R, 0..nr] = alpha A B[:, tile] + beta C
     /// (+ bias)`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F. `a` must be valid for the tile's R rows of A: R rows `rsa`
+    /// apart, k values each (contiguous), or with `PACKED` a panel of k groups of [`MR`] values;
+    /// `self.b` must hold k rows of [`NR`] values; `c` must be valid for R rows `self.rsc` apart
+    /// in the lanes of `lo` and `hi`, as must `self.bias` (when not null) for one row; `c`
+    /// must alias neither `a` nor `self.b`.
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn run<const R: usize, const PACKED: bool>(&self, a: *const f32, rsa: isize, c: *mut f32) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; R];
-        let mut bp = self.b;
-        // A's R rows: a packed panel (MR values per column p) or rows `rsa` apart read in place.
-        let rows: [*const f32; R] = std::array::from_fn(|r| {
-            if PACKED {
-                a.add(r)
-            } else {
-                a.offset(r as isize * rsa)
+        // SAFETY: every pointer formed and every load and store stays within what the caller
+        // vouched for (see # Safety): A's rows r < R at values p * step < k * step, B's k rows of
+        // NR values, C's and the bias's lanes masked by `lo` and `hi`.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 2]; R];
+            let mut bp = self.b;
+            // A's R rows: a packed panel (MR values per column p) or rows `rsa` apart read in place.
+            let rows: [*const f32; R] = std::array::from_fn(|r| {
+                if PACKED {
+                    a.add(r)
+                } else {
+                    a.offset(r as isize * rsa)
+                }
+            });
+            let step = if PACKED { MR } else { 1 };
+            for p in 0..self.k {
+                let b0 = _mm512_loadu_ps(bp);
+                let b1 = _mm512_loadu_ps(bp.add(16));
+                for (acc, row) in acc.iter_mut().zip(&rows) {
+                    let av = _mm512_set1_ps(*row.add(p * step));
+                    acc[0] = _mm512_fmadd_ps(av, b0, acc[0]);
+                    acc[1] = _mm512_fmadd_ps(av, b1, acc[1]);
+                }
+                bp = bp.add(NR);
             }
-        });
-        let step = if PACKED { MR } else { 1 };
-        for p in 0..self.k {
-            let b0 = _mm512_loadu_ps(bp);
-            let b1 = _mm512_loadu_ps(bp.add(16));
-            for (acc, row) in acc.iter_mut().zip(&rows) {
-                let av = _mm512_set1_ps(*row.add(p * step));
-                acc[0] = _mm512_fmadd_ps(av, b0, acc[0]);
-                acc[1] = _mm512_fmadd_ps(av, b1, acc[1]);
-            }
-            bp = bp.add(NR);
-        }
-        let alpha = _mm512_set1_ps(self.alpha);
-        let beta = _mm512_set1_ps(self.beta);
-        // The bias of the tile's two halves (lanes past n load nothing).
-        let mut bias = [None; 2];
-        if !self.bias.is_null() {
-            for (h, mask) in [self.lo, self.hi].into_iter().enumerate() {
-                if mask != 0 {
-                    bias[h] = Some(_mm512_maskz_loadu_ps(mask, self.bias.add(16 * h)));
+            let alpha = _mm512_set1_ps(self.alpha);
+            let beta = _mm512_set1_ps(self.beta);
+            // The bias of the tile's two halves (lanes past n load nothing).
+            let mut bias = [None; 2];
+            if !self.bias.is_null() {
+                for (h, mask) in [self.lo, self.hi].into_iter().enumerate() {
+                    if mask != 0 {
+                        bias[h] = Some(_mm512_maskz_loadu_ps(mask, self.bias.add(16 * h)));
+                    }
                 }
             }
-        }
-        for (r, acc) in acc.iter().enumerate() {
-            let cr = c.offset(r as isize * self.rsc);
-            for (h, (&v, mask)) in acc.iter().zip([self.lo, self.hi]).enumerate() {
-                if mask == 0 {
-                    continue;
+            for (r, acc) in acc.iter().enumerate() {
+                let cr = c.offset(r as isize * self.rsc);
+                for (h, (&v, mask)) in acc.iter().zip([self.lo, self.hi]).enumerate() {
+                    if mask == 0 {
+                        continue;
+                    }
+                    let p = cr.add(16 * h);
+                    let mut out = _mm512_mul_ps(alpha, v);
+                    if self.beta != 0.0 {
+                        out = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(mask, p), out);
+                    }
+                    if let Some(b) = bias[h] {
+                        out = _mm512_add_ps(out, b);
+                    }
+                    _mm512_mask_storeu_ps(p, mask, out);
                 }
-                let p = cr.add(16 * h);
-                let mut out = _mm512_mul_ps(alpha, v);
-                if self.beta != 0.0 {
-                    out = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(mask, p), out);
-                }
-                if let Some(b) = bias[h] {
-                    out = _mm512_add_ps(out, b);
-                }
-                _mm512_mask_storeu_ps(p, mask, out);
             }
         }
     }

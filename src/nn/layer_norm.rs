@@ -5,7 +5,6 @@ use crate::param::{join, Param1, ParamMut, Params};
 use crate::scalar::Scalar;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewD, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
 use rayon::prelude::*;
-use std::any::TypeId;
 
 /// Scale and shift of a layer norm; `eps` is added to the variance.
 #[derive(Clone, Debug)]
@@ -38,16 +37,10 @@ pub struct ResidualNormCache<T> {
 #[inline]
 fn row_stats<T: Scalar>(x: ArrayView1<T>, eps: T) -> (T, T) {
     #[cfg(target_arch = "x86_64")]
-    if TypeId::of::<T>() == TypeId::of::<f32>() && crate::cpu::avx512() && !x.is_empty() {
-        if let Some(xs) = x.as_slice() {
-            // SAFETY: T is f32, so the slice is an f32 slice of the same length; the CPU runs
-            // AVX-512F.
-            let (mean, rstd) = unsafe {
-                avx512::row_stats(
-                    std::slice::from_raw_parts(xs.as_ptr() as *const f32, xs.len()),
-                    eps.f64() as f32,
-                )
-            };
+    if crate::cpu::avx512() && !x.is_empty() {
+        if let Some(xs) = x.as_slice().and_then(T::as_f32) {
+            // SAFETY: the CPU runs AVX-512F (`cpu::avx512` checked it).
+            let (mean, rstd) = unsafe { avx512::row_stats(xs, eps.f64() as f32) };
             return (T::c(mean as f64), T::c(rstd as f64));
         }
     }
@@ -91,30 +84,19 @@ fn backward_row<T: Scalar>(
     mut db: ArrayViewMut1<T>,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if TypeId::of::<T>() == TypeId::of::<f32>() && crate::cpu::avx512() {
+    if crate::cpu::avx512() {
         if let (Some(xs), Some(dys), Some(ws), Some(dxs), Some(dws), Some(dbs)) = (
-            x.as_slice(),
-            dy.as_slice(),
-            w.as_slice(),
-            dx.as_slice_mut(),
-            dw.as_slice_mut(),
-            db.as_slice_mut(),
+            x.as_slice().and_then(T::as_f32),
+            dy.as_slice().and_then(T::as_f32),
+            w.as_slice().and_then(T::as_f32),
+            dx.as_slice_mut().and_then(T::as_f32_mut),
+            dw.as_slice_mut().and_then(T::as_f32_mut),
+            db.as_slice_mut().and_then(T::as_f32_mut),
         ) {
-            // SAFETY: T is f32, so every slice is an f32 slice of the same length; the CPU runs
-            // AVX-512F.
-            unsafe {
-                let f = |v: &[T]| std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len());
-                let g = |v: &mut [T]| std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut f32, v.len());
-                return avx512::backward_row(
-                    f(xs),
-                    f(dys),
-                    f(ws),
-                    (mean.f64() as f32, rstd.f64() as f32),
-                    g(dxs),
-                    g(dws),
-                    g(dbs),
-                );
-            }
+            // SAFETY: the CPU runs AVX-512F (`cpu::avx512` checked it).
+            return unsafe {
+                avx512::backward_row(xs, dys, ws, (mean.f64() as f32, rstd.f64() as f32), dxs, dws, dbs)
+            };
         }
     }
     let inv_h = T::c(1.0 / x.len() as f64);
@@ -154,7 +136,9 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub unsafe fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
         let h = x.len();
-        let ld = |m, j: usize| _mm512_maskz_loadu_ps(m, x.as_ptr().add(j));
+        // SAFETY: every call below passes j < h and a mask of lanes(h - j) or fewer, so the
+        // lanes loaded lie inside `x`.
+        let ld = |m, j: usize| unsafe { _mm512_maskz_loadu_ps(m, x.as_ptr().add(j)) };
         let mut s = _mm512_setzero_ps();
         for j in (0..h).step_by(16) {
             s = _mm512_add_ps(s, ld(lanes(h - j), j));
@@ -172,8 +156,10 @@ mod avx512 {
         (mean, 1.0 / (var + eps).sqrt())
     }
 
+    /// [`super::backward_row`] on 16 lanes.
+    ///
     /// # Safety
-    /// The CPU must support AVX-512F; all slices have the same length.
+    /// The CPU must support AVX-512F. (All slices must have the same length; that is checked.)
     #[target_feature(enable = "avx512f")]
     pub unsafe fn backward_row(
         x: &[f32],
@@ -187,7 +173,9 @@ mod avx512 {
         let h = x.len();
         assert!(dy.len() == h && w.len() == h && dx.len() == h && dw.len() == h && db.len() == h);
         let (vmean, vrstd) = (_mm512_set1_ps(mean), _mm512_set1_ps(rstd));
-        let ld = |m, v: &[f32], j: usize| _mm512_maskz_loadu_ps(m, v.as_ptr().add(j));
+        // SAFETY: every call below passes a slice of h values, j < h and the mask lanes(h - j),
+        // so the lanes loaded lie inside the slice.
+        let ld = |m, v: &[f32], j: usize| unsafe { _mm512_maskz_loadu_ps(m, v.as_ptr().add(j)) };
         // s1 = Σ dy·w, s2 = Σ dy·w·x̂ (lanes past h load 0 for dy, so they add nothing)
         let (mut s1, mut s2) = (_mm512_setzero_ps(), _mm512_setzero_ps());
         for j in (0..h).step_by(16) {
@@ -206,10 +194,15 @@ mod avx512 {
             let xhat = _mm512_mul_ps(_mm512_sub_ps(ld(m, x, j), vmean), vrstd);
             // dx = (dy·w - m1 - x̂·m2)·rstd
             let inner = _mm512_fnmadd_ps(xhat, m2, _mm512_sub_ps(_mm512_mul_ps(d, ld(m, w, j)), m1));
-            _mm512_mask_storeu_ps(dx.as_mut_ptr().add(j), m, _mm512_mul_ps(inner, vrstd));
             let dwv = _mm512_fmadd_ps(d, xhat, ld(m, dw, j));
-            _mm512_mask_storeu_ps(dw.as_mut_ptr().add(j), m, dwv);
-            _mm512_mask_storeu_ps(db.as_mut_ptr().add(j), m, _mm512_add_ps(ld(m, db, j), d));
+            let dbv = _mm512_add_ps(ld(m, db, j), d);
+            // SAFETY: j < h and the mask lanes(h - j): the lanes stored lie inside dx, dw and db
+            // (h values each, checked above).
+            unsafe {
+                _mm512_mask_storeu_ps(dx.as_mut_ptr().add(j), m, _mm512_mul_ps(inner, vrstd));
+                _mm512_mask_storeu_ps(dw.as_mut_ptr().add(j), m, dwv);
+                _mm512_mask_storeu_ps(db.as_mut_ptr().add(j), m, dbv);
+            }
         }
     }
 }
@@ -305,8 +298,8 @@ impl<T: Scalar> LayerNorm<T> {
     /// Accumulates dw += Σ dy·x̂, db += Σ dy and returns
     /// dx = rstd · (dy·w - mean(dy·w) - x̂ · mean(dy·w·x̂)), with x̂ = (x - mean)·rstd.
     ///
-    /// The rows are cut into fixed blocks of [`ROW_BLOCK`]; each block's partial dw/db is summed
-    /// serially and the partials are added in block order, so the parameter gradients do not
+    /// The rows are cut into fixed blocks of `ROW_BLOCK` (64) rows; each block's partial dw/db is
+    /// summed serially and the partials are added in block order, so the parameter gradients do not
     /// depend on how rayon schedules the blocks (bit-identical training runs).
     pub fn backward(&mut self, x: ArrayView2<T>, cache: &LayerNormCache<T>, dy: ArrayView2<T>) -> Array2<T> {
         let mut dx = crate::parallel::zeros(x.raw_dim());

@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod dropout;
 pub mod embedding;
+pub mod erf;
 pub mod feed_forward;
 pub mod gelu;
 pub mod layer_norm;

@@ -3,7 +3,6 @@
 
 use crate::scalar::Scalar;
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Zip};
-use std::any::TypeId;
 
 /// One row in place: `y_j = exp(x_j - max) / Σ_{k<valid} exp(x_k - max)` for j < valid, else 0.
 #[inline]
@@ -14,14 +13,10 @@ pub fn softmax_row<T: Scalar>(mut row: ArrayViewMut1<T>, valid: usize) {
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if TypeId::of::<T>() == TypeId::of::<f32>() && crate::cpu::avx512() {
-        if let Some(x) = row.as_slice_mut() {
-            // SAFETY: T is f32, so the slice is an f32 slice of the same length; the CPU runs
-            // AVX-512F (`cpu::avx512` checked it).
-            unsafe {
-                let x = std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut f32, x.len());
-                return avx512::softmax_row(x, valid);
-            }
+    if crate::cpu::avx512() {
+        if let Some(x) = row.as_slice_mut().and_then(T::as_f32_mut) {
+            // SAFETY: the CPU runs AVX-512F (`cpu::avx512` checked it).
+            return unsafe { avx512::softmax_row(x, valid) };
         }
     }
     let (mut keys, mut pad) = row.view_mut().split_at(ndarray::Axis(0), valid);
@@ -80,27 +75,33 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub unsafe fn softmax_row(x: &mut [f32], valid: usize) {
         let p = x.as_mut_ptr();
-        let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
-        for j in (0..valid).step_by(16) {
-            let v = _mm512_mask_loadu_ps(max, lanes(valid - j), p.add(j));
-            max = _mm512_max_ps(max, v);
-        }
-        let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
-        let mut sum = _mm512_setzero_ps();
-        for j in (0..valid).step_by(16) {
-            let m = lanes(valid - j);
-            let e = exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, p.add(j)), max));
-            _mm512_mask_storeu_ps(p.add(j), m, e);
-            sum = _mm512_mask_add_ps(sum, m, sum, e);
-        }
-        let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
-        for j in (0..valid).step_by(16) {
-            let m = lanes(valid - j);
-            _mm512_mask_storeu_ps(
-                p.add(j),
-                m,
-                _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p.add(j)), inv),
-            );
+        // SAFETY: in every loop j < valid and the mask is lanes(valid - j) (the max's load keeps
+        // the other lanes), so every lane loaded or stored lies inside `x[..valid]` (the caller
+        // vouched for valid <= x.len()); the CPU runs AVX-512F (the caller's contract), as `exp`
+        // needs.
+        unsafe {
+            let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+            for j in (0..valid).step_by(16) {
+                let v = _mm512_mask_loadu_ps(max, lanes(valid - j), p.add(j));
+                max = _mm512_max_ps(max, v);
+            }
+            let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
+            let mut sum = _mm512_setzero_ps();
+            for j in (0..valid).step_by(16) {
+                let m = lanes(valid - j);
+                let e = exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, p.add(j)), max));
+                _mm512_mask_storeu_ps(p.add(j), m, e);
+                sum = _mm512_mask_add_ps(sum, m, sum, e);
+            }
+            let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+            for j in (0..valid).step_by(16) {
+                let m = lanes(valid - j);
+                _mm512_mask_storeu_ps(
+                    p.add(j),
+                    m,
+                    _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p.add(j)), inv),
+                );
+            }
         }
         x[valid..].fill(0.0);
     }

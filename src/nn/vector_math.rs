@@ -1,7 +1,7 @@
-//! `exp` and `erf` on 16 f32 lanes (AVX-512F), for the loops the compiler cannot vectorise
-//! because they call libm value by value: softmax's exponentials and GELU's derivative.
+//! `exp` on 16 f32 lanes (AVX-512F), for the loops the compiler cannot vectorise because they
+//! call libm value by value: softmax's exponentials and GELU's derivative (whose 16-lane erf is
+//! in [`crate::nn::erf`]).
 
-use crate::nn::gelu::{ERF_P, ERF_Q};
 use std::arch::x86_64::*;
 
 /// `exp(x)` within 2 ulp of libm's: `2^n e^r` with `n = round(x log2 e)`, `r = x - n ln 2`
@@ -28,26 +28,6 @@ pub unsafe fn exp(x: __m512) -> __m512 {
     // e^r = p r² + r + 1
     let e = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, c(1.0)));
     _mm512_scalef_ps(e, n)
-}
-
-/// `erf(x)` as [`crate::nn::gelu::erf_fast_f32`] computes it (the same rational function on x
-/// clamped to [-4, 4]), with fused multiply-adds: within 5e-7 of the exact erf.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub unsafe fn erf(x: __m512) -> __m512 {
-    let c = _mm512_set1_ps;
-    let x = _mm512_min_ps(_mm512_max_ps(x, c(-4.0)), c(4.0));
-    let x2 = _mm512_mul_ps(x, x);
-    let p = ERF_P[1..]
-        .iter()
-        .fold(c(ERF_P[0]), |p, &k| _mm512_fmadd_ps(x2, p, c(k)));
-    let q = ERF_Q[1..]
-        .iter()
-        .fold(c(ERF_Q[0]), |q, &k| _mm512_fmadd_ps(x2, q, c(k)));
-    _mm512_div_ps(_mm512_mul_ps(x, p), q)
 }
 
 /// The mask of lanes `0..len.min(16)`.

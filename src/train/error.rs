@@ -9,6 +9,7 @@ use crate::model::ModelError;
 use crate::model_dir::ModelDirError;
 use crate::optim::adamw::OptimError;
 use crate::predict::PredictError;
+use crate::tensor_io::TensorFileError;
 use crate::tokenize::TokenizeError;
 use std::path::PathBuf;
 
@@ -57,6 +58,9 @@ pub enum TrainError {
     /// Evaluating on the dev data.
     #[error(transparent)]
     Predict(#[from] PredictError),
+    /// Reading `--resume`'s optimizer state file.
+    #[error(transparent)]
+    ResumeTensors(#[from] TensorFileError),
     /// The optimizer state of `--resume` does not fit the model.
     #[error("{}: {source}", path.display())]
     OptimizerState {

@@ -1,0 +1,97 @@
+//! `embeddings.*`: word + position + token type lookups summed, normalised and dropped out
+//! (HF's `BertEmbeddings`); rows `[B*n, H]` as the encoder's layers take them.
+
+use crate::bert::input::EncoderInput;
+use crate::nn::dropout::{Dropout, DropoutMask};
+use crate::nn::layer_norm::LayerNormCache;
+use crate::nn::{Embedding, LayerNorm};
+use crate::param::{join, ParamMut, Params};
+use crate::scalar::Scalar;
+use ndarray::{Array2, ArrayViewD, Ix2};
+use rand::Rng;
+
+/// `embeddings.*`: the sum of three lookups, normalised.
+#[derive(Clone, Debug)]
+pub struct BertEmbeddings<T> {
+    pub word: Embedding<T>,
+    pub position: Embedding<T>,
+    pub token_type: Embedding<T>,
+    pub layer_norm: LayerNorm<T>,
+    pub dropout: Dropout,
+}
+
+#[derive(Clone, Debug)]
+pub struct EmbeddingsCache<T> {
+    /// `[B*n, H]`: word + position + token type, the LayerNorm input
+    pub sum: Array2<T>,
+    pub stats: LayerNormCache<T>,
+    pub drop: DropoutMask<T, Ix2>,
+}
+
+/// Row-major ids of a `[B, n]` array, and the matching position ids.
+fn flat_ids(a: &ndarray::Array2<u32>) -> Vec<u32> {
+    a.iter().copied().collect()
+}
+
+impl<T: Scalar> BertEmbeddings<T> {
+    /// x `[B*n, H]` for the batch; `rng` given = training.
+    pub fn forward<R: Rng>(
+        &self,
+        input: &EncoderInput,
+        rng: Option<&mut R>,
+    ) -> (Array2<T>, EmbeddingsCache<T>) {
+        let (bsz, n) = input.input_ids.dim();
+        let positions: Vec<u32> = (0..bsz * n).map(|r| (r % n) as u32).collect();
+        let mut sum = crate::parallel::zeros(ndarray::Ix2(bsz * n, self.word.dim()));
+        self.word.forward_acc(&flat_ids(&input.input_ids), &mut sum);
+        self.position.forward_acc(&positions, &mut sum);
+        self.token_type
+            .forward_acc(&flat_ids(&input.token_type_ids), &mut sum);
+        let (mut y, stats) = self.layer_norm.forward(sum.view());
+        let drop = self.dropout.forward_inplace(&mut y, rng);
+        (y, EmbeddingsCache { sum, stats, drop })
+    }
+
+    /// Inference: x `[B*n, H]`, the three lookups summed and normalised in place (no dropout).
+    pub fn forward_inference(&self, input: &EncoderInput) -> Array2<T> {
+        let (bsz, n) = input.input_ids.dim();
+        let positions: Vec<u32> = (0..bsz * n).map(|r| (r % n) as u32).collect();
+        let mut x = crate::parallel::zeros(ndarray::Ix2(bsz * n, self.word.dim()));
+        self.word.forward_acc(&flat_ids(&input.input_ids), &mut x);
+        self.position.forward_acc(&positions, &mut x);
+        self.token_type
+            .forward_acc(&flat_ids(&input.token_type_ids), &mut x);
+        self.layer_norm.forward_inplace(x.view_mut());
+        x
+    }
+
+    /// Accumulates the three tables' rows that were used and the LayerNorm's gradients.
+    pub fn backward(&mut self, input: &EncoderInput, cache: &EmbeddingsCache<T>, mut dy: Array2<T>) {
+        let (bsz, n) = input.input_ids.dim();
+        Dropout::backward_inplace(&cache.drop, &mut dy);
+        let de = self
+            .layer_norm
+            .backward(cache.sum.view(), &cache.stats, dy.view());
+        let positions: Vec<u32> = (0..bsz * n).map(|r| (r % n) as u32).collect();
+        self.word.backward(&flat_ids(&input.input_ids), de.view());
+        self.position.backward(&positions, de.view());
+        self.token_type
+            .backward(&flat_ids(&input.token_type_ids), de.view());
+    }
+}
+
+impl<T: Scalar> Params<T> for BertEmbeddings<T> {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, ArrayViewD<'_, T>)) {
+        self.word.visit(&join(prefix, "word_embeddings"), f);
+        self.position.visit(&join(prefix, "position_embeddings"), f);
+        self.token_type.visit(&join(prefix, "token_type_embeddings"), f);
+        self.layer_norm.visit(&join(prefix, "LayerNorm"), f);
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_, T>)) {
+        self.word.visit_mut(&join(prefix, "word_embeddings"), f);
+        self.position.visit_mut(&join(prefix, "position_embeddings"), f);
+        self.token_type
+            .visit_mut(&join(prefix, "token_type_embeddings"), f);
+        self.layer_norm.visit_mut(&join(prefix, "LayerNorm"), f);
+    }
+}
