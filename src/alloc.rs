@@ -5,7 +5,8 @@
 //! zeroed its buffers afresh (15% of a minilm step was the kernel clearing pages). This wrapper
 //! rounds large requests up to one of four size classes per power of two (at most 25% slack) and
 //! keeps freed blocks of each class in a free list, up to a total of [`CACHE_LIMIT`] bytes, so
-//! from the second step on the buffers come back warm. Small requests go straight to the system.
+//! from the second step on the buffers come back warm. Small requests, and requests above
+//! [`CACHE_LIMIT`] (which the cache could never hold), go straight to the system.
 //!
 //! Batches of varying length (every real dataset) ask for a buffer of a slightly different size each
 //! step, so a cache that only grew would end up holding a block of every size a buffer ever had
@@ -14,29 +15,84 @@
 //! (most likely the same buffer at last step's length): what the process holds grows only when
 //! the cache is empty, so it stays near the largest step's live working set.
 //!
+//! A free list is linked through the cached blocks themselves (each block's first word holds the
+//! address of the next): pushing and popping allocate nothing, so no allocation ever happens
+//! while a list's lock is held. (The lists were `Vec`s: a list outgrowing 8,192 entries asked
+//! this allocator for a 128 KiB buffer while holding its own lock, and the thread waited for
+//! itself.) Nothing here panics or unwinds, as `GlobalAlloc` requires.
+//!
 //! The `gp-lite` binary installs it with `#[global_allocator]`; library users may do the same.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 /// Requests at least this large are cached.
 pub const MIN_CACHED: usize = 1 << 17;
-/// Most bytes kept in free lists; beyond this, freed blocks go back to the system.
+/// Most bytes kept in free lists; beyond this, freed blocks go back to the system. Also the
+/// largest request that is cached (the block of the last class): larger ones go to the system.
 pub const CACHE_LIMIT: usize = 4 << 30;
-const CLASSES: usize = 4 * 48;
+/// Classes 0 ..= 4 log2(CACHE_LIMIT): the last one's block is CACHE_LIMIT. (Classes below
+/// `4 log2(MIN_CACHED)` stay empty; indexing by `4 p + q` keeps [`class_of`] two shifts.)
+const CLASSES: usize = 4 * CACHE_LIMIT.trailing_zeros() as usize + 1;
 const ALIGN: usize = 64;
+const _: () = assert!(CACHE_LIMIT.is_power_of_two() && MIN_CACHED.is_power_of_two());
+// Every block size is a multiple of ALIGN (a quarter of a power of two >= MIN_CACHED) and at most
+// CACHE_LIMIT, far below isize::MAX: `Layout::from_size_align_unchecked(block, ALIGN)` is valid
+// for every block (see `block_layout`).
+const _: () = assert!((MIN_CACHED / 4).is_multiple_of(ALIGN) && CACHE_LIMIT < isize::MAX as usize / 2);
 
 /// The caching allocator (zero-sized; the state is global).
 pub struct CachingAlloc;
 
+/// The free blocks of one class: `head` is the address of the first (0: none), and each block's
+/// first word holds the address of the next.
+struct FreeList {
+    head: usize,
+    len: usize,
+}
+
 #[allow(clippy::declare_interior_mutable_const)]
-const EMPTY: Mutex<Vec<usize>> = Mutex::new(Vec::new());
-static FREE: [Mutex<Vec<usize>>; CLASSES] = [EMPTY; CLASSES];
+const EMPTY: Mutex<FreeList> = Mutex::new(FreeList { head: 0, len: 0 });
+static FREE: [Mutex<FreeList>; CLASSES] = [EMPTY; CLASSES];
 static CACHED: AtomicUsize = AtomicUsize::new(0);
 
-/// Size class of a request: 4 classes per power of two. Returns (class, block size).
+/// The free list of `class`, locked. No code panics while holding one, so a poisoned lock (which
+/// would need a panic) still holds a consistent list.
+fn free_list(class: usize) -> MutexGuard<'static, FreeList> {
+    FREE[class].lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl FreeList {
+    /// Adds a block.
+    ///
+    /// # Safety
+    /// `p` is a block of this list's class, aligned to ALIGN, owned by no one else from now on.
+    unsafe fn push(&mut self, p: *mut u8) {
+        // SAFETY: the block is at least MIN_CACHED bytes, aligned, and ours.
+        (p as *mut usize).write(self.head);
+        self.head = p as usize;
+        self.len += 1;
+    }
+
+    /// Takes a block, if there is one.
+    fn pop(&mut self) -> Option<*mut u8> {
+        if self.head == 0 {
+            return None;
+        }
+        let p = self.head as *mut u8;
+        // SAFETY: `head` is a block pushed by `push`, whose first word holds the next address; no
+        // one else reads or writes a cached block.
+        self.head = unsafe { (p as *const usize).read() };
+        self.len -= 1;
+        Some(p)
+    }
+}
+
+/// Size class of a cacheable request (MIN_CACHED ..= CACHE_LIMIT bytes): 4 classes per power of
+/// two. Returns (class, block size); the class is below CLASSES.
 fn class_of(size: usize) -> (usize, usize) {
+    debug_assert!((MIN_CACHED..=CACHE_LIMIT).contains(&size));
     let p = usize::BITS as usize - 1 - size.leading_zeros() as usize; // floor(log2 size)
     let quarter = 1usize << (p - 2);
     let q = (size - (1 << p)).div_ceil(quarter); // 0..=4
@@ -44,11 +100,18 @@ fn class_of(size: usize) -> (usize, usize) {
     (4 * p + q, block)
 }
 
+/// The layout of a cached block of `block` bytes.
+fn block_layout(block: usize) -> Layout {
+    // SAFETY: ALIGN is a power of two and `block` (a class's size, at most CACHE_LIMIT) is a
+    // multiple of it far below isize::MAX (the constants' assertions above).
+    unsafe { Layout::from_size_align_unchecked(block, ALIGN) }
+}
+
 /// A cached block of `class` (`block` bytes), if one is free.
 fn take_cached(class: usize, block: usize) -> Option<*mut u8> {
-    let p = FREE[class].lock().ok().and_then(|mut v| v.pop())?;
+    let p = free_list(class).pop()?;
     CACHED.fetch_sub(block, Ordering::Relaxed);
-    Some(p as *mut u8)
+    Some(p)
 }
 
 /// Gives cached blocks of classes other than `class` back to the system, nearest classes first,
@@ -61,13 +124,14 @@ fn evict_near(class: usize, bytes: usize) {
                 continue;
             }
             while freed < bytes {
-                let Some(p) = FREE[c].lock().ok().and_then(|mut v| v.pop()) else {
+                // The lock is released at the end of this statement, before the system call.
+                let Some(p) = free_list(c).pop() else {
                     break;
                 };
                 let block = block_of_class(c);
                 CACHED.fetch_sub(block, Ordering::Relaxed);
-                // SAFETY: every cached pointer came from System with this block size and ALIGN.
-                unsafe { System.dealloc(p as *mut u8, Layout::from_size_align_unchecked(block, ALIGN)) };
+                // SAFETY: every cached pointer came from System with this block's layout.
+                unsafe { System.dealloc(p, block_layout(block)) };
                 freed += block;
             }
             if freed >= bytes || CACHED.load(Ordering::Relaxed) == 0 {
@@ -77,7 +141,7 @@ fn evict_near(class: usize, bytes: usize) {
     }
 }
 
-/// The block size of a class (the inverse of [`class_of`]).
+/// The block size of a class (the inverse of [`class_of`]; classes of cached blocks only).
 fn block_of_class(class: usize) -> usize {
     let (p, q) = (class / 4, class % 4);
     (1 << p) + q * (1 << (p - 2))
@@ -85,24 +149,32 @@ fn block_of_class(class: usize) -> usize {
 
 /// A cached block of the class, or a fresh one from the system after making room for it.
 /// `zero_bytes` > 0 asks for that many leading bytes cleared (a fresh system block is all zero).
+///
+/// # Safety
+/// `zero_bytes <= block`.
 unsafe fn alloc_block(class: usize, block: usize, zero_bytes: usize) -> *mut u8 {
     if let Some(p) = take_cached(class, block) {
+        // SAFETY: the block has `block >= zero_bytes` bytes and is now the caller's.
         std::ptr::write_bytes(p, 0, zero_bytes);
         return p;
     }
     evict_near(class, block);
-    let layout = Layout::from_size_align_unchecked(block, ALIGN);
     if zero_bytes > 0 {
-        System.alloc_zeroed(layout)
+        System.alloc_zeroed(block_layout(block))
     } else {
-        System.alloc(layout)
+        System.alloc(block_layout(block))
     }
 }
 
+/// Whether a request goes through the cache: large (and not too large), alignment at most ALIGN.
 fn cacheable(layout: &Layout) -> bool {
-    layout.size() >= MIN_CACHED && layout.align() <= ALIGN
+    (MIN_CACHED..=CACHE_LIMIT).contains(&layout.size()) && layout.align() <= ALIGN
 }
 
+// SAFETY: every block handed out is either the system's answer to the caller's layout (requests
+// that are not cacheable) or a block of the request's class (at least the requested size, ALIGN
+// >= the requested alignment), owned by one caller at a time: a freed block goes back to the
+// system or onto one free list, and `pop` hands each pushed block out once.
 unsafe impl GlobalAlloc for CachingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if !cacheable(&layout) {
@@ -126,17 +198,20 @@ unsafe impl GlobalAlloc for CachingAlloc {
         }
         let (class, block) = class_of(layout.size());
         if CACHED.fetch_add(block, Ordering::Relaxed) + block <= CACHE_LIMIT {
-            if let Ok(mut v) = FREE[class].lock() {
-                v.push(ptr as usize);
-                return;
-            }
+            // SAFETY: `ptr` is a block of `class` (allocated for a layout of the same class),
+            // ALIGN-aligned, and the caller gives it up.
+            free_list(class).push(ptr);
+            return;
         }
         CACHED.fetch_sub(block, Ordering::Relaxed);
-        System.dealloc(ptr, Layout::from_size_align_unchecked(block, ALIGN));
+        System.dealloc(ptr, block_layout(block));
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller guarantees that `new_size`, rounded up to `layout.align()`, does not
+        // overflow isize (GlobalAlloc::realloc's contract), and the alignment is `layout`'s.
         let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
+        let keep = layout.size().min(new_size);
         match (cacheable(&layout), cacheable(&new_layout)) {
             (false, false) => System.realloc(ptr, layout, new_size),
             (true, true) => {
@@ -147,32 +222,31 @@ unsafe impl GlobalAlloc for CachingAlloc {
                 // A growing buffer (a Vec, a String): into a cached block of the new size if there
                 // is one, else the system may move it without copying. The block it grows out of
                 // goes back to the system: caching it would keep every size it passed through.
-                let old = Layout::from_size_align_unchecked(block, ALIGN);
                 match take_cached(new_class, new_block) {
                     Some(new) => {
-                        std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
-                        System.dealloc(ptr, old);
+                        std::ptr::copy_nonoverlapping(ptr, new, keep);
+                        System.dealloc(ptr, block_layout(block));
                         new
                     }
                     None => {
                         evict_near(new_class, new_block);
-                        System.realloc(ptr, old, new_block)
+                        System.realloc(ptr, block_layout(block), new_block)
                     }
                 }
             }
+            // Out of the cached sizes, smaller or larger: a block of the system's.
             (true, false) => {
                 let new = System.alloc(new_layout);
                 if !new.is_null() {
-                    std::ptr::copy_nonoverlapping(ptr, new, new_size);
-                    let block = class_of(layout.size()).1;
-                    System.dealloc(ptr, Layout::from_size_align_unchecked(block, ALIGN));
+                    std::ptr::copy_nonoverlapping(ptr, new, keep);
+                    System.dealloc(ptr, block_layout(class_of(layout.size()).1));
                 }
                 new
             }
             (false, true) => {
                 let new = self.alloc(new_layout);
                 if !new.is_null() {
-                    std::ptr::copy_nonoverlapping(ptr, new, layout.size());
+                    std::ptr::copy_nonoverlapping(ptr, new, keep);
                     System.dealloc(ptr, layout);
                 }
                 new
@@ -184,6 +258,28 @@ unsafe impl GlobalAlloc for CachingAlloc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeSet;
+
+    /// The blocks cached in `class`.
+    fn cached(class: usize) -> usize {
+        free_list(class).len
+    }
+
+    /// Every test here uses the global free lists: one at a time, each starting from an empty
+    /// cache, so that counts are exact.
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        static LOCK: Mutex<()> = Mutex::new(());
+        let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        for class in 0..CLASSES {
+            while let Some(p) = take_cached(class, block_of_class(class)) {
+                // SAFETY: a cached block, from System with its class's layout.
+                unsafe { System.dealloc(p, block_layout(block_of_class(class))) };
+            }
+        }
+        assert_eq!(CACHED.load(Ordering::Relaxed), 0);
+        guard
+    }
 
     #[test]
     fn classes_cover_the_request_with_at_most_a_quarter_slack() {
@@ -195,6 +291,8 @@ mod tests {
             (1 << 20) + 1,
             3_000_000,
             123_456_789,
+            CACHE_LIMIT - 1,
+            CACHE_LIMIT,
         ] {
             let (class, block) = class_of(size);
             assert!(block >= size && block <= size + size / 4 + 1, "{size} -> {block}");
@@ -202,19 +300,85 @@ mod tests {
             // Every size of the class maps to the same block.
             assert_eq!(class_of(block), (class, block));
         }
+        assert_eq!(class_of(CACHE_LIMIT), (CLASSES - 1, CACHE_LIMIT));
+    }
+
+    /// 8,193 freed blocks of 128 KiB cached at once in one list (linked through the blocks),
+    /// then handed out again: each exactly once, and the list empty after. (With the allocator
+    /// installed globally the 8,193rd free deadlocked; tests/fuzz.rs, which installs it, checks
+    /// that; here the test binary's allocator is the system's.)
+    #[test]
+    fn a_long_free_list_hands_out_every_block_once() {
+        let _serial = serial();
+        const BLOCKS: usize = 8_193;
+        let layout = Layout::from_size_align(MIN_CACHED, 8).unwrap();
+        let a = CachingAlloc;
+        let (class, block) = class_of(MIN_CACHED);
+        // SAFETY: each block is allocated with `layout` and freed once with it.
+        unsafe {
+            let blocks: BTreeSet<usize> = (0..BLOCKS).map(|_| a.alloc(layout) as usize).collect();
+            assert!(!blocks.contains(&0), "allocation failed");
+            assert_eq!(blocks.len(), BLOCKS);
+            for &p in &blocks {
+                a.dealloc(p as *mut u8, layout);
+            }
+            assert_eq!(cached(class), BLOCKS);
+            assert_eq!(CACHED.load(Ordering::Relaxed), BLOCKS * block);
+            let again: BTreeSet<usize> = (0..BLOCKS).map(|_| a.alloc(layout) as usize).collect();
+            assert_eq!(again, blocks, "the cache did not hand out each block once");
+            assert_eq!(cached(class), 0);
+            for &p in &again {
+                a.dealloc(p as *mut u8, layout);
+            }
+        }
+    }
+
+    /// Requests too large to cache, up to the largest a `Layout` allows, go to the system, which
+    /// refuses them with NULL: `try_reserve_exact(1 << 48)` gets an error. (Sizes past the last
+    /// class indexed past the free lists and panicked inside the allocator, which aborted.)
+    #[test]
+    fn requests_past_the_last_class_go_to_the_system() {
+        let _serial = serial();
+        let a = CachingAlloc;
+        let huge = [1usize << 48, 7 << 46, isize::MAX as usize - 63];
+        for size in huge {
+            let layout = Layout::from_size_align(size, 64).unwrap();
+            // SAFETY: a nonzero layout; nothing is returned to free (the system has no such memory).
+            unsafe {
+                assert!(a.alloc(layout).is_null(), "{size} bytes were allocated");
+                assert!(a.alloc_zeroed(layout).is_null(), "{size} bytes were allocated");
+                // Growing a cached block past the classes: NULL, and the old block stays valid.
+                let small = Layout::from_size_align(300_000, 8).unwrap();
+                let p = a.alloc(small);
+                assert!(!p.is_null());
+                *p = 5;
+                assert!(a.realloc(p, small, size).is_null());
+                assert_eq!(*p, 5);
+                a.dealloc(p, small);
+            }
+        }
     }
 
     #[test]
     fn blocks_are_reused_and_zeroed() {
+        let _serial = serial();
         let a = CachingAlloc;
         let layout = Layout::from_size_align(300_000, 8).unwrap();
+        let (class, _) = class_of(layout.size());
+        // SAFETY: blocks allocated with `layout`, written within it, freed once.
         unsafe {
             let p = a.alloc(layout);
             std::ptr::write_bytes(p, 7, layout.size());
             a.dealloc(p, layout);
-            let q = a.alloc_zeroed(layout);
-            assert!((0..layout.size()).all(|i| *q.add(i) == 0));
-            a.dealloc(q, layout);
+            assert_eq!(cached(class), 1, "the freed block was not cached");
+            // Another size of the same class: the same block, cleared.
+            let smaller = Layout::from_size_align(290_000, 8).unwrap();
+            assert_eq!(class_of(smaller.size()).0, class);
+            let q = a.alloc_zeroed(smaller);
+            assert_eq!(q, p, "the cached block was not reused");
+            assert_eq!(cached(class), 0);
+            assert!((0..smaller.size()).all(|i| *q.add(i) == 0));
+            a.dealloc(q, smaller);
         }
     }
 
@@ -228,12 +392,14 @@ mod tests {
 
     #[test]
     fn a_buffer_whose_size_drifts_keeps_one_block_cached_not_one_per_size() {
+        let _serial = serial();
         // the same activation at a different batch length each step: 24 sizes from 5 MB up by 8%
         let a = CachingAlloc;
         let sizes: Vec<usize> = (0..24)
             .map(|i| (5_000_000.0 * 1.08f64.powi(i)) as usize)
             .collect();
         let classes: Vec<usize> = sizes.iter().map(|&s| class_of(s).0).collect();
+        // SAFETY: each block is allocated with its layout, written within it, freed once.
         unsafe {
             for _ in 0..3 {
                 for &size in &sizes {
@@ -247,19 +413,20 @@ mod tests {
         let mut distinct = classes.clone();
         distinct.dedup();
         assert!(distinct.len() >= 8, "the sizes span {} classes", distinct.len());
-        let held: usize = distinct.iter().map(|&c| FREE[c].lock().unwrap().len()).sum();
+        let held: usize = distinct.iter().map(|&c| cached(c)).sum();
         assert!(held <= 1, "{held} blocks cached for one drifting buffer");
     }
 
     #[test]
     fn a_buffer_grown_again_and_again_reuses_one_cached_block() {
+        let _serial = serial();
         // a Vec filled anew for every segment of a long text: 140 kB, grown to 600 kB, freed
         let a = CachingAlloc;
         let small = Layout::from_size_align(140_000, 8).unwrap();
         let big = Layout::from_size_align(600_000, 8).unwrap();
         let (small_class, _) = class_of(small.size());
         let (big_class, _) = class_of(big.size());
-        let cached = |class: usize| FREE[class].lock().unwrap().len();
+        // SAFETY: the block is allocated with `small`, grown to `big`'s size, freed with `big`.
         unsafe {
             for _ in 0..20 {
                 let p = a.alloc(small);
@@ -279,5 +446,201 @@ mod tests {
             "{} blocks of 140 kB cached",
             cached(small_class)
         );
+    }
+
+    /// What one thread of the stress test did.
+    #[derive(Default, Debug)]
+    struct Counts {
+        allocs: usize,
+        zeroed: usize,
+        frees: usize,
+        grows: usize,
+        shrinks: usize,
+        /// Requests per category: below MIN_CACHED, each class, above CACHE_LIMIT.
+        per_class: Vec<usize>,
+    }
+
+    /// A block a stress thread owns: its address, size, and the tag written at both ends.
+    struct Live {
+        p: *mut u8,
+        size: usize,
+        tag: u64,
+    }
+
+    /// Blocks above this are only allocated, tagged at both ends and freed: not zeroed from the
+    /// cache nor copied by a realloc, so that memory stays low.
+    const TOUCH_MAX: usize = 8 << 20;
+
+    /// Writes `tag` into the first and the last 8 bytes of the block.
+    ///
+    /// # Safety
+    /// `p` is valid for `size >= 16` bytes.
+    unsafe fn put_tag(p: *mut u8, size: usize, tag: u64) {
+        (p as *mut u64).write_unaligned(tag);
+        (p.add(size - 8) as *mut u64).write_unaligned(tag);
+    }
+
+    /// # Safety
+    /// `p` is valid for `size >= 16` bytes, written by [`put_tag`].
+    unsafe fn tags(p: *const u8, size: usize) -> (u64, u64) {
+        (
+            (p as *const u64).read_unaligned(),
+            (p.add(size - 8) as *const u64).read_unaligned(),
+        )
+    }
+
+    /// One stress thread: `ops` random operations on up to 12 live blocks, sizes drawn from every
+    /// class, below and above the cached sizes. Every block carries a tag unique to it at both
+    /// ends, checked before it is freed or moved: a block handed to two owners at once, or a
+    /// realloc that loses data, shows as a wrong tag. Zeroed blocks are checked for zeros.
+    fn stress_thread(seed: u64, ops: usize) -> Counts {
+        let a = CachingAlloc;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let first = class_of(MIN_CACHED).0;
+        let categories = CLASSES - first + 2; // small, the classes, huge
+        let mut counts = Counts {
+            per_class: vec![0; categories],
+            ..Counts::default()
+        };
+        // A size from a random category; returns (category, size).
+        let pick = |rng: &mut rand_chacha::ChaCha8Rng| {
+            let cat = rng.gen_range(0..categories);
+            let size = if cat == 0 {
+                rng.gen_range(16..MIN_CACHED)
+            } else if cat == categories - 1 {
+                rng.gen_range(CACHE_LIMIT + 1..=CACHE_LIMIT + (1 << 30))
+            } else {
+                let class = first + cat - 1;
+                let low = block_of_class(class - 1) + 1;
+                rng.gen_range(low.max(MIN_CACHED)..=block_of_class(class))
+            };
+            (cat, size)
+        };
+        let mut live: Vec<Live> = Vec::new();
+        let mut next_tag = seed << 32;
+        // SAFETY: every block is allocated with its size and alignment 16, used within its size,
+        // and freed or reallocated once, with the size it has.
+        unsafe {
+            for _ in 0..ops {
+                next_tag += 1;
+                let choice = rng.gen_range(0..10);
+                if live.is_empty() || (live.len() < 12 && choice < 4) {
+                    let (cat, size) = pick(&mut rng);
+                    counts.per_class[cat] += 1;
+                    let layout = Layout::from_size_align(size, 16).unwrap();
+                    let zero = size <= TOUCH_MAX && rng.gen_bool(0.5);
+                    let p = if zero {
+                        a.alloc_zeroed(layout)
+                    } else {
+                        a.alloc(layout)
+                    };
+                    assert!(!p.is_null(), "{size} bytes: allocation failed");
+                    assert_eq!(p as usize % 16, 0);
+                    if zero {
+                        counts.zeroed += 1;
+                        let check = |i: usize| assert_eq!(*p.add(i), 0, "byte {i} of a zeroed {size}");
+                        (0..size.min(4096)).for_each(check);
+                        (size.saturating_sub(4096)..size).for_each(check);
+                        (0..64).for_each(|_| check(rng.gen_range(0..size)));
+                    }
+                    counts.allocs += 1;
+                    put_tag(p, size, next_tag);
+                    live.push(Live {
+                        p,
+                        size,
+                        tag: next_tag,
+                    });
+                    continue;
+                }
+                let i = rng.gen_range(0..live.len());
+                let b = &live[i];
+                assert_eq!(tags(b.p, b.size), (b.tag, b.tag), "a live block was overwritten");
+                let layout = Layout::from_size_align(b.size, 16).unwrap();
+                if choice < 7 || b.size > TOUCH_MAX {
+                    a.dealloc(b.p, layout);
+                    counts.frees += 1;
+                    live.swap_remove(i);
+                    continue;
+                }
+                let (cat, size) = loop {
+                    let (cat, size) = pick(&mut rng);
+                    if size <= TOUCH_MAX || cat == categories - 1 {
+                        break (cat, size);
+                    }
+                };
+                counts.per_class[cat] += 1;
+                let p = a.realloc(b.p, layout, size);
+                assert!(!p.is_null(), "{} -> {size} bytes: realloc failed", b.size);
+                // The first bytes moved with the block (both sizes are at least 16).
+                assert_eq!((p as *const u64).read_unaligned(), b.tag, "realloc lost the data");
+                if size > b.size {
+                    counts.grows += 1;
+                } else {
+                    counts.shrinks += 1;
+                }
+                put_tag(p, size, next_tag);
+                live[i] = Live {
+                    p,
+                    size,
+                    tag: next_tag,
+                };
+            }
+            for b in live {
+                assert_eq!(tags(b.p, b.size), (b.tag, b.tag), "a live block was overwritten");
+                a.dealloc(b.p, Layout::from_size_align(b.size, 16).unwrap());
+                counts.frees += 1;
+            }
+        }
+        counts
+    }
+
+    /// Several threads allocate, free, grow and shrink blocks of every class at once (and of
+    /// sizes below and above the cached ones); the blocks' tags must survive, zeroed blocks
+    /// must be zero, every class must be used, and the cache's byte count must equal what its
+    /// lists hold afterwards.
+    #[test]
+    fn stress_every_class_from_several_threads() {
+        let _serial = serial();
+        const THREADS: u64 = 4;
+        const OPS: usize = 4_000;
+        let all: Vec<Counts> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..THREADS)
+                .map(|t| s.spawn(move || stress_thread(1000 + t, OPS)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let sum = |f: fn(&Counts) -> usize| all.iter().map(f).sum::<usize>();
+        let categories = all[0].per_class.len();
+        let per_class: Vec<usize> = (0..categories)
+            .map(|c| all.iter().map(|t| t.per_class[c]).sum())
+            .collect();
+        let (cached_blocks, cached_bytes) = (0..CLASSES)
+            .map(|c| (cached(c), cached(c) * block_of_class(c)))
+            .fold((0, 0), |x, y| (x.0 + y.0, x.1 + y.1));
+        println!(
+            "allocator stress: {THREADS} threads x {OPS} operations: {} allocations ({} zeroed), {} frees, \
+             {} grows, {} shrinks; requests per category (below MIN_CACHED, {} classes, above \
+             CACHE_LIMIT): min {}, max {}; afterwards {cached_blocks} blocks ({cached_bytes} bytes) cached",
+            sum(|c| c.allocs),
+            sum(|c| c.zeroed),
+            sum(|c| c.frees),
+            sum(|c| c.grows),
+            sum(|c| c.shrinks),
+            categories - 2,
+            per_class.iter().min().unwrap(),
+            per_class.iter().max().unwrap(),
+        );
+        assert_eq!(sum(|c| c.allocs), sum(|c| c.frees), "every block was freed");
+        assert!(
+            per_class.iter().all(|&n| n > 0),
+            "a category was never requested: {per_class:?}"
+        );
+        assert!(sum(|c| c.grows) > 0 && sum(|c| c.shrinks) > 0 && sum(|c| c.zeroed) > 0);
+        assert_eq!(
+            CACHED.load(Ordering::Relaxed),
+            cached_bytes,
+            "the cache's count drifted"
+        );
+        assert!(cached_bytes <= CACHE_LIMIT);
     }
 }

@@ -1078,3 +1078,133 @@ fn a_billion_layers_is_refused_not_an_abort() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The caching allocator the gp-lite binary installs, installed here too: every case above runs
+// on it, and the tests below need it global.
+
+#[global_allocator]
+static ALLOC: gp_lite::alloc::CachingAlloc = gp_lite::alloc::CachingAlloc;
+
+/// Regression: the free lists were `Vec`s pushed under their lock. The 8,193rd cached block of
+/// one class grew its list's buffer to 128 KiB, a request of that same class: the allocator
+/// waited for the lock its own thread held, and the free never returned. 12,000 blocks of
+/// 128 KiB are freed (the list crosses 8,192 even if other tests evict some meanwhile) on a
+/// thread watched from here; a hang ends the test binary with a message instead of hanging CI.
+#[test]
+fn freeing_thousands_of_cached_blocks_does_not_deadlock() {
+    const BLOCKS: usize = 12_000;
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let blocks: Vec<Vec<u8>> = (0..BLOCKS).map(|_| Vec::with_capacity(128 << 10)).collect();
+        drop(blocks);
+        // Reused from the cache, each block once.
+        let again: Vec<Vec<u8>> = (0..BLOCKS).map(|_| Vec::with_capacity(128 << 10)).collect();
+        let distinct: std::collections::BTreeSet<usize> = again.iter().map(|v| v.as_ptr() as usize).collect();
+        assert_eq!(distinct.len(), BLOCKS, "a block was handed out twice");
+        let _ = done_tx.send(());
+    });
+    // Not a timing assertion: the work takes well under a second; two minutes means a hang.
+    match done_rx.recv_timeout(std::time::Duration::from_secs(120)) {
+        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => worker.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            // The worker holds a free list's lock forever, and so would every later allocation
+            // of that size: end the whole binary.
+            let _ = writeln!(
+                std::io::stderr(),
+                "freeing_thousands_of_cached_blocks_does_not_deadlock: {BLOCKS} frees of 128 KiB \
+                 did not finish in 2 minutes (the caching allocator deadlocked)"
+            );
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Regression: requests above the last size class (about 1.75 * 2^47 bytes) indexed past the
+/// free lists and panicked inside the allocator, which aborted the process ("failed to initiate
+/// panic") where the system allocator refuses: `try_reserve` must return an error.
+#[test]
+fn huge_requests_are_refused_not_an_abort() {
+    let mut v: Vec<u8> = Vec::new();
+    assert!(v.try_reserve_exact(1 << 48).is_err());
+    assert!(v.try_reserve_exact(isize::MAX as usize - 64).is_err());
+    let mut s = String::from("kept");
+    assert!(s.try_reserve(7 << 46).is_err());
+    assert_eq!(s, "kept");
+    // Grown from a cached size past the classes: refused, the buffer intact.
+    let mut w = vec![3u8; 300_000];
+    assert!(w.try_reserve_exact(1 << 48).is_err());
+    assert!(w.iter().all(|&b| b == 3) && w.len() == 300_000);
+}
+
+/// A sparse file of 300 TiB (nothing on disk) named `name` in a fresh directory, where a
+/// filesystem allows one (ext4 stops at 16 TiB; tmpfs does not): the temporary directory, else
+/// /dev/shm. None (the test prints SKIPPED) when neither does.
+fn sparse_300_tib(tag: &str, name: &str) -> Option<(common::TempDir, PathBuf)> {
+    let candidates = [std::env::temp_dir(), PathBuf::from("/dev/shm")];
+    for base in candidates {
+        let dir = base.join(format!("gp-lite-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        if std::fs::create_dir_all(&dir).is_err() {
+            continue;
+        }
+        let dir = common::TempDir(dir);
+        let path = dir.join(name);
+        let ok = std::fs::File::create(&path)
+            .and_then(|f| f.set_len(300 << 40))
+            .is_ok();
+        if ok {
+            return Some((dir, path));
+        }
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {tag}: no filesystem here holds a sparse 300 TiB file"
+    );
+    None
+}
+
+/// Regression: a 300 TiB (sparse) config.json or training file made `gp-lite` exit 101 with a
+/// panic inside the allocator; reading it must fail with an error naming the file (exit 1),
+/// as with the system allocator, in process and through the binary.
+#[test]
+fn a_300_tib_input_file_is_an_error_naming_it() {
+    use std::process::Command;
+    let Some((model, config)) = sparse_300_tib("sparse-config", "config.json") else {
+        return;
+    };
+    let e = gp_lite::model_dir::load_model::<f32>(&model.0)
+        .err()
+        .expect("a 300 TiB config.json loaded");
+    assert!(e.to_string().contains("config.json"), "{e}");
+    let input = model.join("in.txt");
+    std::fs::write(&input, "北京欢迎你\n").unwrap();
+    let out = Command::new(common::BIN)
+        .args(["predict", "--model"])
+        .arg(&model.0)
+        .arg("--input")
+        .arg(&input)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "predict: {err}");
+    assert!(err.contains(&*config.to_string_lossy()), "predict: {err}");
+    let Some((data, train)) = sparse_300_tib("sparse-train", "train.json") else {
+        return;
+    };
+    let out = Command::new(common::BIN)
+        .arg("train")
+        .arg("--train")
+        .arg(&train)
+        .arg("--dev")
+        .arg(common::dev_file())
+        .arg("--out")
+        .arg(data.join("model"))
+        .args(["--epochs", "1", "--quiet"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "train: {err}");
+    assert!(err.contains("train.json"), "train: {err}");
+    println!("300 TiB files: {}", err.trim());
+}
