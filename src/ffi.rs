@@ -7,13 +7,13 @@
 
 use crate::decode::{DecodeMode, DEFAULT_THRESHOLD};
 use crate::infer::Workspace;
-use crate::matmul::thread_pool_builder;
 use crate::model_dir::load_model;
 use crate::predict::{PredEntity, PredictOptions, Predictor};
+use crate::workers::Workers;
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// Returned by functions that return `int` when they succeed.
 pub const GP_OK: c_int = 0;
@@ -74,50 +74,6 @@ pub struct GpPredictOptions {
 }
 
 type Res<T> = Result<T, String>;
-
-/// A rayon pool whose threads are joined when it is dropped, so that no thread of gp-lite outlives
-/// `gp_model_free` (a host may unload the library afterwards; leak checkers see no live threads).
-struct Workers {
-    pool: Option<rayon::ThreadPool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Workers {
-    fn new(num_threads: usize) -> Res<Workers> {
-        let threads = Arc::new(Mutex::new(Vec::new()));
-        let handles = threads.clone();
-        let pool = thread_pool_builder(num_threads)
-            .thread_name(|i| format!("gp-lite-{i}"))
-            .spawn_handler(move |t| {
-                let h = std::thread::Builder::new()
-                    .name(t.name().unwrap_or("gp-lite").to_string())
-                    .spawn(|| t.run())?;
-                handles.lock().unwrap_or_else(|p| p.into_inner()).push(h);
-                Ok(())
-            })
-            .build()
-            .map_err(|e| format!("cannot start worker threads: {e}"))?;
-        let threads = std::mem::take(&mut *threads.lock().unwrap_or_else(|p| p.into_inner()));
-        Ok(Workers {
-            pool: Some(pool),
-            threads,
-        })
-    }
-
-    fn pool(&self) -> &rayon::ThreadPool {
-        self.pool.as_ref().expect("the pool lives until drop")
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        // Dropping the pool tells its threads to finish; then wait for them.
-        drop(self.pool.take());
-        for h in self.threads.drain(..) {
-            let _ = h.join();
-        }
-    }
-}
 
 /// Runs `body`, turning a panic into an error message.
 fn guard<T>(body: impl FnOnce() -> Res<T>) -> Res<T> {

@@ -69,3 +69,4 @@ pub mod trainer;
 // Until its rewrite (issue 21) documents its unsafe: the lints above, off for this file.
 #[allow(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 pub mod valgrind;
+pub mod workers;
