@@ -305,7 +305,7 @@ mod tests {
 
     /// 8,193 freed blocks of 128 KiB cached at once in one list (linked through the blocks),
     /// then handed out again: each exactly once, and the list empty after. (With the allocator
-    /// installed globally the 8,193rd free deadlocked; tests/fuzz.rs, which installs it, checks
+    /// installed globally the 8,193rd free deadlocked; tests/it/fuzz.rs, which installs it, checks
     /// that; here the test binary's allocator is the system's.)
     #[test]
     fn a_long_free_list_hands_out_every_block_once() {

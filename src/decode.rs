@@ -169,7 +169,7 @@ mod tests {
         }
     }
 
-    /// Regression (tests/fuzz.rs, flat prediction of a 0.5 MB text: 183 s, then 9 s): each span
+    /// Regression (tests/it/fuzz.rs, flat prediction of a 0.5 MB text: 183 s, then 9 s): each span
     /// was compared with every span kept so far. A million spans over a long text now take well
     /// under a second; the old scan took hours.
     #[test]

@@ -1,7 +1,7 @@
 //! The C interface: load a model directory and extract entities from UTF-8 text.
 //!
-//! include/gp_lite.h is generated from this file by cbindgen (tests/header.rs checks that the
-//! committed header is current; `GP_LITE_BLESS=1 cargo test --release --test header` rewrites it).
+//! include/gp_lite.h is generated from this file by cbindgen (tests/it/header.rs checks that the
+//! committed header is current; `GP_LITE_BLESS=1 cargo test --release --test it header::` rewrites it).
 //! Every entry point catches panics and turns them into errors; NULL arguments are errors; freeing
 //! NULL is a no-op. Offsets handed to C are byte offsets into the caller's text.
 

@@ -59,8 +59,6 @@ pub mod param;
 pub mod predict;
 pub mod sample;
 pub mod scalar;
-#[doc(hidden)]
-pub mod shared;
 pub mod span;
 pub mod tensor_io;
 pub mod tokenize;

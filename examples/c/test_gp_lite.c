@@ -1,5 +1,5 @@
 /*
- * test_gp_lite: checks the C interface of gp-lite (run by tests/c_api.rs, also under valgrind).
+ * test_gp_lite: checks the C interface of gp-lite (run by tests/it/c_api.rs, also under valgrind).
  *
  *   test_gp_lite MODEL_DIR CORRUPT_MODEL_DIR [ROUNDS]
  *

@@ -299,22 +299,4 @@ mod tests {
             c.validate().unwrap();
         }
     }
-
-    #[test]
-    fn minilm_config_reads() {
-        let Some(path) = crate::shared::shared_file(
-            "models/minilm-l6/config.json",
-            "bert::config::tests::minilm_config_reads",
-        ) else {
-            return;
-        };
-        let c = BertConfig::from_json_file(path).unwrap();
-        assert_eq!(
-            c,
-            BertConfig {
-                vocab_size: 30522,
-                ..BertConfig::preset("minilm", 30522).unwrap()
-            }
-        );
-    }
 }

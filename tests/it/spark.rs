@@ -12,8 +12,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-mod common;
-use common::{fixture, TempDir, BIN};
+use crate::common::{fixture, TempDir, BIN};
 
 const TEST: &str = "spark_job_matches_direct_predict";
 
@@ -161,8 +160,8 @@ fn same_entities(a: &Value, b: &Value) -> bool {
 fn spark_job_matches_direct_predict() {
     let Some(py) = spark_python(TEST) else { return };
     let (Some(dev), Some(train_file)) = (
-        gp_lite::shared::shared_file("data/cluener/dev.json", TEST),
-        gp_lite::shared::shared_file("data/cluener/train.json", TEST),
+        crate::common::shared::shared_file("data/cluener/dev.json", TEST),
+        crate::common::shared::shared_file("data/cluener/train.json", TEST),
     ) else {
         return;
     };

@@ -4,7 +4,7 @@
 //! the Viterbi paths (exact) and scores.
 
 use gp_lite::head::crf_chain::{nll, viterbi};
-use gp_lite::shared::reference_file;
+use crate::common::shared::reference_file;
 use gp_lite::tensor_io::read;
 use ndarray::{s, Array2, Array3, ArrayD, Ix2, Ix3};
 use safetensors::SafeTensors;

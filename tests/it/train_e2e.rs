@@ -9,8 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-use common::{dev_file, fixture, TempDir, BIN};
+use crate::common::{dev_file, fixture, TempDir, BIN};
 
 /// Entities in fixtures/cluener-sample/dev.json.
 const DEV_ENTITIES: usize = 471;

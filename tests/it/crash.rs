@@ -8,9 +8,8 @@
 //! temporary files of the model, of the resume state and of training.json. A failing write
 //! must name the file and leave the previous model as it was.
 
-mod common;
 
-use common::{fixture, TempDir, BIN};
+use crate::common::{fixture, TempDir, BIN};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

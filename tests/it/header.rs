@@ -1,7 +1,7 @@
 //! include/gp_lite.h must be what cbindgen generates from src/ffi.rs with cbindgen.toml.
 //!
 //! After changing the C interface, rewrite the committed header with
-//! `GP_LITE_BLESS=1 cargo test --release --test header` and commit it.
+//! `GP_LITE_BLESS=1 cargo test --release --test it header::` and commit it.
 
 use std::path::Path;
 
@@ -33,7 +33,7 @@ fn committed_header_is_current() {
             + 1;
         panic!(
             "include/gp_lite.h is out of date (first difference at line {line}); \
-             run `GP_LITE_BLESS=1 cargo test --release --test header` and commit it"
+             run `GP_LITE_BLESS=1 cargo test --release --test it header::` and commit it"
         );
     }
 }

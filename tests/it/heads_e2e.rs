@@ -9,8 +9,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-mod common;
-use common::{dev_file, fixture, TempDir, BIN};
+use crate::common::{dev_file, fixture, TempDir, BIN};
 
 fn run(args: &[&str]) -> Output {
     let out = Command::new(BIN).args(args).output().unwrap();
@@ -304,10 +303,10 @@ fn word_boundaries_from_column_data() {
 #[test]
 fn one_token_per_character_on_a_pretrained_chinese_encoder() {
     let test = "one_token_per_character_on_a_pretrained_chinese_encoder";
-    let Some(e5) = gp_lite::shared::shared_file("models/e5-small-zh", test) else {
+    let Some(e5) = crate::common::shared::shared_file("models/e5-small-zh", test) else {
         return;
     };
-    let Some(cluener) = gp_lite::shared::shared_file("data/cluener/train.json", test) else {
+    let Some(cluener) = crate::common::shared::shared_file("data/cluener/train.json", test) else {
         return;
     };
     let dir = TempDir::new("e5");

@@ -8,8 +8,8 @@
 //! (the long run of the README). A failing case prints its seed, index and input; each bug found
 //! this way has a regression test of its own with the smallest input (tests/hostile.rs).
 
-mod common;
 
+use crate::common;
 use gp_lite::data::{self, DataError, Dataset};
 use gp_lite::tokenize::{char_span_to_tokens, CharVocab, Encoding, Tokenization, Tokenizer};
 use rand::{seq::SliceRandom, Rng, SeedableRng};
@@ -595,7 +595,7 @@ fn fuzz_wordpiece_tokenizers() {
 
 #[test]
 fn fuzz_unigram_tokenizer_json() {
-    let Some(path) = gp_lite::shared::shared_file(
+    let Some(path) = crate::common::shared::shared_file(
         "models/e5-small-zh/tokenizer.json",
         "fuzz::fuzz_unigram_tokenizer_json",
     ) else {
@@ -1080,11 +1080,8 @@ fn a_billion_layers_is_refused_not_an_abort() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The caching allocator the gp-lite binary installs, installed here too: every case above runs
-// on it, and the tests below need it global.
-
-#[global_allocator]
-static ALLOC: gp_lite::alloc::CachingAlloc = gp_lite::alloc::CachingAlloc;
+// The caching allocator the gp-lite binary installs is this test binary's too (tests/it/main.rs):
+// every case above runs on it, and the tests below need it global.
 
 /// Regression: the free lists were `Vec`s pushed under their lock. The 8,193rd cached block of
 /// one class grew its list's buffer to 128 KiB, a request of that same class: the allocator

@@ -1,7 +1,7 @@
 //! Tokenizer parity with the Python `tokenizers` package on ../shared/reference/encoder.json, for
 //! minilm-l6's tokenizer.json and for WordPiece built from its vocab.txt.
 
-use gp_lite::shared::{reference_file, shared_file};
+use crate::common::shared::{reference_file, shared_file};
 use gp_lite::tokenize::{windows, Tokenizer};
 use serde::Deserialize;
 
@@ -83,10 +83,10 @@ fn model_dir_loads_tokenizer_json_without_padding() {
 #[test]
 fn per_character_e5_on_cluener() {
     let test = "per_character_e5_on_cluener";
-    let Some(tok) = gp_lite::shared::shared_file("models/e5-small-zh/tokenizer.json", test) else {
+    let Some(tok) = crate::common::shared::shared_file("models/e5-small-zh/tokenizer.json", test) else {
         return;
     };
-    let Some(data) = gp_lite::shared::shared_file("data/cluener/train.json", test) else {
+    let Some(data) = crate::common::shared::shared_file("data/cluener/train.json", test) else {
         return;
     };
     let t = Tokenizer::from_tokenizer_json(tok).unwrap().per_char().unwrap();

@@ -7,8 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-mod common;
-use common::{dev_file, fixture, TempDir, BIN};
+use crate::common::{dev_file, fixture, TempDir, BIN};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

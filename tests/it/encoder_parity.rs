@@ -5,7 +5,7 @@
 use gp_lite::bert::checkpoint::{load_config, load_encoder};
 use gp_lite::bert::{BertEncoder, EncoderInput};
 use gp_lite::param::Params;
-use gp_lite::shared::{reference_file, shared_file};
+use crate::common::shared::{reference_file, shared_file};
 use gp_lite::tensor_io::read;
 use gp_lite::Scalar;
 use ndarray::{s, Array2, ArrayD, Ix2};
@@ -215,5 +215,23 @@ fn gradients_f64_match_hf() {
         "worst gradient rel error {:.3e} at {}",
         worst.0,
         worst.1
+    );
+}
+
+#[test]
+fn minilm_config_reads() {
+    let Some(path) = crate::common::shared::shared_file(
+        "models/minilm-l6/config.json",
+        "encoder_parity::minilm_config_reads",
+    ) else {
+        return;
+    };
+    let c = gp_lite::bert::BertConfig::from_json_file(path).unwrap();
+    assert_eq!(
+        c,
+        gp_lite::bert::BertConfig {
+            vocab_size: 30522,
+            ..gp_lite::bert::BertConfig::preset("minilm", 30522).unwrap()
+        }
     );
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use gp_lite::data::{detect, read_dataset, DataError, Dataset, Entity, Format};
-use gp_lite::shared::shared_file;
+use crate::common::shared::shared_file;
 use gp_lite::tokenize::{char_span_to_tokens, CharVocab, Tokenizer};
 
 fn fixture(rel: &str) -> PathBuf {

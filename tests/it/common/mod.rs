@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end test files.
 #![allow(dead_code)]
 
+pub mod shared;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
