@@ -533,7 +533,7 @@ mod long_text_tests {
             decode: Default::default(),
         };
         let model = NerModel::new(config, &mut ChaCha8Rng::seed_from_u64(3)).unwrap();
-        (model, Tokenizer::Char(vocab))
+        (model, Tokenizer::new(vocab))
     }
 
     /// Words of 1-8 characters between single spaces, with one 700-character stretch without
