@@ -158,8 +158,8 @@ pub fn load_model<T: Scalar>(dir: &Path) -> Result<Predictor<T>, ModelDirError> 
     load_weights(&weights, &mut model)?;
     // A loaded model is only run: its weights are packed once for the products.
     model.prepack();
-    let tokenizer = match model.config.tokenization {
-        Some(t) => Tokenizer::load_as(dir, t),
+    let tokenizer = match &model.config.tokenization {
+        Some(t) => Tokenizer::load_as(dir, t.as_str()),
         None => Tokenizer::load(dir),
     }
     .map_err(|source| ModelDirError::Tokenizer {

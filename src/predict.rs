@@ -425,12 +425,7 @@ fn predict_long<T: Scalar>(
         }
         let cls_sep = specials.get_or_insert_with(|| window(&enc, 1..1).encoding);
         for t in 1..n - 1 {
-            let (s, e) = enc.offsets[t];
-            buf.ids.push(enc.ids[t]);
-            buf.offsets.push((s + first_char, e + first_char));
-            buf.special.push(false);
-            buf.may_start.push(enc.may_start[t]);
-            buf.may_end.push(enc.may_end[t]);
+            buf.push_token_of(&enc, t, first_char);
         }
         let total = base + buf.len();
         let fits_whole = total + 2 <= max_len;
@@ -462,7 +457,7 @@ fn predict_long<T: Scalar>(
         }
         // tokens before the next window's start are done with
         let done = next.min(total) - base;
-        drain_front(&mut buf, done);
+        buf.drain_front(done);
         base += done;
     }
     if !pending.is_empty() {
@@ -476,25 +471,10 @@ fn with_specials(cls_sep: &Encoding, content: &Encoding, r: Range<usize>) -> Enc
     let mut e = Encoding::new(Vec::new(), Vec::new(), Vec::new());
     e.push(cls_sep.ids[0], cls_sep.offsets[0], true);
     for t in r {
-        e.ids.push(content.ids[t]);
-        e.offsets.push(content.offsets[t]);
-        e.special.push(false);
-        e.may_start.push(content.may_start[t]);
-        e.may_end.push(content.may_end[t]);
-        e.type_ids.push(content.type_ids[t]);
+        e.push_token_of(content, t, 0);
     }
     e.push(cls_sep.ids[1], cls_sep.offsets[1], true);
     e
-}
-
-/// Removes the first `k` tokens of `e`.
-fn drain_front(e: &mut Encoding, k: usize) {
-    e.ids.drain(..k);
-    e.offsets.drain(..k);
-    e.special.drain(..k);
-    e.may_start.drain(..k);
-    e.may_end.drain(..k);
-    e.type_ids.drain(..k);
 }
 
 #[cfg(test)]
@@ -553,7 +533,7 @@ mod long_text_tests {
             decode: Default::default(),
         };
         let model = NerModel::new(config, &mut ChaCha8Rng::seed_from_u64(3)).unwrap();
-        (model, Tokenizer::Char(vocab))
+        (model, Tokenizer::new(vocab))
     }
 
     /// Words of 1-8 characters between single spaces, with one 700-character stretch without

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::{Encoding, TokenizeError};
+use super::encoding::Encoding;
+use super::error::TokenizeError;
+use super::tokenizer::{TextTokenizer, Tokenizer, TokenizerKind};
 
 pub const PAD: u32 = 0;
 pub const UNK: u32 = 1;
@@ -150,6 +152,34 @@ fn read_text(path: &Path) -> Result<String, TokenizeError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+impl TextTokenizer for CharVocab {
+    fn kind(&self) -> &'static str {
+        "char_vocab"
+    }
+    fn encode(&self, text: &str) -> Result<Encoding, TokenizeError> {
+        Ok(CharVocab::encode(self, text))
+    }
+    fn vocab_size(&self) -> usize {
+        self.len()
+    }
+    fn pad_id(&self) -> u32 {
+        PAD
+    }
+    fn save(&self, dir: &Path) -> Result<(), TokenizeError> {
+        self.write(dir.join("vocab.txt"))
+    }
+}
+
+/// The registry's entry: `char_vocab`, built from the training texts (no pretrained tokenizer).
+pub fn kind() -> TokenizerKind {
+    TokenizerKind {
+        name: "char_vocab",
+        help: "a character vocabulary built from the training texts (training from scratch)",
+        from_pretrained: None,
+        load: |dir| CharVocab::read(dir.join("vocab.txt")).map(Tokenizer::new),
+    }
 }
 
 #[cfg(test)]

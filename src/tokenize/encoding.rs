@@ -49,6 +49,28 @@ impl Encoding {
         self.type_ids.push(0);
     }
 
+    /// Appends token `t` of `other` as a content token (not special), every field copied, its
+    /// character offsets shifted by `shift`.
+    pub fn push_token_of(&mut self, other: &Encoding, t: usize, shift: usize) {
+        let (s, e) = other.offsets[t];
+        self.ids.push(other.ids[t]);
+        self.offsets.push((s + shift, e + shift));
+        self.special.push(false);
+        self.may_start.push(other.may_start[t]);
+        self.may_end.push(other.may_end[t]);
+        self.type_ids.push(other.type_ids[t]);
+    }
+
+    /// Removes the first `k` tokens.
+    pub fn drain_front(&mut self, k: usize) {
+        self.ids.drain(..k);
+        self.offsets.drain(..k);
+        self.special.drain(..k);
+        self.may_start.drain(..k);
+        self.may_end.drain(..k);
+        self.type_ids.drain(..k);
+    }
+
     /// Restricts entity boundaries to the words of `text` (the text this encodes): a token may
     /// start an entity only where a word starts (text start or after whitespace) and end one
     /// only where a word ends (text end or before whitespace).

@@ -49,11 +49,36 @@ pub enum TokenizeError {
         /// The directory searched.
         dir: PathBuf,
     },
-    /// Encoding failed in the `tokenizers` crate, or a tokenizer cannot serve as asked (no
-    /// specials or unknown token for one token per character, or config.json's tokenization
-    /// differs from the directory's tokenizer); holds the message.
+    /// Encoding failed in the `tokenizers` crate, or a tokenizer cannot serve one token per
+    /// character (no specials or unknown token); holds the message.
     #[error("encoding failed: {0}")]
     Encode(String),
+    /// No tokenizer kind of this name is registered.
+    #[error("unknown tokenization `{name}` (known: {known})")]
+    UnknownKind {
+        /// The name asked for.
+        name: String,
+        /// The registered names, comma-separated.
+        known: String,
+    },
+    /// The kind is built from training texts, not made from a pretrained tokenizer.
+    #[error(
+        "tokenization `{kind}` is for training from scratch without --vocab, not for a pretrained tokenizer"
+    )]
+    NotPretrained {
+        /// The kind.
+        kind: &'static str,
+    },
+    /// config.json's tokenization differs from what the directory holds.
+    #[error("{}: config.json asks for `{want}` tokenization but the directory holds a {found} tokenizer", dir.display())]
+    Mismatch {
+        /// The model directory.
+        dir: PathBuf,
+        /// config.json's tokenization.
+        want: String,
+        /// The kind the directory's files are.
+        found: &'static str,
+    },
     /// Window sizes out of range: `max_len < 3`, or `stride` not in `1..=max_len - 2`.
     #[error(
         "windows need max_len >= 3 and 1 <= stride <= max_len - 2 (got max_len {max_len}, stride {stride})"

@@ -145,7 +145,7 @@ pub(super) fn do_lower_case(dir: &Path) -> Result<bool, TokenizeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokenize::tokenizer::tests::fixture;
+    use crate::tokenize::tests::fixture;
 
     #[test]
     fn wordpiece_splits_and_offsets_in_characters() {

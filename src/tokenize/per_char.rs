@@ -13,7 +13,12 @@ use std::collections::HashMap;
 
 use tokenizers::{NormalizedString, Normalizer};
 
-use super::{Encoding, HfTokenizer, TokenizeError};
+use super::encoding::Encoding;
+use super::error::TokenizeError;
+use super::hf::HfTokenizer;
+use super::subwords::load_pretrained;
+use super::tokenizer::{TextTokenizer, Tokenizer, TokenizerKind};
+use std::path::Path;
 
 /// A pretrained tokenizer's vocabulary, one token per character.
 #[derive(Clone, Debug)]
@@ -90,6 +95,34 @@ impl PerChar {
     }
 }
 
+impl TextTokenizer for PerChar {
+    fn kind(&self) -> &'static str {
+        "chars"
+    }
+    fn encode(&self, text: &str) -> Result<Encoding, TokenizeError> {
+        Ok(PerChar::encode(self, text))
+    }
+    fn vocab_size(&self) -> usize {
+        self.hf().vocab_size()
+    }
+    fn pad_id(&self) -> u32 {
+        self.hf().pad_id()
+    }
+    fn save(&self, dir: &Path) -> Result<(), TokenizeError> {
+        self.hf().save(dir)
+    }
+}
+
+/// The registry's entry: `--tokenization chars`.
+pub fn kind() -> TokenizerKind {
+    TokenizerKind {
+        name: "chars",
+        help: "one token per character, looked up in the pretrained vocabulary after its normalizer",
+        from_pretrained: Some(|hf| PerChar::new(hf).map(Tokenizer::new)),
+        load: |dir| PerChar::new(load_pretrained(dir)?).map(Tokenizer::new),
+    }
+}
+
 /// True for characters of scripts written without spaces between words (Han, kana, Hangul)
 /// and their punctuation and full-width forms.
 pub fn is_cjk(c: char) -> bool {
@@ -127,7 +160,7 @@ pub fn mostly_cjk<'a>(texts: impl IntoIterator<Item = &'a str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokenize::tokenizer::tests::fixture;
+    use crate::tokenize::tests::fixture;
 
     #[test]
     fn wordpiece_vocab_one_token_per_character() {

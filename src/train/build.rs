@@ -56,7 +56,7 @@ pub fn build_model(
                     })?;
                     choose_tokenization(opts, train, t)?
                 }
-                None => Tokenizer::Char(CharVocab::build(
+                None => Tokenizer::new(CharVocab::build(
                     train.examples.iter().map(|e| e.text.as_str()),
                     opts.min_char_count,
                 )),
@@ -87,7 +87,7 @@ pub fn build_model(
     };
     info(Event::Info(format!(
         "tokenization {}, entity boundaries at {}, {} output by default",
-        tokenizer.tokenization().name(),
+        tokenizer.kind(),
         match boundaries {
             Boundaries::Words => "words",
             Boundaries::Tokens => "tokens",

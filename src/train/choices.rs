@@ -6,7 +6,7 @@ use super::options::{TokenizationChoice, TrainOptions};
 use crate::batch::Boundaries;
 use crate::data::{Dataset, Example};
 use crate::decode::DecodeMode;
-use crate::tokenize::{mostly_cjk, Tokenization, Tokenizer};
+use crate::tokenize::{mostly_cjk, TokenizeError, Tokenizer};
 
 /// Word boundaries when the texts are not mostly CJK and every gold span starts at a word start
 /// and ends at a word end (whitespace-separated: column files, tokenized corpora); token
@@ -55,75 +55,25 @@ pub fn choose_decode(data: &Dataset) -> DecodeMode {
     }
 }
 
-/// A pretrained tokenizer as `opts` asks, or one token per character when the texts are mostly CJK.
+/// A pretrained tokenizer made into the kind `opts` asks for, or one token per character when
+/// the texts are mostly CJK.
 pub fn choose_tokenization(
     opts: &TrainOptions,
     train: &Dataset,
     tokenizer: Tokenizer,
 ) -> Result<Tokenizer, TrainError> {
-    let chars = match opts.tokenization {
-        TokenizationChoice::Fixed(Tokenization::Chars) => true,
-        TokenizationChoice::Fixed(Tokenization::Subwords) => false,
-        TokenizationChoice::Fixed(Tokenization::CharVocab) => {
-            return Err(TrainError::option(
-                "--tokenization",
-                "char_vocab",
-                "is for training from scratch without --vocab",
-            ))
-        }
-        TokenizationChoice::Auto => mostly_cjk(train.examples.iter().map(|e| e.text.as_str())),
+    let name = match &opts.tokenization {
+        TokenizationChoice::Fixed(name) => name.as_str(),
+        TokenizationChoice::Auto if mostly_cjk(train.examples.iter().map(|e| e.text.as_str())) => "chars",
+        TokenizationChoice::Auto => "subwords",
     };
-    if chars {
-        tokenizer.per_char().map_err(|source| TrainError::Tokenizer {
-            path: "per-character tokenizer".into(),
-            source,
-        })
-    } else {
-        Ok(tokenizer)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::data::Entity;
-
-    fn example(spans: &[(usize, usize)]) -> Example {
-        Example {
-            text: "x".repeat(20),
-            entities: spans
-                .iter()
-                .map(|&(start, end)| Entity {
-                    start,
-                    end,
-                    label: "a".into(),
-                })
-                .collect(),
+    tokenizer.made_into(name).map_err(|e| match e {
+        TokenizeError::NotPretrained { .. } | TokenizeError::UnknownKind { .. } => {
+            TrainError::option("--tokenization", name, e.to_string())
         }
-    }
-
-    fn data(overlapping: usize, total: usize) -> Dataset {
-        let examples: Vec<Example> = (0..total)
-            .map(|i| {
-                if i < overlapping {
-                    example(&[(0, 4), (2, 6)])
-                } else {
-                    example(&[(0, 2), (3, 5)])
-                }
-            })
-            .collect();
-        let lines = (1..=total).collect();
-        Dataset::new(std::path::Path::new("t.jsonl"), examples, lines).unwrap()
-    }
-
-    #[test]
-    fn nested_output_from_a_share_of_overlapping_texts() {
-        assert!(has_overlap(&example(&[(0, 4), (3, 5)])));
-        assert!(!has_overlap(&example(&[(0, 3), (3, 5)])));
-        assert_eq!(choose_decode(&data(0, 50)), DecodeMode::Flat);
-        // one text in 10,748 (CLUENER train) is a slip in flat data; 1 in 100 is not
-        assert_eq!(choose_decode(&data(1, 1000)), DecodeMode::Flat);
-        assert_eq!(choose_decode(&data(1, 100)), DecodeMode::Nested);
-        assert_eq!(choose_decode(&data(11, 100)), DecodeMode::Nested);
-    }
+        source => TrainError::Tokenizer {
+            path: format!("{name} tokenizer").into(),
+            source,
+        },
+    })
 }

@@ -23,13 +23,13 @@ pub enum EncoderSource {
 }
 
 /// How to tokenize a pretrained encoder's input.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum TokenizationChoice {
     /// One token per character when the training texts are mostly CJK (more than half of their
     /// non-whitespace characters), the tokenizer's own pieces otherwise.
     #[default]
     Auto,
-    /// This one.
+    /// The registered kind of this name, made from the pretrained tokenizer (`subwords`, `chars`).
     Fixed(Tokenization),
 }
 

@@ -224,7 +224,7 @@ fn cluener_real_counts() {
     assert_eq!(counts["movie"], 1123);
     // a per-character vocabulary built on train aligns every entity of train and dev
     let vocab = CharVocab::build(train.examples.iter().map(|e| e.text.as_str()), 1);
-    let tok = Tokenizer::Char(vocab);
+    let tok = Tokenizer::new(vocab);
     assert_eq!(misaligned(&tok, &train), 0);
     assert_eq!(misaligned(&tok, &dev), 0);
 }

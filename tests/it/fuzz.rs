@@ -11,7 +11,7 @@
 
 use crate::common;
 use gp_lite::data::{self, DataError, Dataset};
-use gp_lite::tokenize::{char_span_to_tokens, CharVocab, Encoding, Tokenization, Tokenizer};
+use gp_lite::tokenize::{char_span_to_tokens, CharVocab, Encoding, Tokenizer};
 use rand::{seq::SliceRandom, Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
@@ -559,13 +559,13 @@ fn fuzz_tokenizer(name: &str, tok: &Tokenizer, cases: usize, exact_chars: bool) 
 fn fuzz_char_vocab_tokenizer() {
     let train = std::fs::read_to_string(common::fixture("cluener-sample/train.json")).unwrap();
     let vocab = CharVocab::build(train.lines(), 1);
-    fuzz_tokenizer("char vocab", &Tokenizer::Char(vocab), 3000, true);
+    fuzz_tokenizer("char vocab", &Tokenizer::new(vocab), 3000, true);
 }
 
 #[test]
 fn fuzz_wordpiece_tokenizers() {
     let vocab = common::fixture("tiny-vocab/vocab.txt");
-    let per_char = Tokenizer::load_as(common::fixture("tiny-vocab"), Tokenization::Chars).unwrap();
+    let per_char = Tokenizer::load_as(common::fixture("tiny-vocab"), "chars").unwrap();
     fuzz_tokenizer(
         "one token per character (WordPiece vocab.txt)",
         &per_char,
@@ -603,7 +603,7 @@ fn fuzz_unigram_tokenizer_json() {
     };
     let tok = Tokenizer::from_tokenizer_json(&path).unwrap();
     fuzz_tokenizer("Unigram tokenizer.json (e5-small-zh)", &tok, 1500, false);
-    let per_char = Tokenizer::load_as(path.parent().unwrap(), Tokenization::Chars).unwrap();
+    let per_char = Tokenizer::load_as(path.parent().unwrap(), "chars").unwrap();
     fuzz_tokenizer("one token per character (e5-small-zh)", &per_char, 1500, false);
 }
 
@@ -653,7 +653,7 @@ fn micro_model_dir_with(tag: &str, head: HeadConfig) -> common::TempDir {
     };
     let model = NerModel::<f32>::new(config, &mut ChaCha8Rng::seed_from_u64(5)).unwrap();
     let dir = common::TempDir::new(tag);
-    save_model(&dir.0, &model, &Tokenizer::Char(vocab)).unwrap();
+    save_model(&dir.0, &model, &Tokenizer::new(vocab)).unwrap();
     dir
 }
 

@@ -6,19 +6,7 @@ use gp_lite::batch::Boundaries;
 use gp_lite::data::bio::Join;
 use gp_lite::data::{Format, ReadOptions};
 use gp_lite::decode::DecodeMode;
-use gp_lite::tokenize::Tokenization;
 use gp_lite::train::TokenizationChoice;
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum TokenizationArg {
-    /// chars when more than half of the training texts' non-whitespace characters are CJK
-    /// (Han, kana, Hangul, CJK punctuation), subwords otherwise
-    Auto,
-    /// the pretrained tokenizer's own pieces
-    Subwords,
-    /// one token per character, looked up in the pretrained vocabulary after its normalizer
-    Chars,
-}
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum BoundariesArg {
@@ -125,13 +113,25 @@ impl BoundariesArg {
     }
 }
 
-impl TokenizationArg {
-    /// The tokenization asked for.
-    pub fn choice(self) -> TokenizationChoice {
-        match self {
-            TokenizationArg::Auto => TokenizationChoice::Auto,
-            TokenizationArg::Subwords => TokenizationChoice::Fixed(Tokenization::Subwords),
-            TokenizationArg::Chars => TokenizationChoice::Fixed(Tokenization::Chars),
-        }
+/// `--tokenization`'s values: `auto` and every registered kind made from a pretrained tokenizer,
+/// each with its help line.
+pub fn tokenization_values() -> clap::builder::PossibleValuesParser {
+    let auto = clap::builder::PossibleValue::new("auto").help(
+        "chars when more than half of the training texts' non-whitespace characters are CJK \
+         (Han, kana, Hangul, CJK punctuation), subwords otherwise",
+    );
+    let kinds = gp_lite::tokenize::kinds();
+    let made = kinds
+        .iter()
+        .filter(|k| k.from_pretrained.is_some())
+        .map(|k| clap::builder::PossibleValue::new(k.name).help(k.help));
+    clap::builder::PossibleValuesParser::new(std::iter::once(auto).chain(made))
+}
+
+/// The tokenization `--tokenization` asks for.
+pub fn tokenization_choice(value: &str) -> TokenizationChoice {
+    match value {
+        "auto" => TokenizationChoice::Auto,
+        name => TokenizationChoice::Fixed(name.to_string()),
     }
 }

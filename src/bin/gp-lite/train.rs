@@ -1,7 +1,7 @@
 //! `gp-lite train`: the command line's options into [`TrainOptions`], the bundled sample when no
 //! data is given, progress on stderr.
 
-use crate::args::{BoundariesArg, DataArgs, TokenizationArg};
+use crate::args::{tokenization_choice, tokenization_values, BoundariesArg, DataArgs};
 use crate::progress::Progress;
 use crate::{pool, Res};
 use clap::Args;
@@ -61,8 +61,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = HeadOptions::default().crf_lr_multiplier)]
     crf_lr_multiplier: f64,
     /// How texts are tokenized for a pretrained encoder (--init, or --vocab from scratch).
-    #[arg(long, value_enum, default_value = "auto")]
-    tokenization: TokenizationArg,
+    #[arg(long, default_value = "auto", value_parser = tokenization_values())]
+    tokenization: String,
     /// Where entities may begin and end.
     #[arg(long, value_enum, default_value = "auto")]
     boundaries: BoundariesArg,
@@ -176,7 +176,7 @@ pub fn run(a: TrainArgs) -> Res<()> {
             },
         },
         head: head::from_options(&a.head, &head_options)?,
-        tokenization: a.tokenization.choice(),
+        tokenization: tokenization_choice(&a.tokenization),
         boundaries: a.boundaries.boundaries(),
         epochs: a.epochs.unwrap_or(defaults.epochs),
         batch_size: a.batch_size.unwrap_or(defaults.batch_size),
