@@ -39,7 +39,7 @@ macro_rules! heads {
 }
 
 // The registry: one name a head.
-heads!(global_pointer, efficient, crf);
+heads!(global_pointer, efficient, additive, crf);
 
 pub use crf::{Crf, CrfConfig};
 pub use efficient::EfficientGlobalPointer;
@@ -93,8 +93,8 @@ pub fn nested(config: &HeadConfig) -> Result<bool, HeadError> {
 }
 #[cfg(test)]
 mod tests {
-    //! Both span-score heads composed with the loss (through the SpanHead trait): gradient
-    //! checks in f64, with and without RoPE.
+    //! The span-score heads (gp, egp, additive) composed with the loss (through the SpanHead
+    //! trait): gradient checks in f64, with and without RoPE.
     use super::*;
     use crate::gradcheck::{fixed_random, GradCheck};
     use crate::nn::Linear;
@@ -136,7 +136,12 @@ mod tests {
             Linear::from_arrays(fixed_random(Ix2(2 * c, 2 * d), 5), fixed_random(Ix1(2 * c), 6)),
             rope,
         );
-        vec![Box::new(Scored(gp)), Box::new(Scored(egp))]
+        let add = additive::Additive::from_dense(
+            Linear::from_arrays(fixed_random(Ix2(d, 2 * H), 7), fixed_random(Ix1(d), 8)),
+            Linear::from_arrays(fixed_random(Ix2(c, d), 9), fixed_random(Ix1(c), 10)),
+            rope,
+        );
+        vec![Box::new(Scored(gp)), Box::new(Scored(egp)), Box::new(add)]
     }
 
     fn loss(head: &dyn SpanHead<f64>, h: &Array2<f64>, cache: &mut HeadCache) -> f64 {
@@ -219,7 +224,7 @@ mod tests {
 
     #[test]
     fn registry_names_every_head_once_and_refuses_what_it_does_not_know() {
-        assert_eq!(names(), vec!["gp", "egp", "crf"]);
+        assert_eq!(names(), vec!["gp", "egp", "additive", "crf"]);
         let shape = HeadShape {
             hidden: 8,
             types: 3,
@@ -247,7 +252,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("unknown head `nope`") && e.contains("gp, egp, crf"),
+            e.contains("unknown head `nope`") && e.contains("gp, egp, additive, crf"),
             "{e}"
         );
         let unknown_field: HeadConfig =

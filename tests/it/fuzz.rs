@@ -892,6 +892,13 @@ fn fuzz_predict_texts() {
                 transition_lr_multiplier: 1.0,
             },
         ),
+        HeadConfig::new(
+            "additive",
+            &GlobalPointerConfig {
+                head_size: 8,
+                rope: true,
+            },
+        ),
     ] {
         let name = head.kind.clone();
         let other = micro_model_dir_with("fuzz-predict-head", head);
