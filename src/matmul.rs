@@ -591,6 +591,78 @@ mod tests {
         assert!((got.mapv(|x| x as f64) - &want).iter().all(|d| d.abs() < 1e-4));
     }
 
+    /// Products with an empty inner dimension (k = 0) are C = beta C (+ bias): through `gemm`,
+    /// through a packed empty weight, and on the AVX-512 kernel's entry points called directly
+    /// (`pack_panels` and `sgemm_unpacked` panicked on k = 0; `gemm` filters it before them).
+    #[test]
+    fn empty_inner_dimension_scales_c() {
+        let (m, n) = (3, 40);
+        let a = Array2::<f32>::zeros((m, 0));
+        let b = Array2::<f32>::zeros((0, n));
+        let bias = Array1::from_shape_fn(n, |j| j as f32);
+        let mut c = Array2::from_elem((m, n), 2.0f32);
+        gemm(1.0, a.view(), b.view(), 0.5, c.view_mut());
+        assert!(c.iter().all(|&v| v == 1.0));
+        if let Some(packed) = PackedB::new(b.view()) {
+            assert_eq!(packed.dim(), (0, n));
+            let mut c = Array2::from_elem((m, n), f32::NAN);
+            gemm_packed(1.0, a.view(), &packed, 0.0, Some(bias.view()), c.view_mut());
+            assert!(c.rows().into_iter().all(|r| r == bias));
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert!(avx512::pack_panels(b.view()).is_empty());
+            assert!(avx512::pack_panels(b.t().t()).is_empty());
+            if is_x86_feature_detected!("avx512f") {
+                for (beta, init, want) in [(0.5f32, 2.0f32, 1.0f32), (0.0, f32::NAN, 0.0)] {
+                    let mut c = Array2::from_elem((m, n), init);
+                    // SAFETY: AVX-512F is there; the operands have no elements to read and `c`
+                    // is a unique m x n matrix with row stride n.
+                    unsafe {
+                        avx512::sgemm_unpacked(
+                            m,
+                            0,
+                            n,
+                            1.0,
+                            a.as_ptr(),
+                            0,
+                            1,
+                            b.as_ptr(),
+                            n as isize,
+                            1,
+                            beta,
+                            c.as_mut_ptr(),
+                            n as isize,
+                        );
+                    }
+                    assert!(c.iter().all(|&v| v == want), "beta {beta}: {c:?}");
+                    let mut c = Array2::from_elem((m, n), init);
+                    // SAFETY: as above; the bias has n values.
+                    unsafe {
+                        avx512::sgemm(
+                            m,
+                            0,
+                            n,
+                            1.0,
+                            a.as_ptr(),
+                            0,
+                            1,
+                            &[],
+                            beta,
+                            bias.as_ptr(),
+                            c.as_mut_ptr(),
+                            n as isize,
+                        );
+                    }
+                    assert!(
+                        c.rows().into_iter().all(|r| r == &bias + want),
+                        "beta {beta}, bias: {c:?}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     #[should_panic(expected = "inner dimensions")]
     fn mismatched_shapes_panic_with_a_message() {
