@@ -663,6 +663,56 @@ mod tests {
         }
     }
 
+    /// The f32 tests against f64 (products, softmax, GELU, LayerNorm) test only the path
+    /// [`crate::cpu::avx512`] picks, once per process: on an AVX-512 machine never the portable
+    /// one. So the unit tests run again, all of them, in a child process with
+    /// `GP_LITE_MATMUL=portable` (the child checks that it is portable). A machine without
+    /// AVX-512 runs the portable path twice and cannot test the AVX-512 kernels.
+    #[test]
+    fn unit_tests_pass_on_the_portable_path_too() {
+        if let Ok(forced) = std::env::var("GP_LITE_MATMUL") {
+            // The child (or a run that chose its path): no further child.
+            if forced == "portable" {
+                assert!(!crate::cpu::avx512() && !packed_kernel());
+            }
+            return;
+        }
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new(exe)
+            .args([
+                "--test-threads=2",
+                "--skip",
+                "unit_tests_pass_on_the_portable_path_too",
+            ])
+            .env("GP_LITE_MATMUL", "portable")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "the unit tests failed on the portable path:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let passed: usize = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("test result: ok. "))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            stdout.contains("test matmul::tests::f32_products_match_naive ... ok") && passed > 100,
+            "the portable run did not run the tests: {stdout}"
+        );
+        println!(
+            "portable path (this CPU {} AVX-512F): {passed} unit tests passed",
+            if crate::cpu::avx512() {
+                "runs"
+            } else {
+                "does not run"
+            }
+        );
+    }
+
     #[test]
     #[should_panic(expected = "inner dimensions")]
     fn mismatched_shapes_panic_with_a_message() {
