@@ -144,11 +144,13 @@ struct GpPredictOptions gp_predict_options_default(void);
 // Returns `GP_OK` and sets `*out` (free it with `gp_entities_free`; an empty text gives an
 // empty list), or returns `GP_ERR`, sets `*out` to NULL (when `out` is not NULL) and `*err`
 // (when `err` is not NULL). Invalid UTF-8 is an error whose message gives the byte position.
-// Safe to call from many threads at once on the same model.
+// `text_len` 0 is the empty text whatever non-NULL `text` points to (it is not read); a
+// `text_len` above `PTRDIFF_MAX` (such as `(size_t)-1`) is an error. Safe to call from many
+// threads at once on the same model.
 //
 // # Safety
 // `model` is NULL or a live model; `text` is NULL or valid for reads of `text_len` bytes;
-// `out` and `err` are NULL or valid for writes.
+// `out` and `err` are NULL or valid for writes (they need not be initialised).
 int gp_predict(const struct GpModel *model,
                const char *text,
                size_t text_len,
@@ -161,12 +163,15 @@ int gp_predict(const struct GpModel *model,
 //
 // Returns `GP_OK` and sets `out[0..n]` (free each with `gp_entities_free`), or returns `GP_ERR`,
 // sets every `out[i]` to NULL (when `out` is not NULL) and `*err` (when `err` is not NULL).
-// `n = 0` succeeds and writes nothing. Safe to call from many threads at once on the same model.
+// `n = 0` succeeds and writes nothing. Lengths are as in `gp_predict`; an `n` no array can
+// have (more than `PTRDIFF_MAX` bytes of pointers) is an error and writes nothing to `out`.
+// Safe to call from many threads at once on the same model.
 //
 // # Safety
 // `model` is NULL or a live model; `texts` and `text_lens` are NULL or arrays of `n` elements,
 // each text valid for reads of its length; `opts` is NULL or valid; `out` is NULL or valid for
-// writes of `n` pointers; `err` is NULL or valid for writes.
+// writes of `n` pointers; `err` is NULL or valid for writes (`out` and `err` need not be
+// initialised).
 int gp_predict_batch(const struct GpModel *model,
                      const char *const *texts,
                      const size_t *text_lens,

@@ -114,7 +114,8 @@ unsafe fn report<T>(r: Res<T>, err: *mut *mut GpError) -> Option<T> {
             drop(Box::from_raw(error));
         }
     } else {
-        *err = error;
+        // SAFETY: `err` is valid for writes; `*err` may be uninitialised, so it is not read.
+        err.write(error);
     }
     value
 }
@@ -127,12 +128,35 @@ unsafe fn non_null<'a, T>(p: *const T, name: &str) -> Res<&'a T> {
     p.as_ref().ok_or_else(|| format!("`{name}` is NULL"))
 }
 
+/// An error naming the argument when `p` is NULL. Only the address is looked at: `p` may point
+/// to uninitialised memory (an out-slot) or, where no element is read, dangle.
+fn not_null<T>(p: *const T, name: &str) -> Res<()> {
+    if p.is_null() {
+        Err(format!("`{name}` is NULL"))
+    } else {
+        Ok(())
+    }
+}
+
+/// An error when `n` elements of `T` cannot be one object (more than isize::MAX bytes): such a
+/// number is no size of anything the caller holds (most likely `(size_t)-1`). `what` names it.
+fn valid_len<T>(n: usize, what: &str) -> Res<()> {
+    let max = isize::MAX as usize / std::mem::size_of::<T>().max(1);
+    if n > max {
+        Err(format!("{what} is {n}, more than the {max} any array can hold"))
+    } else {
+        Ok(())
+    }
+}
+
 /// The path in a NUL-terminated C string.
 ///
 /// # Safety
 /// `p` is NULL or a NUL-terminated string.
 unsafe fn c_path(p: *const c_char, name: &str) -> Res<PathBuf> {
-    let s = CStr::from_ptr(non_null(p, name)?);
+    not_null(p, name)?;
+    // SAFETY: `p` is not NULL, so a NUL-terminated string (the caller's contract).
+    let s = CStr::from_ptr(p);
     #[cfg(unix)]
     {
         use std::os::unix::ffi::OsStrExt;
@@ -146,13 +170,22 @@ unsafe fn c_path(p: *const c_char, name: &str) -> Res<PathBuf> {
     }
 }
 
-/// The UTF-8 text in `len` bytes at `p`.
+/// The UTF-8 text in `len` bytes at `p`. NULL is an error; with `len == 0` any other pointer,
+/// dangling included (an empty Rust `&str` passed through C has address 1), is the empty text and
+/// is not read.
 ///
 /// # Safety
-/// `p` is NULL or valid for reads of `len` bytes.
+/// `p` is NULL or valid for reads of `len` bytes (any value when `len == 0`).
 unsafe fn c_text<'a>(p: *const c_char, len: usize, name: &str) -> Res<&'a str> {
-    let p = non_null(p, name)?;
-    let bytes = std::slice::from_raw_parts(p as *const c_char as *const u8, len);
+    not_null(p, name)?;
+    if len == 0 {
+        return Ok("");
+    }
+    valid_len::<u8>(len, &format!("the length of `{name}`"))
+        .map_err(|e| format!("{e} (texts are not NUL-terminated: pass their length in bytes)"))?;
+    // SAFETY: `p` is not NULL and valid for reads of `len` bytes (the caller's contract), and
+    // `len` is at most isize::MAX (checked above).
+    let bytes = std::slice::from_raw_parts(p as *const u8, len);
     std::str::from_utf8(bytes).map_err(|e| {
         format!(
             "`{name}` is not valid UTF-8: invalid byte at position {}",
@@ -347,11 +380,13 @@ pub extern "C" fn gp_predict_options_default() -> GpPredictOptions {
 /// Returns `GP_OK` and sets `*out` (free it with `gp_entities_free`; an empty text gives an
 /// empty list), or returns `GP_ERR`, sets `*out` to NULL (when `out` is not NULL) and `*err`
 /// (when `err` is not NULL). Invalid UTF-8 is an error whose message gives the byte position.
-/// Safe to call from many threads at once on the same model.
+/// `text_len` 0 is the empty text whatever non-NULL `text` points to (it is not read); a
+/// `text_len` above `PTRDIFF_MAX` (such as `(size_t)-1`) is an error. Safe to call from many
+/// threads at once on the same model.
 ///
 /// # Safety
 /// `model` is NULL or a live model; `text` is NULL or valid for reads of `text_len` bytes;
-/// `out` and `err` are NULL or valid for writes.
+/// `out` and `err` are NULL or valid for writes (they need not be initialised).
 #[no_mangle]
 pub unsafe extern "C" fn gp_predict(
     model: *const GpModel,
@@ -369,12 +404,15 @@ pub unsafe extern "C" fn gp_predict(
 ///
 /// Returns `GP_OK` and sets `out[0..n]` (free each with `gp_entities_free`), or returns `GP_ERR`,
 /// sets every `out[i]` to NULL (when `out` is not NULL) and `*err` (when `err` is not NULL).
-/// `n = 0` succeeds and writes nothing. Safe to call from many threads at once on the same model.
+/// `n = 0` succeeds and writes nothing. Lengths are as in `gp_predict`; an `n` no array can
+/// have (more than `PTRDIFF_MAX` bytes of pointers) is an error and writes nothing to `out`.
+/// Safe to call from many threads at once on the same model.
 ///
 /// # Safety
 /// `model` is NULL or a live model; `texts` and `text_lens` are NULL or arrays of `n` elements,
 /// each text valid for reads of its length; `opts` is NULL or valid; `out` is NULL or valid for
-/// writes of `n` pointers; `err` is NULL or valid for writes.
+/// writes of `n` pointers; `err` is NULL or valid for writes (`out` and `err` need not be
+/// initialised).
 #[no_mangle]
 pub unsafe extern "C" fn gp_predict_batch(
     model: *const GpModel,
@@ -387,12 +425,16 @@ pub unsafe extern "C" fn gp_predict_batch(
 ) -> c_int {
     let r = guard(|| {
         let model = non_null(model, "model")?;
-        non_null(out as *const *mut GpEntities, "out")?;
+        // `out` may point to uninitialised slots: only written, never read or referenced.
+        not_null(out, "out")?;
         if n == 0 {
             return Ok(Vec::new());
         }
-        non_null(texts, "texts")?;
-        non_null(text_lens, "text_lens")?;
+        not_null(texts, "texts")?;
+        not_null(text_lens, "text_lens")?;
+        valid_len::<*const c_char>(n, "`n`")?;
+        // SAFETY: both are arrays of `n` initialised elements (the caller's contract), not NULL,
+        // and `n` elements fit in isize::MAX bytes (checked above).
         let ptrs = std::slice::from_raw_parts(texts, n);
         let lens = std::slice::from_raw_parts(text_lens, n);
         let strs = ptrs
@@ -418,14 +460,18 @@ pub unsafe extern "C" fn gp_predict_batch(
     match report(r, err) {
         Some(lists) => {
             for (i, l) in lists.into_iter().enumerate() {
-                *out.add(i) = Box::into_raw(Box::new(l));
+                // SAFETY: `out` is not NULL (checked) and valid for writes of `n` pointers; the
+                // slot may be uninitialised, so it is written, not assigned through a reference.
+                out.add(i).write(Box::into_raw(Box::new(l)));
             }
             GP_OK
         }
         None => {
-            if !out.is_null() {
+            // An `n` no array can have (the error says so) is no count of slots to write.
+            if !out.is_null() && valid_len::<*mut GpEntities>(n, "`n`").is_ok() {
                 for i in 0..n {
-                    *out.add(i) = std::ptr::null_mut();
+                    // SAFETY: as above (`n` slots valid for writes).
+                    out.add(i).write(std::ptr::null_mut());
                 }
             }
             GP_ERR
@@ -528,6 +574,34 @@ mod tests {
         assert_eq!(got, [(0, 6, "address"), (10, 16, "name"), (7, 9, "address")]);
         assert_eq!(&text[10..16], "北京");
         assert_eq!(list._types.len(), 2);
+    }
+
+    /// Lengths: 0 is the empty text whatever non-NULL pointer comes with it (an empty `&str`
+    /// passed through C has address 1; it must not be read nor referenced), NULL stays an error,
+    /// and a length above isize::MAX (`(size_t)-1` for "NUL-terminated") is an error naming the
+    /// length instead of a slice no object can be (undefined behaviour; natively it read past
+    /// the text).
+    #[test]
+    fn text_lengths_at_the_edges() {
+        let dangling = std::ptr::dangling::<c_char>(); // address 1
+        let unmapped = std::ptr::without_provenance::<c_char>(4096); // the first page
+                                                                     // SAFETY: with length 0 nothing is read; "abc" is valid for 3 bytes.
+        unsafe {
+            assert_eq!(c_text(dangling, 0, "text"), Ok(""));
+            assert_eq!(c_text(unmapped, 0, "text"), Ok(""));
+            assert_eq!(c_text(std::ptr::null(), 0, "text").unwrap_err(), "`text` is NULL");
+            let abc = "abc".as_ptr() as *const c_char;
+            assert_eq!(c_text(abc, 3, "text"), Ok("abc"));
+            for len in [usize::MAX, isize::MAX as usize + 1] {
+                let e = c_text(abc, len, "texts[1]").unwrap_err();
+                assert!(
+                    e.contains("the length of `texts[1]`")
+                        && e.contains(&len.to_string())
+                        && e.contains("NUL"),
+                    "{e}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -580,6 +580,128 @@ mod tests {
         assert!((got.mapv(|x| x as f64) - &want).iter().all(|d| d.abs() < 1e-4));
     }
 
+    /// Products with an empty inner dimension (k = 0) are C = beta C (+ bias): through `gemm`,
+    /// through a packed empty weight, and on the AVX-512 kernel's entry points called directly
+    /// (`pack_panels` and `sgemm_unpacked` panicked on k = 0; `gemm` filters it before them).
+    #[test]
+    fn empty_inner_dimension_scales_c() {
+        let (m, n) = (3, 40);
+        let a = Array2::<f32>::zeros((m, 0));
+        let b = Array2::<f32>::zeros((0, n));
+        let bias = Array1::from_shape_fn(n, |j| j as f32);
+        let mut c = Array2::from_elem((m, n), 2.0f32);
+        gemm(1.0, a.view(), b.view(), 0.5, c.view_mut());
+        assert!(c.iter().all(|&v| v == 1.0));
+        if let Some(packed) = PackedB::new(b.view()) {
+            assert_eq!(packed.dim(), (0, n));
+            let mut c = Array2::from_elem((m, n), f32::NAN);
+            gemm_packed(1.0, a.view(), &packed, 0.0, Some(bias.view()), c.view_mut());
+            assert!(c.rows().into_iter().all(|r| r == bias));
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert!(avx512::pack_panels(b.view()).is_empty());
+            assert!(avx512::pack_panels(b.t().t()).is_empty());
+            if is_x86_feature_detected!("avx512f") {
+                for (beta, init, want) in [(0.5f32, 2.0f32, 1.0f32), (0.0, f32::NAN, 0.0)] {
+                    let mut c = Array2::from_elem((m, n), init);
+                    // SAFETY: AVX-512F is there; the operands have no elements to read and `c`
+                    // is a unique m x n matrix with row stride n.
+                    unsafe {
+                        avx512::sgemm_unpacked(
+                            m,
+                            0,
+                            n,
+                            1.0,
+                            a.as_ptr(),
+                            0,
+                            1,
+                            b.as_ptr(),
+                            n as isize,
+                            1,
+                            beta,
+                            c.as_mut_ptr(),
+                            n as isize,
+                        );
+                    }
+                    assert!(c.iter().all(|&v| v == want), "beta {beta}: {c:?}");
+                    let mut c = Array2::from_elem((m, n), init);
+                    // SAFETY: as above; the bias has n values.
+                    unsafe {
+                        avx512::sgemm(
+                            m,
+                            0,
+                            n,
+                            1.0,
+                            a.as_ptr(),
+                            0,
+                            1,
+                            &[],
+                            beta,
+                            bias.as_ptr(),
+                            c.as_mut_ptr(),
+                            n as isize,
+                        );
+                    }
+                    assert!(
+                        c.rows().into_iter().all(|r| r == &bias + want),
+                        "beta {beta}, bias: {c:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The f32 tests against f64 (products, softmax, GELU, LayerNorm) test only the path
+    /// [`crate::cpu::avx512`] picks, once per process: on an AVX-512 machine never the portable
+    /// one. So the unit tests run again, all of them, in a child process with
+    /// `GP_LITE_MATMUL=portable` (the child checks that it is portable). A machine without
+    /// AVX-512 runs the portable path twice and cannot test the AVX-512 kernels.
+    #[test]
+    fn unit_tests_pass_on_the_portable_path_too() {
+        if let Ok(forced) = std::env::var("GP_LITE_MATMUL") {
+            // The child (or a run that chose its path): no further child.
+            if forced == "portable" {
+                assert!(!crate::cpu::avx512() && !packed_kernel());
+            }
+            return;
+        }
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new(exe)
+            .args([
+                "--test-threads=2",
+                "--skip",
+                "unit_tests_pass_on_the_portable_path_too",
+            ])
+            .env("GP_LITE_MATMUL", "portable")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "the unit tests failed on the portable path:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let passed: usize = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("test result: ok. "))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            stdout.contains("test matmul::tests::f32_products_match_naive ... ok") && passed > 100,
+            "the portable run did not run the tests: {stdout}"
+        );
+        println!(
+            "portable path (this CPU {} AVX-512F): {passed} unit tests passed",
+            if crate::cpu::avx512() {
+                "runs"
+            } else {
+                "does not run"
+            }
+        );
+    }
+
     #[test]
     #[should_panic(expected = "inner dimensions")]
     fn mismatched_shapes_panic_with_a_message() {

@@ -31,31 +31,72 @@ pub fn fill<T: Copy + Send + Sync>(a: &mut [T], v: T) {
 }
 
 /// A new buffer of `len` elements, written by `init(start, block)` for blocks of [`CHUNK`]
-/// elements in parallel (`block[k]` is element `start + k`; `start` is a multiple of `CHUNK`, and
-/// below two chunks one call writes the whole buffer). `init` must write every element it gets.
-pub(crate) fn build<T: Send>(len: usize, init: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
+/// elements in parallel (the block's k-th element is element `start + k`; `start` is a multiple
+/// of `CHUNK`, and below two chunks one call writes the whole buffer). `init` writes its block
+/// through [`Block::push`] and [`Block::fill`]; a block left short panics (no element is ever
+/// read before it is written, whatever `init` does).
+pub(crate) fn build<T: Send>(len: usize, init: impl Fn(usize, &mut Block<T>) + Sync) -> Vec<T> {
     let mut v: Vec<T> = Vec::with_capacity(len);
     let spare = &mut v.spare_capacity_mut()[..len];
+    let write = |start: usize, slots: &mut [MaybeUninit<T>]| {
+        let mut block = Block { slots, written: 0 };
+        init(start, &mut block);
+        assert_eq!(
+            block.written,
+            block.slots.len(),
+            "parallel::build: the block at {start} was left short"
+        );
+    };
     if len < 2 * CHUNK {
-        init(0, spare);
+        write(0, spare);
     } else {
         spare
             .par_chunks_mut(CHUNK)
             .enumerate()
-            .for_each(|(i, c)| init(i * CHUNK, c));
+            .for_each(|(i, c)| write(i * CHUNK, c));
     }
-    // SAFETY: `init` wrote every element of `spare` (each caller writes its whole block).
+    // SAFETY: every block of `spare` was written in full: `Block` writes its slots in order and
+    // counts them, and a block whose count fell short panicked above (the vector then drops
+    // with length 0, leaking what was written).
     unsafe { v.set_len(len) };
     v
 }
 
+/// One block of a buffer [`build`] writes: slots written in order, counted.
+pub(crate) struct Block<'a, T> {
+    slots: &'a mut [MaybeUninit<T>],
+    written: usize,
+}
+
+impl<T> Block<'_, T> {
+    /// Writes the next element; panics when the block is full.
+    #[inline]
+    pub fn push(&mut self, v: T) {
+        self.slots[self.written].write(v);
+        self.written += 1;
+    }
+
+    /// Writes `v` into every element not written yet.
+    pub fn fill(&mut self, v: T)
+    where
+        T: Clone,
+    {
+        for s in &mut self.slots[self.written..] {
+            s.write(v.clone());
+        }
+        self.written = self.slots.len();
+    }
+
+    /// Elements still to write.
+    #[inline]
+    pub fn remaining(&self) -> usize {
+        self.slots.len() - self.written
+    }
+}
+
 /// An array of zeros, written in parallel (`Array::zeros` zeroes on the calling thread).
 pub fn zeros<T: Scalar, D: Dimension>(dim: D) -> Array<T, D> {
-    let v = build(dim.size(), |_, c| {
-        c.iter_mut().for_each(|x| {
-            x.write(T::zero());
-        })
-    });
+    let v = build(dim.size(), |_, block| block.fill(T::zero()));
     Array::from_shape_vec(dim, v).expect("one element per index")
 }
 
@@ -128,6 +169,48 @@ mod tests {
     use super::*;
     use crate::gradcheck::fixed_random;
     use ndarray::{s, Ix2, Ix4};
+
+    /// `build` writes through counted blocks: an `init` that writes nothing, or too little, or
+    /// too much panics instead of handing out unwritten elements (`build::<String>(n, |_, _|
+    /// {})` was a vector of uninitialised strings, from safe code). Below and above the
+    /// parallel threshold.
+    #[test]
+    fn build_refuses_blocks_left_short() {
+        use std::panic::{catch_unwind, AssertUnwindSafe};
+        for len in [1, 5, 3 * CHUNK + 7] {
+            let nothing = catch_unwind(|| build::<String>(len, |_, _| {}));
+            assert!(nothing.is_err(), "{len}: a block written not at all was accepted");
+            let short = catch_unwind(|| {
+                build::<String>(len, |start, b| {
+                    if start == 0 {
+                        // all but the last element of the first block
+                        for _ in 1..b.remaining() {
+                            b.push("x".into());
+                        }
+                    } else {
+                        b.fill(String::new());
+                    }
+                })
+            });
+            assert!(short.is_err(), "{len}: a block written in part was accepted");
+            let over = catch_unwind(AssertUnwindSafe(|| {
+                build::<u32>(len, |_, b| {
+                    b.fill(1);
+                    b.push(2);
+                })
+            }));
+            assert!(over.is_err(), "{len}: a write past the block was accepted");
+            // Blocks written in full: every element as written, in order.
+            let v = build::<String>(len, |start, b| {
+                let mut i = start;
+                while b.remaining() > 0 {
+                    b.push(i.to_string());
+                    i += 1;
+                }
+            });
+            assert!(v.iter().enumerate().all(|(i, s)| *s == i.to_string()));
+        }
+    }
 
     /// Each helper against its serial definition, on sizes below and above the parallel
     /// threshold, at 1 and 3 threads (bit-identical).

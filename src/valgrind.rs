@@ -25,11 +25,14 @@ fn client_request_running() -> u64 {
     // VG_USERREQ__RUNNING_ON_VALGRIND; the request is read from the array rax points to.
     const RUNNING_ON_VALGRIND: u64 = 0x1001;
     let args: [u64; 6] = [RUNNING_ON_VALGRIND, 0, 0, 0, 0, 0];
-    let mut result: u64 = 0; // the answer when not under valgrind
-                             // SAFETY: valgrind's "special instruction" sequence: four rotations of rdi by 3+13+61+51 =
-                             // 128 bits (rdi ends unchanged) and `xchg rbx, rbx` (a no-op). Natively nothing changes and
-                             // rdx keeps the default 0; under valgrind rdx receives the answer. rax points to `args`,
-                             // which outlives the instruction.
+    // The answer when not under valgrind.
+    let mut result: u64 = 0;
+    // SAFETY: valgrind's "special instruction" sequence: four rotations of rdi by 3+13+61+51 =
+    // 128 bits (rdi ends unchanged, declared clobbered all the same) and `xchg rbx, rbx` (a
+    // no-op). Natively nothing else changes and rdx keeps the default 0; under valgrind rdx
+    // receives the answer. rax points to `args`, which outlives the instruction. The flags are
+    // not preserved (no `preserves_flags`): `rol` writes CF and leaves OF undefined, and
+    // valgrind's own macro clobbers "cc".
     unsafe {
         std::arch::asm!(
             "rol rdi, 3",
@@ -40,7 +43,7 @@ fn client_request_running() -> u64 {
             in("rax") args.as_ptr(),
             inout("rdx") result,
             out("rdi") _,
-            options(nostack, readonly, preserves_flags)
+            options(nostack, readonly)
         );
     }
     result

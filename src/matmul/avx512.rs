@@ -52,14 +52,29 @@ pub unsafe fn sgemm(
     c: *mut f32,
     rsc: isize,
 ) {
-    if m == 0 || n == 0 || k == 0 {
-        return; // the caller handles these
+    if m == 0 || n == 0 {
+        return;
     }
     assert_eq!(
         b.len(),
         n.div_ceil(NR) * k * NR,
         "avx512::sgemm: packed B has the wrong size"
     );
+    if k == 0 {
+        // An empty product: C = beta C (+ bias); beta = 0 does not read C.
+        for i in 0..m {
+            let row = c.offset(i as isize * rsc);
+            for j in 0..n {
+                let p = row.add(j);
+                let mut v = if beta == 0.0 { 0.0 } else { beta * *p };
+                if !bias.is_null() {
+                    v += *bias.add(j);
+                }
+                *p = v;
+            }
+        }
+        return;
+    }
     // Rows per packed block: about 192 KiB of A, a multiple of MR.
     let mc = ((48 * 1024 / k) / MR * MR).clamp(MR, 512);
     PACKED_A.with(|buf| {
@@ -161,6 +176,9 @@ pub fn pack_panels(b: ndarray::ArrayView2<f32>) -> Vec<f32> {
 /// # Safety
 /// `b` must be valid for a `k x n` matrix with strides `(rsb, csb)`.
 unsafe fn pack_panels_into(k: usize, n: usize, b: *const f32, rsb: isize, csb: isize, out: &mut [f32]) {
+    if k == 0 {
+        return; // no rows: `out` is empty (and panels of 0 values cannot be cut)
+    }
     for (q, panel) in out.chunks_exact_mut(k * NR).enumerate() {
         let j0 = q * NR;
         let nr = (n - j0).min(NR);

@@ -55,11 +55,11 @@ impl Dropout {
             // Elements 2i and 2i+1 come from output i, drawn from state seed + i·GAMMA (blocks
             // start at even elements).
             let mut state = seed.wrapping_add((start / 2) as u64 * GAMMA);
-            for pair in block.chunks_mut(2) {
+            while block.remaining() > 0 {
                 let r = splitmix64(&mut state);
-                pair[0].write(pick(r & 0xffff_ffff));
-                if let Some(second) = pair.get_mut(1) {
-                    second.write(pick(r >> 32));
+                block.push(pick(r & 0xffff_ffff));
+                if block.remaining() > 0 {
+                    block.push(pick(r >> 32));
                 }
             }
         });

@@ -422,3 +422,93 @@ fn c_test_program_under_address_sanitizer() {
     );
     print!("{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// The C entry points called from Rust with the edge cases C callers produce: a dangling
+/// pointer with length 0 (an empty Rust `&str` passed through C has address 1) is an empty
+/// text; `(size_t)-1` as a length or a count is an error naming it (it reached
+/// `slice::from_raw_parts`: undefined behaviour, natively a read past the text); the out-slots
+/// are uninitialised memory (`MaybeUninit`), only ever written.
+#[test]
+fn lengths_at_the_edges_through_the_c_entry_points() {
+    use gp_lite::ffi::*;
+    use std::ffi::{CStr, CString};
+    use std::mem::MaybeUninit;
+    let s = setup();
+    let dir = CString::new(s.model.to_str().unwrap()).unwrap();
+    let text = "北京欢迎你";
+    // SAFETY: the calls follow the header's contract: a live model, texts valid for their
+    // lengths (or length 0), out-slots valid for writes; every list and error is freed.
+    unsafe {
+        let message = |e: *mut GpError| -> String {
+            assert!(!e.is_null(), "no error was set");
+            let m = CStr::from_ptr(gp_error_message(e)).to_str().unwrap().to_string();
+            gp_error_free(e);
+            m
+        };
+        let mut err = MaybeUninit::<*mut GpError>::uninit();
+        let m = gp_model_load_threads(dir.as_ptr(), 1, err.as_mut_ptr());
+        assert!(!m.is_null() && err.assume_init().is_null());
+
+        let mut out = MaybeUninit::<*mut GpEntities>::uninit();
+        for empty in [std::ptr::dangling::<std::ffi::c_char>(), text.as_ptr().cast()] {
+            let r = gp_predict(m, empty, 0, out.as_mut_ptr(), err.as_mut_ptr());
+            assert_eq!(r, GP_OK, "length 0 at {empty:p}");
+            assert!(err.assume_init().is_null());
+            assert_eq!(gp_entities_len(out.assume_init()), 0);
+            gp_entities_free(out.assume_init());
+        }
+
+        for len in [usize::MAX, isize::MAX as usize + 1] {
+            let r = gp_predict(m, text.as_ptr().cast(), len, out.as_mut_ptr(), err.as_mut_ptr());
+            assert_eq!(r, GP_ERR, "length {len}");
+            assert!(out.assume_init().is_null());
+            let msg = message(err.assume_init());
+            assert!(
+                msg.contains("the length of `text`") && msg.contains(&len.to_string()),
+                "{msg}"
+            );
+        }
+
+        // A count no array can have: an error, and not one slot of `out` written.
+        let texts = [text.as_ptr().cast::<std::ffi::c_char>()];
+        let lens = [text.len()];
+        let sentinel = std::ptr::dangling_mut::<GpEntities>();
+        let mut slots = [sentinel; 2];
+        let r = gp_predict_batch(
+            m,
+            texts.as_ptr(),
+            lens.as_ptr(),
+            usize::MAX,
+            std::ptr::null(),
+            slots.as_mut_ptr(),
+            err.as_mut_ptr(),
+        );
+        assert_eq!(r, GP_ERR);
+        assert_eq!(slots, [sentinel; 2], "slots were written for an impossible count");
+        let msg = message(err.assume_init());
+        assert!(
+            msg.contains("`n`") && msg.contains(&usize::MAX.to_string()),
+            "{msg}"
+        );
+
+        // A batch into uninitialised slots: the empty text at a dangling address, then a text.
+        let texts = [std::ptr::dangling::<std::ffi::c_char>(), text.as_ptr().cast()];
+        let lens = [0, text.len()];
+        let mut two = [MaybeUninit::<*mut GpEntities>::uninit(); 2];
+        let r = gp_predict_batch(
+            m,
+            texts.as_ptr(),
+            lens.as_ptr(),
+            2,
+            std::ptr::null(),
+            two.as_mut_ptr().cast(),
+            err.as_mut_ptr(),
+        );
+        assert_eq!(r, GP_OK);
+        assert!(err.assume_init().is_null());
+        let two = two.map(|slot| slot.assume_init());
+        assert_eq!(gp_entities_len(two[0]), 0);
+        two.into_iter().for_each(|e| gp_entities_free(e));
+        gp_model_free(m);
+    }
+}

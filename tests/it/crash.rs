@@ -98,9 +98,85 @@ enum KillAt {
     File(&'static str, &'static str),
 }
 
+/// Files appearing in a directory, seen through inotify: a small temporary file exists for tens
+/// of microseconds before it is renamed, far less than a polling interval (polling alone never
+/// saw `.config.json.tmp`, `.training.json.tmp` nor `.state.json.tmp`).
+struct Appearing {
+    dir: PathBuf,
+    fd: libc::c_int,
+    /// The watch, once the directory exists (it is created by the run).
+    watching: bool,
+}
+
+impl Appearing {
+    fn new(dir: PathBuf) -> Appearing {
+        // SAFETY: a plain system call; the descriptor is closed on drop.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        assert!(fd >= 0, "inotify_init1: {}", std::io::Error::last_os_error());
+        Appearing {
+            dir,
+            fd,
+            watching: false,
+        }
+    }
+
+    /// Whether a file whose name starts with `prefix` was created in (or renamed into) the
+    /// directory since the last call, or is there now.
+    fn saw(&mut self, prefix: &str) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let mut seen = false;
+        if !self.watching {
+            let path = std::ffi::CString::new(self.dir.as_os_str().as_bytes()).unwrap();
+            let mask = libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF;
+            // SAFETY: `path` is a NUL-terminated string alive for the call.
+            self.watching = unsafe { libc::inotify_add_watch(self.fd, path.as_ptr(), mask) } >= 0;
+        }
+        let mut buf = [0u8; 8192];
+        loop {
+            // SAFETY: `buf` is valid for writes of its length.
+            let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break; // EAGAIN: no more events
+            }
+            // struct inotify_event: wd, mask, cookie, len (4 bytes each), then `len` name bytes.
+            let mut at = 0;
+            while at + 16 <= n as usize {
+                let field =
+                    |i: usize| u32::from_ne_bytes(buf[at + 4 * i..at + 4 * i + 4].try_into().unwrap());
+                let (mask, len) = (field(1), field(3) as usize);
+                let name = &buf[at + 16..at + 16 + len];
+                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(len)];
+                seen |= name.starts_with(prefix.as_bytes());
+                if mask & (libc::IN_IGNORED | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) != 0 {
+                    self.watching = false; // the directory went (--overwrite moves it aside)
+                }
+                at += 16 + len;
+            }
+        }
+        // Files there before the watch (and a fallback should inotify miss anything).
+        seen || std::fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
+            })
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Appearing {
+    fn drop(&mut self) {
+        // SAFETY: our descriptor, closed once.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
 /// Starts `args`, kills it with SIGKILL at `at` (or lets it finish), and returns whether it was
 /// killed before finishing.
 fn kill_at(args: &[String], out: &Path, at: &KillAt) -> bool {
+    let mut watch = match at {
+        KillAt::File(sub, _) => Some(Appearing::new(out.join(sub))),
+        KillAt::After(_) => None,
+    };
     let mut child: Child = Command::new(BIN)
         .args(args)
         .stdout(Stdio::null())
@@ -114,12 +190,7 @@ fn kill_at(args: &[String], out: &Path, at: &KillAt) -> bool {
         }
         let fire = match at {
             KillAt::After(d) => started.elapsed() >= *d,
-            KillAt::File(sub, prefix) => std::fs::read_dir(out.join(sub))
-                .map(|rd| {
-                    rd.flatten()
-                        .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
-                })
-                .unwrap_or(false),
+            KillAt::File(_, prefix) => watch.as_mut().unwrap().saw(prefix),
         };
         if fire {
             child.kill().unwrap(); // SIGKILL
@@ -181,6 +252,8 @@ fn train_killed_anywhere_resumes_to_the_same_model() {
         points.push(KillAt::File(sub, prefix));
     }
     let (mut killed, mut mid_write, mut resumed) = (0, 0, 0);
+    // Kills per point (up to 4: two rounds of a run and its continuation).
+    let mut kills = vec![0usize; points.len()];
     for (i, at) in points.iter().enumerate() {
         let out = s.dir.join(&format!("run-{i}"));
         let args = train_args(&s.config, &out);
@@ -190,6 +263,7 @@ fn train_killed_anywhere_resumes_to_the_same_model() {
                 break;
             }
             killed += 1;
+            kills[i] += 1;
             if listing(&out).iter().any(|n| n.contains(".tmp")) {
                 mid_write += 1;
             }
@@ -203,6 +277,7 @@ fn train_killed_anywhere_resumes_to_the_same_model() {
             }
             if kill_at(&again, &out, at) {
                 killed += 1;
+                kills[i] += 1;
                 check_model_dir(&out).unwrap_or_else(|e| panic!("kill point {i} (again): {e}"));
             }
         }
@@ -223,10 +298,21 @@ fn train_killed_anywhere_resumes_to_the_same_model() {
         );
         assert_eq!(bytes(&out.join("config.json")), s.reference.1, "kill point {i}");
     }
+    let timed = 8;
     println!(
-        "{} kill points, {killed} kills ({mid_write} left a temporary file: killed mid-write), {resumed} resumed with --resume; every final model equals the uninterrupted run's",
-        points.len()
+        "{} kill points, {killed} kills ({mid_write} left a temporary file: killed mid-write), {resumed} resumed with --resume; every final model equals the uninterrupted run's; kills per point: timed {:?}, at a file {:?}",
+        points.len(),
+        &kills[..timed],
+        &kills[timed..]
     );
+    // Every point where a file appears fired (the timed ones fire unless a run outpaces the
+    // reference run, so they are only counted): a kill point that never fires tests nothing.
+    for (k, at) in kills[timed..].iter().zip(&points[timed..]) {
+        let KillAt::File(sub, prefix) = at else {
+            unreachable!("the points after the timed ones watch files")
+        };
+        assert!(*k > 0, "no run was killed at {sub}/{prefix}");
+    }
     assert!(killed >= points.len(), "too few runs were killed: {killed}");
 }
 
@@ -288,6 +374,9 @@ fn predict_output_killed_anywhere_is_old_or_complete() {
         );
     }
     println!("predict --output: {killed} of 10 runs killed; the output was the old file or the complete one every time");
+    // The first points (a tenth of the run in) cannot all miss: without a kill nothing above
+    // tested an interrupted write.
+    assert!(killed > 0, "no predict run was killed");
 }
 
 /// `sh -c 'ulimit -f KB; trap "" XFSZ; exec gp-lite ARGS'`: writes past KB kilobytes fail with

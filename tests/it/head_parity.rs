@@ -18,14 +18,24 @@ use safetensors::SafeTensors;
 const FLOOR: f64 = 1e-30;
 const TOL: f64 = 1e-9;
 
+/// The largest relative error of `got` against `want`, element by element; both must have the
+/// same number of elements (a zip stops at the shorter).
 fn max_rel<'a>(got: impl IntoIterator<Item = &'a f64>, want: impl IntoIterator<Item = &'a f64>) -> f64 {
     let mut worst = 0.0f64;
     let mut count = 0;
-    for (g, w) in got.into_iter().zip(want) {
+    let (mut got, mut want) = (got.into_iter(), want.into_iter());
+    for (g, w) in got.by_ref().zip(want.by_ref()) {
         let r = (g - w).abs() / w.abs().max(FLOOR);
         worst = worst.max(if r.is_nan() { f64::INFINITY } else { r });
         count += 1;
     }
+    let (extra_got, extra_want) = (got.count(), want.count());
+    assert!(
+        extra_got == 0 && extra_want == 0,
+        "lengths differ: {} computed values, {} reference values",
+        count + extra_got,
+        count + extra_want
+    );
     assert!(count > 0, "nothing compared");
     worst
 }
@@ -140,6 +150,15 @@ fn check_head<H: ScoreHead<f64>>(
     head.zero_grad();
     let dh = head.backward_scores(x.h.view(), &mut cache, ds.view());
     let want_dh = get(st, &format!("{pre}.grad_h"));
+    // The reference is [B, n, H], ours [B*n, H] (the same elements in the same order); zipping
+    // tensors of other shapes would compare the shorter's elements only.
+    let (b, _, n, _) = s.dim();
+    assert_eq!(dh.dim(), (b * n, x.h.ncols()), "{pre}: grad_h shape");
+    assert_eq!(
+        want_dh.shape(),
+        [b, n, x.h.ncols()],
+        "{pre}: reference grad_h shape"
+    );
     let mut e_grads = vec![("grad_h".to_string(), max_rel(dh.iter(), want_dh.iter()))];
     let mut ours = std::collections::HashMap::new();
     head.visit_mut("", &mut |name, p| {
