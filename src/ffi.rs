@@ -5,14 +5,14 @@
 //! Every entry point catches panics and turns them into errors; NULL arguments are errors; freeing
 //! NULL is a no-op. Offsets handed to C are byte offsets into the caller's text.
 
+use crate::c_args::{c_path, c_text, non_null, not_null, valid_len};
 use crate::decode::{DecodeMode, DEFAULT_THRESHOLD};
 use crate::infer::Workspace;
 use crate::model_dir::load_model;
 use crate::predict::{PredEntity, PredictOptions, Predictor};
 use crate::workers::Workers;
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{c_char, c_int, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
 use std::sync::Mutex;
 
 /// Returned by functions that return `int` when they succeed.
@@ -118,80 +118,6 @@ unsafe fn report<T>(r: Res<T>, err: *mut *mut GpError) -> Option<T> {
         err.write(error);
     }
     value
-}
-
-/// A reference to `*p`, or an error naming the NULL argument.
-///
-/// # Safety
-/// `p` is NULL or points to a live `T`.
-unsafe fn non_null<'a, T>(p: *const T, name: &str) -> Res<&'a T> {
-    p.as_ref().ok_or_else(|| format!("`{name}` is NULL"))
-}
-
-/// An error naming the argument when `p` is NULL. Only the address is looked at: `p` may point
-/// to uninitialised memory (an out-slot) or, where no element is read, dangle.
-fn not_null<T>(p: *const T, name: &str) -> Res<()> {
-    if p.is_null() {
-        Err(format!("`{name}` is NULL"))
-    } else {
-        Ok(())
-    }
-}
-
-/// An error when `n` elements of `T` cannot be one object (more than isize::MAX bytes): such a
-/// number is no size of anything the caller holds (most likely `(size_t)-1`). `what` names it.
-fn valid_len<T>(n: usize, what: &str) -> Res<()> {
-    let max = isize::MAX as usize / std::mem::size_of::<T>().max(1);
-    if n > max {
-        Err(format!("{what} is {n}, more than the {max} any array can hold"))
-    } else {
-        Ok(())
-    }
-}
-
-/// The path in a NUL-terminated C string.
-///
-/// # Safety
-/// `p` is NULL or a NUL-terminated string.
-unsafe fn c_path(p: *const c_char, name: &str) -> Res<PathBuf> {
-    not_null(p, name)?;
-    // SAFETY: `p` is not NULL, so a NUL-terminated string (the caller's contract).
-    let s = CStr::from_ptr(p);
-    #[cfg(unix)]
-    {
-        use std::os::unix::ffi::OsStrExt;
-        Ok(PathBuf::from(std::ffi::OsStr::from_bytes(s.to_bytes())))
-    }
-    #[cfg(not(unix))]
-    {
-        s.to_str()
-            .map(PathBuf::from)
-            .map_err(|e| format!("`{name}` is not valid UTF-8: {e}"))
-    }
-}
-
-/// The UTF-8 text in `len` bytes at `p`. NULL is an error; with `len == 0` any other pointer,
-/// dangling included (an empty Rust `&str` passed through C has address 1), is the empty text and
-/// is not read.
-///
-/// # Safety
-/// `p` is NULL or valid for reads of `len` bytes (any value when `len == 0`).
-unsafe fn c_text<'a>(p: *const c_char, len: usize, name: &str) -> Res<&'a str> {
-    not_null(p, name)?;
-    if len == 0 {
-        return Ok("");
-    }
-    valid_len::<u8>(len, &format!("the length of `{name}`"))
-        .map_err(|e| format!("{e} (texts are not NUL-terminated: pass their length in bytes)"))?;
-    // SAFETY: `p` is not NULL and valid for reads of `len` bytes (the caller's contract), and
-    // `len` is at most isize::MAX (checked above).
-    let bytes = std::slice::from_raw_parts(p as *const u8, len);
-    std::str::from_utf8(bytes).map_err(|e| {
-        format!(
-            "`{name}` is not valid UTF-8: invalid byte at position {}",
-            e.valid_up_to()
-        )
-    })
 }
 
 /// `PredictOptions` of C options (NULL = defaults).
@@ -535,6 +461,7 @@ pub unsafe extern "C" fn gp_error_free(err: *mut GpError) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::CStr;
 
     #[test]
     fn panics_become_errors() {

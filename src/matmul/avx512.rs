@@ -63,14 +63,17 @@ pub unsafe fn sgemm(
     if k == 0 {
         // An empty product: C = beta C (+ bias); beta = 0 does not read C.
         for i in 0..m {
-            let row = c.offset(i as isize * rsc);
             for j in 0..n {
-                let p = row.add(j);
-                let mut v = if beta == 0.0 { 0.0 } else { beta * *p };
-                if !bias.is_null() {
-                    v += *bias.add(j);
+                // SAFETY: the caller guarantees C holds m rows of n values at row stride `rsc`
+                // and `bias` is null or holds n values (this function's contract).
+                unsafe {
+                    let p = c.offset(i as isize * rsc).add(j);
+                    let mut v = if beta == 0.0 { 0.0 } else { beta * *p };
+                    if !bias.is_null() {
+                        v += *bias.add(j);
+                    }
+                    *p = v;
                 }
-                *p = v;
             }
         }
         return;

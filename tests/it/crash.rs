@@ -8,7 +8,6 @@
 //! temporary files of the model, of the resume state and of training.json. A failing write
 //! must name the file and leave the previous model as it was.
 
-
 use crate::common::{fixture, TempDir, BIN};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -3,8 +3,8 @@
 //! gradients of the mean loss with respect to emissions and transitions (1e-9 relative, f64), and
 //! the Viterbi paths (exact) and scores.
 
-use gp_lite::head::crf_chain::{nll, viterbi};
 use crate::common::shared::reference_file;
+use gp_lite::head::crf_chain::{nll, viterbi};
 use gp_lite::tensor_io::read;
 use ndarray::{s, Array2, Array3, ArrayD, Ix2, Ix3};
 use safetensors::SafeTensors;

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use gp_lite::data::{detect, read_dataset, DataError, Dataset, Entity, Format};
 use crate::common::shared::shared_file;
+use gp_lite::data::{detect, read_dataset, DataError, Dataset, Entity, Format};
 use gp_lite::tokenize::{char_span_to_tokens, CharVocab, Tokenizer};
 
 fn fixture(rel: &str) -> PathBuf {

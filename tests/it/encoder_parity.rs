@@ -7,10 +7,10 @@
 //! other rows must be zero). The other tensors' gradients are checked by the gradient checks of
 //! each layer and of a whole small encoder (`cargo test --lib`), not against PyTorch.
 
+use crate::common::shared::{reference_file, shared_file};
 use gp_lite::bert::checkpoint::{load_config, load_encoder};
 use gp_lite::bert::{BertEncoder, EncoderInput};
 use gp_lite::param::Params;
-use crate::common::shared::{reference_file, shared_file};
 use gp_lite::tensor_io::read;
 use gp_lite::Scalar;
 use ndarray::{s, Array2, ArrayD, Ix2};

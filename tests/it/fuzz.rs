@@ -8,7 +8,6 @@
 //! (the long run of the README). A failing case prints its seed, index and input; each bug found
 //! this way has a regression test of its own with the smallest input (tests/hostile.rs).
 
-
 use crate::common;
 use gp_lite::data::{self, DataError, Dataset};
 use gp_lite::tokenize::{char_span_to_tokens, CharVocab, Encoding, Tokenizer};

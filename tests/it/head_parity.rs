@@ -4,12 +4,12 @@
 //! Errors are relative: `|got - want| / max(|want|, FLOOR)`, FLOOR = 1e-30, so only values below
 //! 1e-30 (subnormal-range gradients of the extreme-logit file) are compared absolutely.
 
+use crate::common::shared::reference_file;
 use gp_lite::head::{Buffer, EfficientGlobalPointer, GlobalPointer, ScoreCache, ScoreHead};
 use gp_lite::loss::{mcce_dense, mcce_sparse, SpanSet};
 use gp_lite::nn::Linear;
 use gp_lite::optim::{AdamW, AdamWConfig};
 use gp_lite::param::{join, Param, ParamMut, Params};
-use crate::common::shared::reference_file;
 use gp_lite::span::{Bounds, GoldSpan, MASKED_SCORE};
 use gp_lite::tensor_io::read;
 use ndarray::{Array1, Array2, Array4, ArrayD, ArrayViewD, Ix1, Ix2, Ix4, IxDyn};
