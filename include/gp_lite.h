@@ -121,7 +121,7 @@ size_t gp_model_num_labels(const struct GpModel *model);
 // `model` is NULL or a live model.
 const char *gp_model_label(const struct GpModel *model, size_t i);
 
-// The longest token sequence the model runs on, [CLS] and [SEP] included; 0 when `model` is
+// The longest token sequence the model runs on, `[CLS]` and `[SEP]` included; 0 when `model` is
 // NULL. Longer texts are handled: they are scored in windows overlapping by half.
 //
 // # Safety

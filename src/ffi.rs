@@ -268,7 +268,7 @@ pub unsafe extern "C" fn gp_model_label(model: *const GpModel, i: usize) -> *con
         .map_or(std::ptr::null(), |l| l.as_ptr())
 }
 
-/// The longest token sequence the model runs on, [CLS] and [SEP] included; 0 when `model` is
+/// The longest token sequence the model runs on, `[CLS]` and `[SEP]` included; 0 when `model` is
 /// NULL. Longer texts are handled: they are scored in windows overlapping by half.
 ///
 /// # Safety

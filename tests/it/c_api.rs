@@ -6,7 +6,10 @@
 //! - the C test program passes (load errors, NULL arguments, invalid UTF-8, empty and long texts,
 //!   batches, 4 threads on one model);
 //! - the C test program runs clean under valgrind (no invalid accesses, no leaks). Without
-//!   valgrind that test prints SKIPPED; with GP_LITE_REQUIRE_VALGRIND=1 (set by .ci/run) it fails.
+//!   valgrind that test prints SKIPPED; with GP_LITE_REQUIRE_VALGRIND=1 (set by .ci/run) it fails;
+//! - the C test program built with AddressSanitizer runs clean. Where `cc` cannot build with
+//!   `-fsanitize=address` it prints SKIPPED; with GP_LITE_REQUIRE_ASAN=1 (set by .ci/run) it fails;
+//! - the entry points called from Rust with edge-case lengths and uninitialised out-slots.
 //!
 //! Artifacts are left in target/<profile>/c-api-test for inspection.
 
@@ -401,6 +404,10 @@ fn c_test_program_under_address_sanitizer() {
         .status()
         .is_ok_and(|st| st.success());
     if !works {
+        assert!(
+            std::env::var("GP_LITE_REQUIRE_ASAN").as_deref() != Ok("1"),
+            "cc cannot build with -fsanitize=address and GP_LITE_REQUIRE_ASAN=1"
+        );
         let _ = writeln!(
             std::io::stderr(),
             "SKIPPED c_test_program_under_address_sanitizer: cc has no AddressSanitizer"
