@@ -54,7 +54,7 @@ impl Dropout {
         let data = crate::parallel::build(shape.size(), |start, block| {
             // Elements 2i and 2i+1 come from output i, drawn from state seed + i·GAMMA (blocks
             // start at even elements).
-            let mut state = seed.wrapping_add((start / 2) as u64 * GAMMA);
+            let mut state = seed.wrapping_add(((start / 2) as u64).wrapping_mul(GAMMA));
             while block.remaining() > 0 {
                 let r = splitmix64(&mut state);
                 block.push(pick(r & 0xffff_ffff));
