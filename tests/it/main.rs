@@ -8,6 +8,7 @@ mod crash;
 mod crf_parity;
 mod data_readers;
 mod encoder_parity;
+mod families;
 mod fuzz;
 mod head_parity;
 mod header;
