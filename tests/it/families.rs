@@ -281,6 +281,10 @@ fn every_family_trains_and_predicts_from_the_cli() {
         let config: serde_json::Value =
             serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
         assert_eq!(config["encoder"]["model_type"], family, "{family}");
+        // Mostly-CJK texts: one token per character, unless the vocabulary does not know the
+        // characters (a byte-level BPE's pieces are bytes): then its own subwords.
+        let tokenization = if family == "roberta" { "subwords" } else { "chars" };
+        assert_eq!(config["tokenization"], tokenization, "{family}");
         let record: serde_json::Value =
             serde_json::from_slice(&std::fs::read(out.join("training.json")).unwrap()).unwrap();
         let losses: Vec<f64> = record["epochs"]
