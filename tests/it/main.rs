@@ -13,6 +13,7 @@ mod fuzz;
 mod head_parity;
 mod header;
 mod heads_e2e;
+mod python;
 mod spark;
 mod tokenizer_parity;
 mod train_e2e;
