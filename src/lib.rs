@@ -40,6 +40,7 @@ pub mod cpu;
 pub mod data;
 pub mod decode;
 pub mod evaluate;
+pub mod family;
 // Until its rewrite (issue 26) documents its unsafe: the lints above, off for this file.
 #[allow(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 pub mod ffi;

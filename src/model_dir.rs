@@ -103,7 +103,8 @@ pub fn save_model<T: Scalar>(
 
 /// Writes the model's parameters (encoder HF names, head under `head.`).
 pub fn save_weights<T: Scalar>(path: &Path, model: &NerModel<T>) -> Result<(), ModelDirError> {
-    write_atomic(path, &params_to_bytes(model))
+    let family = crate::family::of(&model.config.encoder).map_err(CheckpointError::from)?;
+    write_atomic(path, &params_to_bytes(model, &family))
 }
 
 /// Reads config.json.
@@ -127,7 +128,8 @@ pub fn load_config(dir: &Path) -> Result<ModelConfig, ModelDirError> {
 /// parameter must be there with its shape, and nothing else may be.
 pub fn load_weights<T: Scalar>(path: &Path, model: &mut NerModel<T>) -> Result<(), ModelDirError> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
-    load_params_from_bytes(model, &bytes, path, |_| false)?;
+    let family = crate::family::of(&model.config.encoder).map_err(CheckpointError::from)?;
+    load_params_from_bytes(model, &bytes, path, &family, |_| false)?;
     Ok(())
 }
 

@@ -70,6 +70,16 @@ pub fn check(config: &ModelConfig, weights_len: u64) -> Result<(), LimitError> {
             reason: other.to_string(),
         },
     })?;
+    if crate::family::by_model_type(&config.encoder.model_type).is_none() {
+        return Err(LimitError::Field {
+            field: "model_type",
+            value: format!("{:?}", config.encoder.model_type),
+            reason: format!(
+                "not an encoder family gp-lite computes (it loads {})",
+                crate::family::known_model_types()
+            ),
+        });
+    }
     if config.max_len < 3 {
         return Err(field(
             "max_len",
@@ -77,13 +87,13 @@ pub fn check(config: &ModelConfig, weights_len: u64) -> Result<(), LimitError> {
             "must be at least 3 ([CLS], a token, [SEP])",
         ));
     }
-    if config.max_len > config.encoder.max_position_embeddings {
+    if config.max_len > config.encoder.max_tokens() {
         return Err(LimitError::Field {
             field: "max_len",
             value: config.max_len.to_string(),
             reason: format!(
                 "more than the encoder's max_position_embeddings ({})",
-                config.encoder.max_position_embeddings
+                config.encoder.max_tokens()
             ),
         });
     }

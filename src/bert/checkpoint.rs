@@ -1,12 +1,15 @@
 //! Loading a [`BertEncoder`] from an HF `model.safetensors` (+ `config.json`) and saving it back.
 //!
 //! Loading is one walk over the encoder's parameters by HF name, each filled from the file tensor
-//! of that name (with or without a `bert.` prefix), converted from f32/f16/bf16/f64 to `T`.
-//! Integer buffers (`embeddings.position_ids`) and tensors outside the encoder (`pooler.*`,
-//! `cls.*`) are skipped and listed in the [`LoadReport`].
+//! of that name in the encoder's family (`crate::family`: with or without its prefix, `bert.`,
+//! `roberta.`, ...), converted from f32/f16/bf16/f64 to `T`. Integer buffers
+//! (`embeddings.position_ids`) and tensors outside the encoder (`pooler.*`, `cls.*`) are skipped
+//! and listed in the [`LoadReport`]. Saving writes the family's names, so HF loads them back.
 
 use crate::bert::config::BertConfig;
+use crate::bert::config::ConfigError;
 use crate::bert::encoder::{BertEncoder, EncoderError};
+use crate::family::{self, EncoderFamily};
 use crate::param::Params;
 use crate::scalar::Scalar;
 use crate::tensor_io::{self, TensorFileError, TensorReadError};
@@ -20,11 +23,6 @@ use std::path::{Path, PathBuf};
 pub enum CheckpointError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{path}: bad config: {source}")]
-    Config {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
     /// The safetensors file, or one of the tensors the model takes from it, could not be read.
     #[error(transparent)]
     Tensors(#[from] TensorFileError),
@@ -32,6 +30,9 @@ pub enum CheckpointError {
     Unknown { tensor: String, path: PathBuf },
     #[error("{path}: {source}")]
     Encoder { path: PathBuf, source: EncoderError },
+    /// The configuration cannot be read, or names a family or setting gp-lite does not compute.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error(
         "{path}: the configuration declares at least {params} parameters, more than this file of {file_len} bytes can hold"
     )]
@@ -50,16 +51,9 @@ pub struct LoadReport {
     pub skipped: Vec<String>,
 }
 
-/// Reads HF's config.json.
+/// Reads HF's config.json of any registered encoder family (see [`family::read_config`]).
 pub fn load_config(path: &Path) -> Result<BertConfig, CheckpointError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|source| CheckpointError::Config {
-        path: path.to_path_buf(),
-        source,
-    })
+    Ok(family::read_config(path)?)
 }
 
 /// Writes the configuration as HF's config.json.
@@ -99,35 +93,39 @@ pub fn load_encoder_from_bytes<T: Scalar>(
             file_len: bytes.len(),
         });
     }
+    let family = family::of(cfg)?;
     let mut enc = BertEncoder::<T>::zeroed(cfg).map_err(|source| CheckpointError::Encoder {
         path: path.to_path_buf(),
         source,
     })?;
     // Tensors outside the encoder (pooler, pre-training heads) are not ours to load.
-    let report = load_params_from_bytes(&mut enc, bytes, path, |name| {
-        !(name.starts_with("embeddings.") || name.starts_with("encoder."))
+    let report = load_params_from_bytes(&mut enc, bytes, path, &family, |name| {
+        family.outside_encoder(cfg, name)
     })?;
     Ok((enc, report))
 }
 
-/// Fills every parameter of `model` from a safetensors file by name (a `bert.` prefix in the
-/// file is accepted), converting the stored dtype to `T`. A file tensor that no parameter takes
-/// is skipped (and listed in the report) when it is an integer buffer or `skippable(name)`,
-/// and is an error otherwise; a missing tensor or a wrong shape is an error naming it.
+/// Fills every parameter of `model` from a safetensors file by its name in `family` (the
+/// family's prefix in the file is accepted), converting the stored dtype to `T`. A file tensor
+/// that no parameter takes is skipped (and listed in the report) when it is an integer buffer or
+/// `skippable(name without prefix)`, and is an error otherwise; a missing tensor or a wrong shape
+/// is an error naming it.
 pub fn load_params_from_bytes<T: Scalar, M: Params<T> + ?Sized>(
     model: &mut M,
     bytes: &[u8],
     path: &Path,
+    family: &EncoderFamily,
     skippable: impl Fn(&str) -> bool,
 ) -> Result<LoadReport, CheckpointError> {
     let err_path = || path.to_path_buf();
     let tensor_err = |source| CheckpointError::Tensors(TensorFileError::new(path, source));
     let st = SafeTensors::deserialize(bytes).map_err(|e| tensor_err(TensorReadError::Format(e)))?;
-    // Model name (without `bert.`) -> name in the file.
+    // Name without the family's prefix -> name in the file.
+    let prefix = format!("{}.", family.prefix);
     let file_names: BTreeMap<String, String> = st
         .names()
         .into_iter()
-        .map(|n| (n.strip_prefix("bert.").unwrap_or(n).to_string(), n.to_string()))
+        .map(|n| (n.strip_prefix(&prefix).unwrap_or(n).to_string(), n.to_string()))
         .collect();
     let mut used = BTreeSet::new();
     let mut result = Ok(());
@@ -135,11 +133,12 @@ pub fn load_params_from_bytes<T: Scalar, M: Params<T> + ?Sized>(
         if result.is_err() {
             return;
         }
-        let Some(file_name) = file_names.get(name) else {
-            result = Err(tensor_err(TensorReadError::Missing(name.to_string())));
+        let name = (family.file_name)(name);
+        let Some(file_name) = file_names.get(&name) else {
+            result = Err(tensor_err(TensorReadError::Missing(name)));
             return;
         };
-        used.insert(name.to_string());
+        used.insert(name.clone());
         match tensor_io::read_shaped::<T>(&st, file_name, p.value.shape()) {
             Ok(a) => p.value.assign(&a),
             Err(source) => result = Err(tensor_err(source)),
@@ -182,16 +181,20 @@ fn is_integer(d: Dtype) -> bool {
     )
 }
 
-/// The encoder's tensors as safetensors bytes, HF names, in `T`'s dtype (f32 for f32).
-pub fn encoder_to_bytes<T: Scalar>(enc: &BertEncoder<T>) -> Vec<u8> {
-    params_to_bytes(enc)
+/// The encoder's tensors as safetensors bytes, by its family's HF names, in `T`'s dtype.
+pub fn encoder_to_bytes<T: Scalar>(enc: &BertEncoder<T>) -> Result<Vec<u8>, CheckpointError> {
+    Ok(params_to_bytes(enc, &family::of(enc.config())?))
 }
 
-/// Every parameter of `model` as safetensors bytes, by name, in `T`'s dtype.
-pub fn params_to_bytes<T: Scalar, M: Params<T> + ?Sized>(model: &M) -> Vec<u8> {
+/// Every parameter of `model` as safetensors bytes, by its name in `family`, in `T`'s dtype.
+pub fn params_to_bytes<T: Scalar, M: Params<T> + ?Sized>(model: &M, family: &EncoderFamily) -> Vec<u8> {
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     model.visit("", &mut |name, v| {
-        tensors.push((name.to_string(), v.shape().to_vec(), tensor_io::to_bytes(v)))
+        tensors.push((
+            (family.file_name)(name),
+            v.shape().to_vec(),
+            tensor_io::to_bytes(v),
+        ))
     });
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
@@ -207,9 +210,9 @@ pub fn params_to_bytes<T: Scalar, M: Params<T> + ?Sized>(model: &M) -> Vec<u8> {
     safetensors::serialize(views, &meta).expect("in-memory tensors always serialise")
 }
 
-/// Saves the encoder as a safetensors file HF's BertModel loads.
+/// Saves the encoder as a safetensors file HF's model class of its family loads.
 pub fn save_encoder<T: Scalar>(enc: &BertEncoder<T>, path: &Path) -> Result<(), CheckpointError> {
-    std::fs::write(path, encoder_to_bytes(enc)).map_err(|source| CheckpointError::Io {
+    std::fs::write(path, encoder_to_bytes(enc)?).map_err(|source| CheckpointError::Io {
         path: path.to_path_buf(),
         source,
     })
@@ -309,7 +312,7 @@ mod tests {
         // f64 storage converts to f32 compute.
         let bytes64 = {
             let e64 = BertEncoder::<f64>::new(&tiny_config(), &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
-            encoder_to_bytes(&e64)
+            encoder_to_bytes(&e64).unwrap()
         };
         let (from64, _) = load(&bytes64).unwrap();
         assert!(

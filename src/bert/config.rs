@@ -15,6 +15,13 @@ pub enum ConfigError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    /// `model_type` names no registered encoder family (`crate::family`).
+    #[error("{origin}: field `model_type` = {model_type:?}: not an encoder family gp-lite computes (it loads {known})")]
+    UnknownFamily {
+        origin: String,
+        model_type: String,
+        known: String,
+    },
     /// `origin` is the file the configuration came from (or `<in-memory config>`).
     #[error("{origin}: field `{field}` = {value}: {reason}")]
     Unsupported {
@@ -55,6 +62,33 @@ pub struct BertConfig {
     pub position_embedding_type: String,
     #[serde(default = "default_init_range")]
     pub initializer_range: f64,
+    /// The encoder family (HF's `model_type`: bert, roberta, xlm-roberta, electra, distilbert);
+    /// it decides the tensor names in files (see `crate::family`).
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+    /// Position ids start here (RoBERTa's `pad_token_id + 1`; 0 for BERT).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub position_offset: usize,
+    /// Width of the embedding tables when it differs from `hidden_size` (ELECTRA): then
+    /// `embeddings_project` maps them to `hidden_size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_size: Option<usize>,
+    /// Dropout after each attention block's output projection (BERT has it, DistilBERT not).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub attention_output_dropout: bool,
+}
+
+fn default_model_type() -> String {
+    "bert".into()
+}
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+fn yes() -> bool {
+    true
+}
+fn is_true(v: &bool) -> bool {
+    *v
 }
 
 fn default_act() -> String {
@@ -104,6 +138,10 @@ impl BertConfig {
             attention_probs_dropout_prob: default_dropout(),
             position_embedding_type: default_pos_type(),
             initializer_range: default_init_range(),
+            model_type: default_model_type(),
+            position_offset: 0,
+            embedding_size: None,
+            attention_output_dropout: true,
         })
     }
 
@@ -147,7 +185,6 @@ impl BertConfig {
             ("num_attention_heads", self.num_attention_heads),
             ("intermediate_size", self.intermediate_size),
             ("max_position_embeddings", self.max_position_embeddings),
-            ("type_vocab_size", self.type_vocab_size),
         ];
         for (field, value) in sizes {
             if value == 0 {
@@ -175,6 +212,16 @@ impl BertConfig {
                 "must be divisible by num_attention_heads",
             );
         }
+        if self.position_offset >= self.max_position_embeddings {
+            return bad(
+                "max_position_embeddings",
+                self.max_position_embeddings.to_string(),
+                "leaves no position after the family's offset (pad_token_id + 1)",
+            );
+        }
+        if self.embedding_size == Some(0) {
+            return bad("embedding_size", "0".into(), "must be positive");
+        }
         if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
             return bad(
                 "layer_norm_eps",
@@ -196,8 +243,21 @@ impl BertConfig {
             self.intermediate_size as u128,
         );
         let (p, t) = (self.max_position_embeddings as u128, self.type_vocab_size as u128);
-        // embeddings, then per layer Q, K, V, O (H x H each) and the FFN (H x I, I x H)
-        (v + p + t) * h + l * (4 * h * h + 2 * h * i)
+        let e = self.embedding_width() as u128;
+        let project = if e == h { 0 } else { e * h };
+        // embeddings (and ELECTRA's projection), then per layer Q, K, V, O (H x H each) and the
+        // FFN (H x I, I x H)
+        (v + p + t) * e + project + l * (4 * h * h + 2 * h * i)
+    }
+
+    /// Width of the embedding tables: `embedding_size`, else `hidden_size`.
+    pub fn embedding_width(&self) -> usize {
+        self.embedding_size.unwrap_or(self.hidden_size)
+    }
+
+    /// The longest input in tokens: the position table less the family's offset.
+    pub fn max_tokens(&self) -> usize {
+        self.max_position_embeddings.saturating_sub(self.position_offset)
     }
 
     /// Size of one attention head.

@@ -1,6 +1,8 @@
 //! The BERT encoder exactly as HF's `BertModel` computes `last_hidden_state` (post-LN, no pooler):
 //! embeddings (word + position + token type, LayerNorm, dropout) and N layers of
-//! `LN(x + dropout(dense(attention(x))))` then `LN(h + dropout(FFN(h)))`.
+//! `LN(x + dropout(dense(attention(x))))` then `LN(h + dropout(FFN(h)))`. The same computation
+//! serves the other families (`crate::family`): RoBERTa's offset positions, ELECTRA's narrower
+//! embeddings with `embeddings_project` (`E -> H`) after them, DistilBERT's missing token types.
 //!
 //! Activations are `[B*n, H]`: text b's token i in row b*n+i, texts right-padded to n tokens.
 
@@ -9,7 +11,7 @@ use crate::bert::embeddings::{BertEmbeddings, EmbeddingsCache};
 use crate::bert::input::EncoderInput;
 use crate::bert::layer::{BertLayer, InferenceScratch, LayerCache};
 use crate::nn::dropout::Dropout;
-use crate::nn::{Embedding, Gelu, LayerNorm};
+use crate::nn::{Embedding, Gelu, LayerNorm, Linear};
 use crate::param::{join, ParamMut, Params};
 use crate::scalar::Scalar;
 use ndarray::{s, Array2, ArrayView2, ArrayViewD};
@@ -45,6 +47,8 @@ pub enum EncoderError {
 pub struct BertEncoder<T> {
     cfg: BertConfig,
     pub embeddings: BertEmbeddings<T>,
+    /// ELECTRA's `embeddings_project` (`E -> H`), where the tables are narrower than the layers
+    pub project: Option<Linear<T>>,
     pub layers: Vec<BertLayer<T>>,
 }
 
@@ -52,6 +56,8 @@ pub struct BertEncoder<T> {
 #[derive(Clone, Debug)]
 pub struct EncoderCache<T> {
     pub embeddings: EmbeddingsCache<T>,
+    /// the embeddings' output `[B*n, E]`, the projection's input (ELECTRA only)
+    pub projected_from: Option<Array2<T>>,
     /// the input `[B*n, H]` of each layer
     pub layer_inputs: Vec<Array2<T>>,
     pub layers: Vec<LayerCache<T>>,
@@ -84,6 +90,9 @@ impl<T: Scalar> BertEncoder<T> {
     /// Packs every layer's weights for inference (`Linear::prepack`): for a model that is only
     /// run, not trained; any mutable walk of the parameters undoes it.
     pub fn prepack(&mut self) {
+        if let Some(p) = &mut self.project {
+            p.prepack();
+        }
         for layer in &mut self.layers {
             layer.prepack();
         }
@@ -92,20 +101,23 @@ impl<T: Scalar> BertEncoder<T> {
     /// BERT initialisation: weights and tables ~ N(0, initializer_range²), biases 0, LN weight 1.
     pub fn new(cfg: &BertConfig, rng: &mut impl Rng) -> Result<Self, EncoderError> {
         let act = check_config(cfg)?;
-        let (h, std) = (cfg.hidden_size, cfg.initializer_range);
+        let (h, e, std) = (cfg.hidden_size, cfg.embedding_width(), cfg.initializer_range);
         let embeddings = BertEmbeddings {
-            word: Embedding::new(cfg.vocab_size, h, std, rng),
-            position: Embedding::new(cfg.max_position_embeddings, h, std, rng),
-            token_type: Embedding::new(cfg.type_vocab_size, h, std, rng),
-            layer_norm: LayerNorm::new(h, cfg.layer_norm_eps),
+            word: Embedding::new(cfg.vocab_size, e, std, rng),
+            position: Embedding::new(cfg.max_position_embeddings, e, std, rng),
+            token_type: (cfg.type_vocab_size > 0).then(|| Embedding::new(cfg.type_vocab_size, e, std, rng)),
+            layer_norm: LayerNorm::new(e, cfg.layer_norm_eps),
             dropout: Dropout::new(cfg.hidden_dropout_prob),
+            position_offset: cfg.position_offset,
         };
+        let project = (e != h).then(|| Linear::new(e, h, std, rng));
         let layers = (0..cfg.num_hidden_layers)
             .map(|_| BertLayer::new(cfg, act, rng))
             .collect();
         Ok(BertEncoder {
             cfg: cfg.clone(),
             embeddings,
+            project,
             layers,
         })
     }
@@ -135,7 +147,7 @@ impl<T: Scalar> BertEncoder<T> {
                 input.lengths.len()
             )));
         }
-        let max = self.cfg.max_position_embeddings;
+        let max = self.cfg.max_tokens();
         for (text, &len) in input.lengths.iter().enumerate() {
             if len > max {
                 return Err(EncoderError::TooLong { text, len, max });
@@ -148,12 +160,17 @@ impl<T: Scalar> BertEncoder<T> {
         }
         if n > max {
             return Err(EncoderError::Input(format!(
-                "padded width {n} > max_position_embeddings {max}"
+                "padded width {n} > the {max} positions of the encoder"
             )));
         }
         let tables = [
             ("token", &input.input_ids, self.cfg.vocab_size),
-            ("token type", &input.token_type_ids, self.cfg.type_vocab_size),
+            // no table (DistilBERT): only type 0, which adds nothing
+            (
+                "token type",
+                &input.token_type_ids,
+                self.cfg.type_vocab_size.max(1),
+            ),
         ];
         for (what, ids, size) in tables {
             if let Some(((text, pos), &id)) = ids.indexed_iter().find(|(_, &id)| id as usize >= size) {
@@ -178,6 +195,10 @@ impl<T: Scalar> BertEncoder<T> {
     ) -> Result<(Array2<T>, EncoderCache<T>), EncoderError> {
         self.check_input(input)?;
         let (mut x, embeddings) = self.embeddings.forward(input, train.as_deref_mut());
+        let projected_from = self.project.as_ref().map(|p| {
+            let y = p.forward(x.view());
+            std::mem::replace(&mut x, y)
+        });
         let mut layer_inputs = Vec::with_capacity(self.layers.len());
         let mut layers = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
@@ -187,6 +208,7 @@ impl<T: Scalar> BertEncoder<T> {
         }
         let cache = EncoderCache {
             embeddings,
+            projected_from,
             layer_inputs,
             layers,
         };
@@ -199,6 +221,9 @@ impl<T: Scalar> BertEncoder<T> {
     pub fn encode(&self, input: &EncoderInput) -> Result<Array2<T>, EncoderError> {
         self.check_input(input)?;
         let mut x = self.embeddings.forward_inference(input);
+        if let Some(p) = &self.project {
+            x = p.forward(x.view());
+        }
         let mut scratch = InferenceScratch::default();
         for layer in &self.layers {
             layer.forward_inference(&mut x, &input.lengths, &mut scratch);
@@ -222,6 +247,9 @@ impl<T: Scalar> BertEncoder<T> {
                 d.view(),
             );
         }
+        if let (Some(p), Some(e)) = (&mut self.project, &cache.projected_from) {
+            d = p.backward(e.view(), d.view());
+        }
         self.embeddings.backward(input, &cache.embeddings, d);
     }
 }
@@ -229,12 +257,18 @@ impl<T: Scalar> BertEncoder<T> {
 impl<T: Scalar> Params<T> for BertEncoder<T> {
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, ArrayViewD<'_, T>)) {
         self.embeddings.visit(&join(prefix, "embeddings"), f);
+        if let Some(p) = &self.project {
+            p.visit(&join(prefix, "embeddings_project"), f);
+        }
         for (i, layer) in self.layers.iter().enumerate() {
             layer.visit(&join(prefix, &format!("encoder.layer.{i}")), f);
         }
     }
     fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_, T>)) {
         self.embeddings.visit_mut(&join(prefix, "embeddings"), f);
+        if let Some(p) = &mut self.project {
+            p.visit_mut(&join(prefix, "embeddings_project"), f);
+        }
         for (i, layer) in self.layers.iter_mut().enumerate() {
             layer.visit_mut(&join(prefix, &format!("encoder.layer.{i}")), f);
         }
@@ -259,6 +293,26 @@ pub(crate) mod fixtures {
         cfg
     }
 
+    /// The other families' variations on [`tiny_config`] at once: ELECTRA's narrower embeddings
+    /// (4, projected to 8), RoBERTa's positions from 2, DistilBERT's missing token types and
+    /// attention-output dropout.
+    pub(crate) fn family_config() -> BertConfig {
+        let mut cfg = tiny_config();
+        cfg.embedding_size = Some(4);
+        cfg.position_offset = 2;
+        cfg.max_position_embeddings = 14;
+        cfg.type_vocab_size = 0;
+        cfg.attention_output_dropout = false;
+        cfg
+    }
+
+    /// [`tiny_input`] with every token type 0 (for [`family_config`]).
+    pub(crate) fn family_input() -> EncoderInput {
+        let mut input = tiny_input();
+        input.token_type_ids.fill(0);
+        input
+    }
+
     /// Two texts of 5 and 3 tokens, padded to 5.
     pub(crate) fn tiny_input() -> EncoderInput {
         EncoderInput {
@@ -271,7 +325,7 @@ pub(crate) mod fixtures {
 
 #[cfg(test)]
 mod tests {
-    use super::fixtures::{tiny_config, tiny_input};
+    use super::fixtures::{family_config, family_input, tiny_config, tiny_input};
     use super::*;
     use crate::gradcheck::{fixed_random, GradCheck};
     use ndarray::{array, Array2};
@@ -319,8 +373,20 @@ mod tests {
 
     #[test]
     fn gradcheck_whole_encoder() {
-        let cfg = tiny_config();
-        let input = tiny_input();
+        gradcheck_encoder(tiny_config(), tiny_input());
+    }
+
+    #[test]
+    fn gradcheck_family_variations() {
+        let cfg = family_config();
+        let enc = BertEncoder::<f64>::new(&cfg, &mut ChaCha8Rng::seed_from_u64(2)).unwrap();
+        let names: Vec<String> = enc.param_shapes().into_iter().map(|(n, _)| n).collect();
+        assert!(names.iter().any(|n| n == "embeddings_project.weight"));
+        assert!(!names.iter().any(|n| n.contains("token_type")));
+        gradcheck_encoder(cfg, family_input());
+    }
+
+    fn gradcheck_encoder(cfg: BertConfig, input: EncoderInput) {
         let mut enc = BertEncoder::<f64>::new(&cfg, &mut ChaCha8Rng::seed_from_u64(2)).unwrap();
         let proj = projection(&input, cfg.hidden_size);
         for train in [false, true] {
@@ -347,12 +413,15 @@ mod tests {
 
     #[test]
     fn lean_inference_matches_the_training_forward() {
-        let cfg = tiny_config();
-        for act in ["gelu", "gelu_new"] {
+        let cases = [
+            (tiny_config(), "gelu", tiny_input()),
+            (tiny_config(), "gelu_new", tiny_input()),
+            (family_config(), "gelu", family_input()),
+        ];
+        for (cfg, act, input) in cases {
             let mut cfg = cfg.clone();
             cfg.hidden_act = act.into();
             let enc = BertEncoder::<f64>::new(&cfg, &mut ChaCha8Rng::seed_from_u64(7)).unwrap();
-            let input = tiny_input();
             let (want, _) = enc.forward(&input, None::<&mut ChaCha8Rng>).unwrap();
             let got = enc.encode(&input).unwrap();
             assert_eq!(got.dim(), want.dim());

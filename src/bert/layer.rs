@@ -27,6 +27,8 @@ pub struct BertLayer<T> {
     /// `output.LayerNorm`
     pub output_norm: LayerNorm<T>,
     pub dropout: Dropout,
+    /// dropout after the attention output projection (DistilBERT: none)
+    pub attention_dropout: Dropout,
 }
 
 /// Buffers the inference forward reuses from layer to layer (grown to the largest batch seen).
@@ -93,6 +95,11 @@ impl<T: Scalar> BertLayer<T> {
             ffn: FeedForward::new(h, cfg.intermediate_size, act, std, rng),
             output_norm: LayerNorm::new(h, eps),
             dropout: Dropout::new(cfg.hidden_dropout_prob),
+            attention_dropout: Dropout::new(if cfg.attention_output_dropout {
+                cfg.hidden_dropout_prob
+            } else {
+                0.0
+            }),
         }
     }
 
@@ -105,7 +112,7 @@ impl<T: Scalar> BertLayer<T> {
     ) -> (Array2<T>, LayerCache<T>) {
         let (context, attention) = self.attention.forward(x, lengths, rng.as_deref_mut());
         let mut a = self.attention_output.forward(context.view());
-        let attention_drop = self.dropout.forward_inplace(&mut a, rng.as_deref_mut());
+        let attention_drop = self.attention_dropout.forward_inplace(&mut a, rng.as_deref_mut());
         let (hidden, attention_norm) = self.attention_norm.forward_residual(x, a.view());
         let (mut f, ffn) = self.ffn.forward(hidden.view());
         let ffn_drop = self.dropout.forward_inplace(&mut f, rng);

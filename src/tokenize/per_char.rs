@@ -111,6 +111,9 @@ impl TextTokenizer for PerChar {
     fn save(&self, dir: &Path) -> Result<(), TokenizeError> {
         self.hf().save(dir)
     }
+    fn unknown_id(&self) -> Option<u32> {
+        Some(self.unk)
+    }
 }
 
 /// The registry's entry: `--tokenization chars`.

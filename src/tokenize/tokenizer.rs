@@ -31,6 +31,11 @@ pub trait TextTokenizer: Send + Sync + std::fmt::Debug {
     fn pretrained(&self) -> Option<&HfTokenizer> {
         None
     }
+    /// The id of tokens the vocabulary does not know, where the kind maps them to one id of
+    /// its own choosing (one token per character: `[UNK]` / `<unk>`).
+    fn unknown_id(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// A tokenizer of any kind (cheap to clone: the tokenizer is shared).
@@ -41,6 +46,11 @@ impl Tokenizer {
     /// Wraps a tokenizer of some kind.
     pub fn new(t: impl TextTokenizer + 'static) -> Tokenizer {
         Tokenizer(Arc::new(t))
+    }
+
+    /// The id of unknown tokens, where the kind has one ([`TextTokenizer::unknown_id`]).
+    pub fn unknown_id(&self) -> Option<u32> {
+        self.0.unknown_id()
     }
 
     /// Which kind it is (the name config.json records).

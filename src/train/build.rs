@@ -24,7 +24,7 @@ pub fn build_model(
 ) -> Result<(NerModel<f32>, Tokenizer), TrainError> {
     let (cfg, encoder, tokenizer) = match &opts.encoder {
         EncoderSource::Pretrained(dir) => {
-            let mut cfg = BertConfig::from_json_file(dir.join("config.json"))?;
+            let mut cfg = crate::family::read_config(&dir.join("config.json"))?;
             apply_dropout(&mut cfg, opts.dropout);
             let (encoder, report) = load_encoder::<f32>(&cfg, &dir.join("model.safetensors"))?;
             if !report.skipped.is_empty() {
@@ -65,7 +65,7 @@ pub fn build_model(
             let mut cfg = match BertConfig::preset(config, vocab_size) {
                 Some(c) => c,
                 None => {
-                    let mut c = BertConfig::from_json_file(config)?;
+                    let mut c = crate::family::read_config(std::path::Path::new(config))?;
                     c.vocab_size = vocab_size;
                     c
                 }
@@ -121,13 +121,13 @@ fn apply_dropout(cfg: &mut BertConfig, p: Option<f64>) {
 }
 
 fn check_max_len(max_len: usize, cfg: &BertConfig) -> Result<(), TrainError> {
-    if max_len < 3 || max_len > cfg.max_position_embeddings {
+    if max_len < 3 || max_len > cfg.max_tokens() {
         return Err(TrainError::option(
             "--max-len",
             max_len,
             format!(
-                "must be between 3 and the encoder's max_position_embeddings ({})",
-                cfg.max_position_embeddings
+                "must be between 3 and the encoder's positions ({}: max_position_embeddings less the family's offset)",
+                cfg.max_tokens()
             ),
         ));
     }

@@ -55,8 +55,39 @@ pub fn choose_decode(data: &Dataset) -> DecodeMode {
     }
 }
 
-/// A pretrained tokenizer made into the kind `opts` asks for, or one token per character when
-/// the texts are mostly CJK.
+/// Mostly-CJK training texts get one token per character only where the pretrained vocabulary
+/// knows at least this share of their characters (a byte-level BPE's knows almost none: its
+/// pieces are bytes).
+pub const MIN_KNOWN_CHARS: f64 = 0.9;
+
+/// Share of the non-special tokens of (up to the first 1000) training texts that are not the
+/// tokenizer's unknown token (1 for a kind without one).
+fn known_share(tokenizer: &Tokenizer, train: &Dataset) -> f64 {
+    let Some(unk) = tokenizer.unknown_id() else {
+        return 1.0;
+    };
+    let (mut known, mut all) = (0usize, 0usize);
+    for e in train.examples.iter().take(1000) {
+        let Ok(enc) = tokenizer.encode(&e.text) else {
+            continue;
+        };
+        for (&id, &special) in enc.ids.iter().zip(&enc.special) {
+            if !special {
+                all += 1;
+                known += usize::from(id != unk);
+            }
+        }
+    }
+    if all == 0 {
+        1.0
+    } else {
+        known as f64 / all as f64
+    }
+}
+
+/// The tokenizer kind for this run: `--tokenization`, or for `auto` one token per character on
+/// mostly-CJK texts whose characters the vocabulary knows (see [`MIN_KNOWN_CHARS`]) and the
+/// pretrained tokenizer's subwords otherwise.
 pub fn choose_tokenization(
     opts: &TrainOptions,
     train: &Dataset,
@@ -64,7 +95,15 @@ pub fn choose_tokenization(
 ) -> Result<Tokenizer, TrainError> {
     let name = match &opts.tokenization {
         TokenizationChoice::Fixed(name) => name.as_str(),
-        TokenizationChoice::Auto if mostly_cjk(train.examples.iter().map(|e| e.text.as_str())) => "chars",
+        TokenizationChoice::Auto if mostly_cjk(train.examples.iter().map(|e| e.text.as_str())) => {
+            // One token per character, where the vocabulary knows the characters.
+            if let Ok(chars) = tokenizer.clone().made_into("chars") {
+                if known_share(&chars, train) >= MIN_KNOWN_CHARS {
+                    return Ok(chars);
+                }
+            }
+            "subwords"
+        }
         TokenizationChoice::Auto => "subwords",
     };
     tokenizer.made_into(name).map_err(|e| match e {
