@@ -34,8 +34,6 @@ pub mod batch;
 // Raw C pointers (issue 26): until their unsafe is documented, the lints above are off here.
 pub mod bench;
 pub mod bert;
-#[allow(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
-mod c_args;
 pub mod cpu;
 pub mod data;
 pub mod decode;

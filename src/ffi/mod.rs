@@ -1,24 +1,30 @@
 //! The C interface: load a model directory and extract entities from UTF-8 text.
 //!
-//! include/gp_lite.h is generated from this file by cbindgen (tests/it/header.rs checks that the
-//! committed header is current; `GP_LITE_BLESS=1 cargo test --release --test it header::` rewrites it).
+//! include/gp_lite.h is generated from this file and `error.rs` by cbindgen (tests/it/header.rs
+//! checks that the committed header is current; `GP_LITE_BLESS=1 cargo test --release --test it
+//! header::` rewrites it); `args.rs` reads the arguments.
 //! Every entry point catches panics and turns them into errors; NULL arguments are errors; freeing
-//! NULL is a no-op. Offsets handed to C are byte offsets into the caller's text.
+//! NULL is a no-op. Offsets handed to C are byte offsets into the caller's text. An error carries
+//! a code (`gp_error_code`: the kind of failure, from the typed Rust error, see `error.rs`) and
+//! a message.
 
-use crate::c_args::{c_path, c_text, non_null, not_null, valid_len};
+mod args;
+mod error;
+
 use crate::decode::{DecodeMode, DEFAULT_THRESHOLD};
 use crate::infer::Workspace;
 use crate::model_dir::load_model;
 use crate::predict::{PredEntity, PredictOptions, Predictor};
 use crate::workers::Workers;
+use args::{c_path, c_text, non_null, not_null, valid_len};
+use error::{c_string, guard, report, Res};
+pub use error::{
+    gp_error_code, gp_error_free, gp_error_message, GpError, GP_ERR, GP_ERR_ARGUMENT, GP_ERR_INPUT,
+    GP_ERR_IO, GP_ERR_MODEL, GP_ERR_PANIC, GP_ERR_SYSTEM, GP_OK,
+};
 use std::ffi::{c_char, c_int, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
-
-/// Returned by functions that return `int` when they succeed.
-pub const GP_OK: c_int = 0;
-/// Returned by functions that return `int` when they fail (the error is in `*err`).
-pub const GP_ERR: c_int = 1;
 
 /// A loaded model: weights, tokenizer, labels and a pool of worker threads.
 ///
@@ -38,11 +44,6 @@ pub struct GpEntities {
     items: Vec<GpEntity>,
     /// Owns the strings `items[i].type` points to (moving a `CString` does not move its bytes).
     _types: Vec<CString>,
-}
-
-/// An error: a message to show to a person. Free it with `gp_error_free`.
-pub struct GpError {
-    message: CString,
 }
 
 /// One entity: the bytes `[start, end)` of the text, its type and its score.
@@ -73,53 +74,6 @@ pub struct GpPredictOptions {
     pub batch_size: usize,
 }
 
-type Res<T> = Result<T, String>;
-
-/// Runs `body`, turning a panic into an error message.
-fn guard<T>(body: impl FnOnce() -> Res<T>) -> Res<T> {
-    match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(r) => r,
-        Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(format!("internal error (panic): {what}"))
-        }
-    }
-}
-
-/// A C string of `s`, with any NUL bytes replaced (they cannot appear in a C string).
-fn c_string(s: &str) -> CString {
-    CString::new(s.replace('\0', "\u{FFFD}")).expect("NUL bytes were replaced")
-}
-
-/// Stores the outcome in `*err` (when `err` is not NULL): NULL on success, a new error otherwise.
-///
-/// # Safety
-/// `err` is NULL or valid for writes.
-unsafe fn report<T>(r: Res<T>, err: *mut *mut GpError) -> Option<T> {
-    let (value, error) = match r {
-        Ok(v) => (Some(v), std::ptr::null_mut()),
-        Err(message) => (
-            None,
-            Box::into_raw(Box::new(GpError {
-                message: c_string(&message),
-            })),
-        ),
-    };
-    if err.is_null() {
-        if !error.is_null() {
-            drop(Box::from_raw(error));
-        }
-    } else {
-        // SAFETY: `err` is valid for writes; `*err` may be uninitialised, so it is not read.
-        err.write(error);
-    }
-    value
-}
-
 /// `PredictOptions` of C options (NULL = defaults).
 fn predict_options(opts: Option<&GpPredictOptions>) -> PredictOptions {
     let o = opts.copied().unwrap_or_else(|| gp_predict_options_default());
@@ -146,8 +100,7 @@ impl GpModel {
         let preds = self
             .workers
             .pool()
-            .install(|| self.predictor.predict(texts, opts, &mut ws))
-            .map_err(|e| e.to_string())?;
+            .install(|| self.predictor.predict(texts, opts, &mut ws))?;
         self.workspaces.lock().unwrap_or_else(|p| p.into_inner()).push(ws);
         Ok(preds)
     }
@@ -191,7 +144,10 @@ pub extern "C" fn gp_version() -> *const c_char {
 /// per logical core. Same as `gp_model_load_threads(model_dir, 0, err)`.
 ///
 /// Returns NULL on failure and sets `*err` (when `err` is not NULL; free it with
-/// `gp_error_free`). On success `*err` is set to NULL. Free the model with `gp_model_free`.
+/// `gp_error_free`): `gp_error_code` gives `GP_ERR_IO` (a file or directory missing or
+/// unreadable), `GP_ERR_MODEL` (files that do not make a usable model), `GP_ERR_ARGUMENT` (NULL
+/// `model_dir`), `GP_ERR_SYSTEM` or `GP_ERR_PANIC`. On success `*err` is set to NULL. Free the
+/// model with `gp_model_free`.
 ///
 /// # Safety
 /// `model_dir` is NULL or a NUL-terminated path; `err` is NULL or valid for writes.
@@ -203,8 +159,8 @@ pub unsafe extern "C" fn gp_model_load(model_dir: *const c_char, err: *mut *mut 
 /// Loads the model directory `model_dir` with `num_threads` worker threads (0 = one per logical
 /// core). Every prediction on this model runs on these threads: concurrent calls share them.
 ///
-/// Returns NULL on failure and sets `*err` (when `err` is not NULL). On success `*err` is set to
-/// NULL. Free the model with `gp_model_free`.
+/// Returns NULL on failure and sets `*err` (when `err` is not NULL; codes as for
+/// `gp_model_load`). On success `*err` is set to NULL. Free the model with `gp_model_free`.
 ///
 /// # Safety
 /// `model_dir` is NULL or a NUL-terminated path; `err` is NULL or valid for writes.
@@ -216,7 +172,7 @@ pub unsafe extern "C" fn gp_model_load_threads(
 ) -> *mut GpModel {
     let r = guard(|| {
         let dir = c_path(model_dir, "model_dir")?;
-        let predictor: Predictor<f32> = load_model(&dir).map_err(|e| e.to_string())?;
+        let predictor: Predictor<f32> = load_model(&dir)?;
         let workers = Workers::new(num_threads)?;
         let labels = predictor
             .model
@@ -305,7 +261,9 @@ pub extern "C" fn gp_predict_options_default() -> GpPredictOptions {
 ///
 /// Returns `GP_OK` and sets `*out` (free it with `gp_entities_free`; an empty text gives an
 /// empty list), or returns `GP_ERR`, sets `*out` to NULL (when `out` is not NULL) and `*err`
-/// (when `err` is not NULL). Invalid UTF-8 is an error whose message gives the byte position.
+/// (when `err` is not NULL), whose `gp_error_code` is `GP_ERR_ARGUMENT` (a NULL argument, an
+/// impossible length), `GP_ERR_INPUT` (invalid UTF-8: the message gives the byte position),
+/// `GP_ERR_MODEL` (the model cannot run the text) or `GP_ERR_PANIC`.
 /// `text_len` 0 is the empty text whatever non-NULL `text` points to (it is not read); a
 /// `text_len` above `PTRDIFF_MAX` (such as `(size_t)-1`) is an error. Safe to call from many
 /// threads at once on the same model.
@@ -329,9 +287,10 @@ pub unsafe extern "C" fn gp_predict(
 /// `opts` may be NULL (the defaults).
 ///
 /// Returns `GP_OK` and sets `out[0..n]` (free each with `gp_entities_free`), or returns `GP_ERR`,
-/// sets every `out[i]` to NULL (when `out` is not NULL) and `*err` (when `err` is not NULL).
-/// `n = 0` succeeds and writes nothing. Lengths are as in `gp_predict`; an `n` no array can
-/// have (more than `PTRDIFF_MAX` bytes of pointers) is an error and writes nothing to `out`.
+/// sets every `out[i]` to NULL (when `out` is not NULL) and `*err` (when `err` is not NULL; codes
+/// as for `gp_predict`, the message naming the text at fault). `n = 0` succeeds and writes
+/// nothing. Lengths are as in `gp_predict`; an `n` no array can have (more than `PTRDIFF_MAX`
+/// bytes of pointers) is an error and writes nothing to `out`.
 /// Safe to call from many threads at once on the same model.
 ///
 /// # Safety
@@ -437,47 +396,10 @@ pub unsafe extern "C" fn gp_entities_free(e: *mut GpEntities) {
     }
 }
 
-/// The message of an error (NUL-terminated, valid until `gp_error_free(err)`); NULL when `err` is
-/// NULL.
-///
-/// # Safety
-/// `err` is NULL or a live error.
-#[no_mangle]
-pub unsafe extern "C" fn gp_error_message(err: *const GpError) -> *const c_char {
-    err.as_ref().map_or(std::ptr::null(), |e| e.message.as_ptr())
-}
-
-/// Frees an error (NULL: nothing happens).
-///
-/// # Safety
-/// `err` is NULL or an error not freed before.
-#[no_mangle]
-pub unsafe extern "C" fn gp_error_free(err: *mut GpError) {
-    if !err.is_null() {
-        drop(Box::from_raw(err));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::ffi::CStr;
-
-    #[test]
-    fn panics_become_errors() {
-        let r: Res<()> = guard(|| panic!("boom {}", 7));
-        assert_eq!(r.unwrap_err(), "internal error (panic): boom 7");
-        let r: Res<()> = guard(|| panic!("static"));
-        assert_eq!(r.unwrap_err(), "internal error (panic): static");
-        let mut err: *mut GpError = std::ptr::null_mut();
-        // SAFETY: `err` is valid for writes; the error is freed below.
-        unsafe {
-            assert!(report(guard(|| -> Res<()> { panic!("x") }), &mut err).is_none());
-            let msg = CStr::from_ptr(gp_error_message(err)).to_str().unwrap();
-            assert_eq!(msg, "internal error (panic): x");
-            gp_error_free(err);
-        }
-    }
 
     #[test]
     fn character_offsets_become_byte_offsets() {
@@ -501,38 +423,5 @@ mod tests {
         assert_eq!(got, [(0, 6, "address"), (10, 16, "name"), (7, 9, "address")]);
         assert_eq!(&text[10..16], "北京");
         assert_eq!(list._types.len(), 2);
-    }
-
-    /// Lengths: 0 is the empty text whatever non-NULL pointer comes with it (an empty `&str`
-    /// passed through C has address 1; it must not be read nor referenced), NULL stays an error,
-    /// and a length above isize::MAX (`(size_t)-1` for "NUL-terminated") is an error naming the
-    /// length instead of a slice no object can be (undefined behaviour; natively it read past
-    /// the text).
-    #[test]
-    fn text_lengths_at_the_edges() {
-        let dangling = std::ptr::dangling::<c_char>(); // address 1
-        let unmapped = std::ptr::without_provenance::<c_char>(4096); // the first page
-                                                                     // SAFETY: with length 0 nothing is read; "abc" is valid for 3 bytes.
-        unsafe {
-            assert_eq!(c_text(dangling, 0, "text"), Ok(""));
-            assert_eq!(c_text(unmapped, 0, "text"), Ok(""));
-            assert_eq!(c_text(std::ptr::null(), 0, "text").unwrap_err(), "`text` is NULL");
-            let abc = "abc".as_ptr() as *const c_char;
-            assert_eq!(c_text(abc, 3, "text"), Ok("abc"));
-            for len in [usize::MAX, isize::MAX as usize + 1] {
-                let e = c_text(abc, len, "texts[1]").unwrap_err();
-                assert!(
-                    e.contains("the length of `texts[1]`")
-                        && e.contains(&len.to_string())
-                        && e.contains("NUL"),
-                    "{e}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn nul_bytes_in_messages_are_replaced() {
-        assert_eq!(c_string("a\0b").to_str().unwrap(), "a\u{FFFD}b");
     }
 }
