@@ -13,9 +13,11 @@ fn argument(message: String) -> CError {
 /// A reference to `*p`, or an error naming the NULL argument.
 ///
 /// # Safety
-/// `p` is NULL or points to a live `T`.
+/// `p` is NULL or points to a live `T` that outlives `'a`.
 pub(crate) unsafe fn non_null<'a, T>(p: *const T, name: &str) -> Res<&'a T> {
-    p.as_ref().ok_or_else(|| argument(format!("`{name}` is NULL")))
+    // SAFETY: `p` is NULL (then None) or points to a live `T` that outlives `'a` (the caller's
+    // contract).
+    unsafe { p.as_ref() }.ok_or_else(|| argument(format!("`{name}` is NULL")))
 }
 
 /// An error naming the argument when `p` is NULL. Only the address is looked at: `p` may point
@@ -48,7 +50,7 @@ pub(crate) fn valid_len<T>(n: usize, what: &str) -> Res<()> {
 pub(crate) unsafe fn c_path(p: *const c_char, name: &str) -> Res<PathBuf> {
     not_null(p, name)?;
     // SAFETY: `p` is not NULL, so a NUL-terminated string (the caller's contract).
-    let s = CStr::from_ptr(p);
+    let s = unsafe { CStr::from_ptr(p) };
     #[cfg(unix)]
     {
         use std::os::unix::ffi::OsStrExt;
@@ -81,7 +83,7 @@ pub(crate) unsafe fn c_text<'a>(p: *const c_char, len: usize, name: &str) -> Res
     })?;
     // SAFETY: `p` is not NULL and valid for reads of `len` bytes (the caller's contract), and
     // `len` is at most isize::MAX (checked above).
-    let bytes = std::slice::from_raw_parts(p as *const u8, len);
+    let bytes = unsafe { std::slice::from_raw_parts(p as *const u8, len) };
     std::str::from_utf8(bytes).map_err(|e| {
         CError::new(
             Kind::Input,
@@ -104,9 +106,10 @@ mod tests {
     /// the text).
     #[test]
     fn text_lengths_at_the_edges() {
-        let dangling = std::ptr::dangling::<c_char>(); // address 1
-        let unmapped = std::ptr::without_provenance::<c_char>(4096); // the first page
-                                                                     // SAFETY: with length 0 nothing is read; "abc" is valid for 3 bytes.
+        // address 1, and an address in the first page (never mapped)
+        let dangling = std::ptr::dangling::<c_char>();
+        let unmapped = std::ptr::without_provenance::<c_char>(4096);
+        // SAFETY: with length 0 nothing is read; "abc" is valid for 3 bytes.
         unsafe {
             assert_eq!(c_text(dangling, 0, "text"), Ok(""));
             assert_eq!(c_text(unmapped, 0, "text"), Ok(""));

@@ -175,22 +175,20 @@ pub(crate) fn c_string(s: &str) -> CString {
 /// `err` is NULL or valid for writes.
 pub(crate) unsafe fn report<T>(r: Res<T>, err: *mut *mut GpError) -> Option<T> {
     let (value, error) = match r {
-        Ok(v) => (Some(v), std::ptr::null_mut()),
+        Ok(v) => (Some(v), None),
         Err(e) => (
             None,
-            Box::into_raw(Box::new(GpError {
+            Some(Box::new(GpError {
                 code: code(e.kind),
                 message: c_string(&e.message),
             })),
         ),
     };
-    if err.is_null() {
-        if !error.is_null() {
-            drop(Box::from_raw(error));
-        }
-    } else {
-        // SAFETY: `err` is valid for writes; `*err` may be uninitialised, so it is not read.
-        err.write(error);
+    // With `err` NULL the error is dropped here: the caller asked not to see it.
+    if !err.is_null() {
+        // SAFETY: `err` is not NULL, so valid for writes (the caller's contract); `*err` may be
+        // uninitialised, so it is written without reading (or dropping) what was there.
+        unsafe { err.write(error.map_or(std::ptr::null_mut(), Box::into_raw)) };
     }
     value
 }
@@ -202,7 +200,8 @@ pub(crate) unsafe fn report<T>(r: Res<T>, err: *mut *mut GpError) -> Option<T> {
 /// `err` is NULL or a live error.
 #[no_mangle]
 pub unsafe extern "C" fn gp_error_message(err: *const GpError) -> *const c_char {
-    err.as_ref().map_or(std::ptr::null(), |e| e.message.as_ptr())
+    // SAFETY: `err` is NULL (then None) or a live error (the caller's contract).
+    unsafe { err.as_ref() }.map_or(std::ptr::null(), |e| e.message.as_ptr())
 }
 
 /// The kind of failure `err` reports: one of `GP_ERR_ARGUMENT`, `GP_ERR_IO`, `GP_ERR_MODEL`,
@@ -214,7 +213,8 @@ pub unsafe extern "C" fn gp_error_message(err: *const GpError) -> *const c_char 
 /// `err` is NULL or a live error.
 #[no_mangle]
 pub unsafe extern "C" fn gp_error_code(err: *const GpError) -> c_int {
-    err.as_ref().map_or(GP_OK, |e| e.code)
+    // SAFETY: `err` is NULL (then None) or a live error (the caller's contract).
+    unsafe { err.as_ref() }.map_or(GP_OK, |e| e.code)
 }
 
 /// Frees an error (NULL: nothing happens).
@@ -224,7 +224,9 @@ pub unsafe extern "C" fn gp_error_code(err: *const GpError) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn gp_error_free(err: *mut GpError) {
     if !err.is_null() {
-        drop(Box::from_raw(err));
+        // SAFETY: every error handed to C is a `Box` turned into a raw pointer (`report`), and
+        // this one is not freed before (the caller's contract): it is taken back once.
+        drop(unsafe { Box::from_raw(err) });
     }
 }
 

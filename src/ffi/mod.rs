@@ -153,7 +153,8 @@ pub extern "C" fn gp_version() -> *const c_char {
 /// `model_dir` is NULL or a NUL-terminated path; `err` is NULL or valid for writes.
 #[no_mangle]
 pub unsafe extern "C" fn gp_model_load(model_dir: *const c_char, err: *mut *mut GpError) -> *mut GpModel {
-    gp_model_load_threads(model_dir, 0, err)
+    // SAFETY: the same arguments, under the same contract.
+    unsafe { gp_model_load_threads(model_dir, 0, err) }
 }
 
 /// Loads the model directory `model_dir` with `num_threads` worker threads (0 = one per logical
@@ -171,7 +172,8 @@ pub unsafe extern "C" fn gp_model_load_threads(
     err: *mut *mut GpError,
 ) -> *mut GpModel {
     let r = guard(|| {
-        let dir = c_path(model_dir, "model_dir")?;
+        // SAFETY: `model_dir` is NULL or a NUL-terminated path (the caller's contract).
+        let dir = unsafe { c_path(model_dir, "model_dir") }?;
         let predictor: Predictor<f32> = load_model(&dir)?;
         let workers = Workers::new(num_threads)?;
         let labels = predictor
@@ -188,7 +190,8 @@ pub unsafe extern "C" fn gp_model_load_threads(
             workspaces: Mutex::new(Vec::new()),
         })
     });
-    report(r, err).map_or(std::ptr::null_mut(), |m| Box::into_raw(Box::new(m)))
+    // SAFETY: `err` is NULL or valid for writes (the caller's contract).
+    unsafe { report(r, err) }.map_or(std::ptr::null_mut(), |m| Box::into_raw(Box::new(m)))
 }
 
 /// Frees a model (NULL: nothing happens). No call may be using it.
@@ -198,7 +201,11 @@ pub unsafe extern "C" fn gp_model_load_threads(
 #[no_mangle]
 pub unsafe extern "C" fn gp_model_free(model: *mut GpModel) {
     if !model.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(model))));
+        // SAFETY: every model handed to C is a `Box` turned into a raw pointer
+        // (`gp_model_load_threads`), and this one is not freed before nor in use (the caller's
+        // contract): it is taken back once. Its drop joins the worker threads; a panic there
+        // must not cross into C.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(model) })));
     }
 }
 
@@ -208,7 +215,8 @@ pub unsafe extern "C" fn gp_model_free(model: *mut GpModel) {
 /// `model` is NULL or a live model.
 #[no_mangle]
 pub unsafe extern "C" fn gp_model_num_labels(model: *const GpModel) -> usize {
-    model.as_ref().map_or(0, |m| m.labels.len())
+    // SAFETY: `model` is NULL (then None) or a live model (the caller's contract).
+    unsafe { model.as_ref() }.map_or(0, |m| m.labels.len())
 }
 
 /// The `i`-th label of the model (NUL-terminated, owned by the model: valid until
@@ -218,8 +226,8 @@ pub unsafe extern "C" fn gp_model_num_labels(model: *const GpModel) -> usize {
 /// `model` is NULL or a live model.
 #[no_mangle]
 pub unsafe extern "C" fn gp_model_label(model: *const GpModel, i: usize) -> *const c_char {
-    model
-        .as_ref()
+    // SAFETY: `model` is NULL (then None) or a live model (the caller's contract).
+    unsafe { model.as_ref() }
         .and_then(|m| m.labels.get(i))
         .map_or(std::ptr::null(), |l| l.as_ptr())
 }
@@ -231,7 +239,8 @@ pub unsafe extern "C" fn gp_model_label(model: *const GpModel, i: usize) -> *con
 /// `model` is NULL or a live model.
 #[no_mangle]
 pub unsafe extern "C" fn gp_model_max_len(model: *const GpModel) -> usize {
-    model.as_ref().map_or(0, |m| m.predictor.max_len())
+    // SAFETY: `model` is NULL (then None) or a live model (the caller's contract).
+    unsafe { model.as_ref() }.map_or(0, |m| m.predictor.max_len())
 }
 
 /// The number of worker threads of the model; 0 when `model` is NULL.
@@ -240,9 +249,8 @@ pub unsafe extern "C" fn gp_model_max_len(model: *const GpModel) -> usize {
 /// `model` is NULL or a live model.
 #[no_mangle]
 pub unsafe extern "C" fn gp_model_num_threads(model: *const GpModel) -> usize {
-    model
-        .as_ref()
-        .map_or(0, |m| m.workers.pool().current_num_threads())
+    // SAFETY: `model` is NULL (then None) or a live model (the caller's contract).
+    unsafe { model.as_ref() }.map_or(0, |m| m.workers.pool().current_num_threads())
 }
 
 /// The default options: threshold 0, the model's own output (`flat` false), 32 texts per
@@ -279,7 +287,10 @@ pub unsafe extern "C" fn gp_predict(
     out: *mut *mut GpEntities,
     err: *mut *mut GpError,
 ) -> c_int {
-    gp_predict_batch(model, &text, &text_len, 1, std::ptr::null(), out, err)
+    // SAFETY: `&text` and `&text_len` are arrays of one element, alive for the call, and the text
+    // is valid for reads of its length; `model`, `out` (one slot) and `err` are passed on under
+    // the caller's contract, which is `gp_predict_batch`'s for n = 1.
+    unsafe { gp_predict_batch(model, &text, &text_len, 1, std::ptr::null(), out, err) }
 }
 
 /// Finds the entities of `n` texts in one call (they are batched together: faster than `n` calls
@@ -309,7 +320,8 @@ pub unsafe extern "C" fn gp_predict_batch(
     err: *mut *mut GpError,
 ) -> c_int {
     let r = guard(|| {
-        let model = non_null(model, "model")?;
+        // SAFETY: `model` is NULL or a live model, which outlives the call (the caller's contract).
+        let model = unsafe { non_null(model, "model") }?;
         // `out` may point to uninitialised slots: only written, never read or referenced.
         not_null(out, "out")?;
         if n == 0 {
@@ -320,8 +332,12 @@ pub unsafe extern "C" fn gp_predict_batch(
         valid_len::<*const c_char>(n, "`n`")?;
         // SAFETY: both are arrays of `n` initialised elements (the caller's contract), not NULL,
         // and `n` elements fit in isize::MAX bytes (checked above).
-        let ptrs = std::slice::from_raw_parts(texts, n);
-        let lens = std::slice::from_raw_parts(text_lens, n);
+        let (ptrs, lens) = unsafe {
+            (
+                std::slice::from_raw_parts(texts, n),
+                std::slice::from_raw_parts(text_lens, n),
+            )
+        };
         let strs = ptrs
             .iter()
             .zip(lens)
@@ -332,22 +348,29 @@ pub unsafe extern "C" fn gp_predict_batch(
                 } else {
                     format!("texts[{i}]")
                 };
-                c_text(p, len, &name)
+                // SAFETY: text `i` is NULL or valid for reads of its length (the caller's
+                // contract), for the whole call.
+                unsafe { c_text(p, len, &name) }
             })
             .collect::<Res<Vec<&str>>>()?;
-        let preds = model.predict(&strs, &predict_options(opts.as_ref()))?;
+        // SAFETY: `opts` is NULL (then None) or valid (the caller's contract).
+        let opts = unsafe { opts.as_ref() };
+        let preds = model.predict(&strs, &predict_options(opts))?;
         Ok(strs
             .iter()
             .zip(&preds)
             .map(|(t, e)| to_c_entities(t, e, &model.labels))
             .collect())
     });
-    match report(r, err) {
+    // SAFETY: `err` is NULL or valid for writes (the caller's contract).
+    match unsafe { report(r, err) } {
         Some(lists) => {
             for (i, l) in lists.into_iter().enumerate() {
-                // SAFETY: `out` is not NULL (checked) and valid for writes of `n` pointers; the
-                // slot may be uninitialised, so it is written, not assigned through a reference.
-                out.add(i).write(Box::into_raw(Box::new(l)));
+                // SAFETY: success means `out` is not NULL (checked) and there is one list per
+                // text, i < n; `out` is valid for writes of `n` pointers (the caller's contract).
+                // The slot may be uninitialised, so it is written, not assigned through a
+                // reference.
+                unsafe { out.add(i).write(Box::into_raw(Box::new(l))) };
             }
             GP_OK
         }
@@ -355,8 +378,10 @@ pub unsafe extern "C" fn gp_predict_batch(
             // An `n` no array can have (the error says so) is no count of slots to write.
             if !out.is_null() && valid_len::<*mut GpEntities>(n, "`n`").is_ok() {
                 for i in 0..n {
-                    // SAFETY: as above (`n` slots valid for writes).
-                    out.add(i).write(std::ptr::null_mut());
+                    // SAFETY: `out` is not NULL, so valid for writes of `n` pointers (the
+                    // caller's contract), and `n` is a possible array length (checked), so
+                    // `out.add(i)` stays inside that array.
+                    unsafe { out.add(i).write(std::ptr::null_mut()) };
                 }
             }
             GP_ERR
@@ -370,7 +395,8 @@ pub unsafe extern "C" fn gp_predict_batch(
 /// `e` is NULL or a live `GpEntities`.
 #[no_mangle]
 pub unsafe extern "C" fn gp_entities_len(e: *const GpEntities) -> usize {
-    e.as_ref().map_or(0, |e| e.items.len())
+    // SAFETY: `e` is NULL (then None) or a live list (the caller's contract).
+    unsafe { e.as_ref() }.map_or(0, |e| e.items.len())
 }
 
 /// The `i`-th entity of `e` (valid until `gp_entities_free(e)`); NULL when `e` is NULL or
@@ -380,7 +406,8 @@ pub unsafe extern "C" fn gp_entities_len(e: *const GpEntities) -> usize {
 /// `e` is NULL or a live `GpEntities`.
 #[no_mangle]
 pub unsafe extern "C" fn gp_entities_get(e: *const GpEntities, i: usize) -> *const GpEntity {
-    e.as_ref()
+    // SAFETY: `e` is NULL (then None) or a live list (the caller's contract).
+    unsafe { e.as_ref() }
         .and_then(|e| e.items.get(i))
         .map_or(std::ptr::null(), |x| x as *const GpEntity)
 }
@@ -392,7 +419,10 @@ pub unsafe extern "C" fn gp_entities_get(e: *const GpEntities, i: usize) -> *con
 #[no_mangle]
 pub unsafe extern "C" fn gp_entities_free(e: *mut GpEntities) {
     if !e.is_null() {
-        drop(Box::from_raw(e));
+        // SAFETY: every list handed to C is a `Box` turned into a raw pointer
+        // (`gp_predict_batch`), and this one is not freed before (the caller's contract): it is
+        // taken back once.
+        drop(unsafe { Box::from_raw(e) });
     }
 }
 
