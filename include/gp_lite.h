@@ -100,9 +100,14 @@ typedef struct GpPredictOptions {
 // `type` is a NUL-terminated label (one of `gp_model_label`) owned by the `GpEntities` the
 // entity came from; it lives until that `GpEntities` is freed.
 typedef struct GpEntity {
+  // The byte offset of the entity's first byte in the text.
   size_t start;
+  // The byte offset just past its last byte.
   size_t end;
+  // The entity type (the label), NUL-terminated; `type` in C, `ty` in Rust (a keyword there).
   const char *type;
+  // The head's score of the span: a logit for the pointer heads, the smallest marginal
+  // probability of its tags for the CRF.
   double score;
 } GpEntity;
 

@@ -1,4 +1,5 @@
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 //! gp-lite: GlobalPointer named-entity recognition, a pure-Rust CPU trainer and runtime.
 //!

@@ -54,9 +54,14 @@ pub struct GpEntities {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct GpEntity {
+    /// The byte offset of the entity's first byte in the text.
     pub start: usize,
+    /// The byte offset just past its last byte.
     pub end: usize,
+    /// The entity type (the label), NUL-terminated; `type` in C, `ty` in Rust (a keyword there).
     pub ty: *const c_char,
+    /// The head's score of the span: a logit for the pointer heads, the smallest marginal
+    /// probability of its tags for the CRF.
     pub score: f64,
 }
 
