@@ -69,8 +69,9 @@ impl FreeList {
     /// # Safety
     /// `p` is a block of this list's class, aligned to ALIGN, owned by no one else from now on.
     unsafe fn push(&mut self, p: *mut u8) {
-        // SAFETY: the block is at least MIN_CACHED bytes, aligned, and ours.
-        (p as *mut usize).write(self.head);
+        // SAFETY: the block has at least MIN_CACHED bytes (more than a word) and is ALIGN-aligned
+        // (so aligned for usize), and no one else reads or writes it (the caller's contract).
+        unsafe { (p as *mut usize).write(self.head) };
         self.head = p as usize;
         self.len += 1;
     }
@@ -155,15 +156,20 @@ fn block_of_class(class: usize) -> usize {
 /// `zero_bytes <= block`.
 unsafe fn alloc_block(class: usize, block: usize, zero_bytes: usize) -> *mut u8 {
     if let Some(p) = take_cached(class, block) {
-        // SAFETY: the block has `block >= zero_bytes` bytes and is now the caller's.
-        std::ptr::write_bytes(p, 0, zero_bytes);
+        // SAFETY: the cached block has `block` bytes, `zero_bytes <= block` (the caller's
+        // contract), and it was taken off its free list, so it is ours alone.
+        unsafe { std::ptr::write_bytes(p, 0, zero_bytes) };
         return p;
     }
     evict_near(class, block);
-    if zero_bytes > 0 {
-        System.alloc_zeroed(block_layout(block))
-    } else {
-        System.alloc(block_layout(block))
+    // SAFETY: `block_layout` is a valid layout of nonzero size (a class's block is at least
+    // MIN_CACHED bytes).
+    unsafe {
+        if zero_bytes > 0 {
+            System.alloc_zeroed(block_layout(block))
+        } else {
+            System.alloc(block_layout(block))
+        }
     }
 }
 
@@ -179,42 +185,51 @@ fn cacheable(layout: &Layout) -> bool {
 unsafe impl GlobalAlloc for CachingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if !cacheable(&layout) {
-            return System.alloc(layout);
+            // SAFETY: `layout` has a nonzero size (GlobalAlloc::alloc's contract, passed on).
+            return unsafe { System.alloc(layout) };
         }
         let (class, block) = class_of(layout.size());
-        alloc_block(class, block, 0)
+        // SAFETY: nothing to clear (0 <= block).
+        unsafe { alloc_block(class, block, 0) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if !cacheable(&layout) {
-            return System.alloc_zeroed(layout);
+            // SAFETY: `layout` has a nonzero size (the caller's contract, passed on).
+            return unsafe { System.alloc_zeroed(layout) };
         }
         let (class, block) = class_of(layout.size());
-        alloc_block(class, block, layout.size())
+        // SAFETY: the request's size is at most its class's block (`class_of`).
+        unsafe { alloc_block(class, block, layout.size()) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if !cacheable(&layout) {
-            return System.dealloc(ptr, layout);
+            // SAFETY: a request that is not cacheable was served by System with this very
+            // layout (`alloc`, `alloc_zeroed`, `realloc` all hand such layouts to System).
+            return unsafe { System.dealloc(ptr, layout) };
         }
         let (class, block) = class_of(layout.size());
         if CACHED.fetch_add(block, Ordering::Relaxed) + block <= CACHE_LIMIT {
-            // SAFETY: `ptr` is a block of `class` (allocated for a layout of the same class),
-            // ALIGN-aligned, and the caller gives it up.
-            free_list(class).push(ptr);
+            // SAFETY: `ptr` was handed out for a layout of the same size, hence the same class:
+            // a block of `class`, ALIGN-aligned, which the caller gives up.
+            unsafe { free_list(class).push(ptr) };
             return;
         }
         CACHED.fetch_sub(block, Ordering::Relaxed);
-        System.dealloc(ptr, block_layout(block));
+        // SAFETY: every block of a cacheable request comes from System with its class's layout.
+        unsafe { System.dealloc(ptr, block_layout(block)) };
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: the caller guarantees that `new_size`, rounded up to `layout.align()`, does not
         // overflow isize (GlobalAlloc::realloc's contract), and the alignment is `layout`'s.
-        let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
         let keep = layout.size().min(new_size);
         match (cacheable(&layout), cacheable(&new_layout)) {
-            (false, false) => System.realloc(ptr, layout, new_size),
+            // SAFETY: a block System allocated with `layout` (see `dealloc`); `new_size` is
+            // nonzero and fits isize (the caller's contract, passed on).
+            (false, false) => unsafe { System.realloc(ptr, layout, new_size) },
             (true, true) => {
                 let ((class, block), (new_class, new_block)) = (class_of(layout.size()), class_of(new_size));
                 if class == new_class {
@@ -224,31 +239,47 @@ unsafe impl GlobalAlloc for CachingAlloc {
                 // is one, else the system may move it without copying. The block it grows out of
                 // goes back to the system: caching it would keep every size it passed through.
                 match take_cached(new_class, new_block) {
-                    Some(new) => {
+                    // SAFETY: `ptr` holds at least `keep` bytes (the old size) and `new` at least
+                    // `keep` (its block >= new_size); `new` came off a free list, so it is a
+                    // different block from `ptr`, which System allocated with its class's layout.
+                    Some(new) => unsafe {
                         std::ptr::copy_nonoverlapping(ptr, new, keep);
                         System.dealloc(ptr, block_layout(block));
                         new
-                    }
+                    },
                     None => {
                         evict_near(new_class, new_block);
-                        System.realloc(ptr, block_layout(block), new_block)
+                        // SAFETY: `ptr` is System's block of `block_layout(block)`; the new block
+                        // size is nonzero and at most CACHE_LIMIT, far below isize::MAX.
+                        unsafe { System.realloc(ptr, block_layout(block), new_block) }
                     }
                 }
             }
             // Out of the cached sizes, smaller or larger: a block of the system's.
             (true, false) => {
-                let new = System.alloc(new_layout);
+                // SAFETY: `new_layout` is valid (above) and of nonzero size (the caller's
+                // contract).
+                let new = unsafe { System.alloc(new_layout) };
                 if !new.is_null() {
-                    std::ptr::copy_nonoverlapping(ptr, new, keep);
-                    System.dealloc(ptr, block_layout(class_of(layout.size()).1));
+                    // SAFETY: both blocks hold at least `keep` bytes and are distinct (`new` is
+                    // fresh); `ptr` is System's block of its class's layout.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(ptr, new, keep);
+                        System.dealloc(ptr, block_layout(class_of(layout.size()).1));
+                    }
                 }
                 new
             }
             (false, true) => {
-                let new = self.alloc(new_layout);
+                // SAFETY: as in `(true, false)`.
+                let new = unsafe { self.alloc(new_layout) };
                 if !new.is_null() {
-                    std::ptr::copy_nonoverlapping(ptr, new, keep);
-                    System.dealloc(ptr, layout);
+                    // SAFETY: both blocks hold at least `keep` bytes and are distinct (`new` is
+                    // fresh); `ptr` was allocated by System with `layout` (not cacheable).
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(ptr, new, keep);
+                        System.dealloc(ptr, layout);
+                    }
                 }
                 new
             }
@@ -477,17 +508,25 @@ mod tests {
     /// # Safety
     /// `p` is valid for `size >= 16` bytes.
     unsafe fn put_tag(p: *mut u8, size: usize, tag: u64) {
-        (p as *mut u64).write_unaligned(tag);
-        (p.add(size - 8) as *mut u64).write_unaligned(tag);
+        // SAFETY: bytes 0..8 and size-8..size lie in the block (size >= 16, the caller's
+        // contract); unaligned writes need no alignment.
+        unsafe {
+            (p as *mut u64).write_unaligned(tag);
+            (p.add(size - 8) as *mut u64).write_unaligned(tag);
+        }
     }
 
     /// # Safety
     /// `p` is valid for `size >= 16` bytes, written by [`put_tag`].
     unsafe fn tags(p: *const u8, size: usize) -> (u64, u64) {
-        (
-            (p as *const u64).read_unaligned(),
-            (p.add(size - 8) as *const u64).read_unaligned(),
-        )
+        // SAFETY: bytes 0..8 and size-8..size lie in the block (size >= 16) and were written by
+        // `put_tag` (the caller's contract); unaligned reads need no alignment.
+        unsafe {
+            (
+                (p as *const u64).read_unaligned(),
+                (p.add(size - 8) as *const u64).read_unaligned(),
+            )
+        }
     }
 
     /// One stress thread: `ops` random operations on up to 12 live blocks, sizes drawn from every

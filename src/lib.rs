@@ -1,4 +1,5 @@
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 //! gp-lite: GlobalPointer named-entity recognition, a pure-Rust CPU trainer and runtime.
 //!
@@ -27,22 +28,15 @@ pub use predict::{PredEntity, PredictOptions, Predictor};
 pub use scalar::Scalar;
 pub use train::{train, Event, TrainError, TrainOptions, TrainingRecord};
 
-// Until its rewrite (issue 21) documents its unsafe: the lints above, off for this file.
-#[allow(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 pub mod alloc;
 pub mod batch;
-// Raw C pointers (issue 26): until their unsafe is documented, the lints above are off here.
 pub mod bench;
 pub mod bert;
-#[allow(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
-mod c_args;
 pub mod cpu;
 pub mod data;
 pub mod decode;
 pub mod evaluate;
 pub mod family;
-// Until its rewrite (issue 26) documents its unsafe: the lints above, off for this file.
-#[allow(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 pub mod ffi;
 #[cfg(test)]
 pub(crate) mod gradcheck;
@@ -68,7 +62,5 @@ pub mod tensor_io;
 pub mod tokenize;
 pub mod train;
 pub mod trainer;
-// Until its rewrite (issue 21) documents its unsafe: the lints above, off for this file.
-#[allow(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 pub mod valgrind;
 pub mod workers;

@@ -48,8 +48,14 @@ pub enum ModelDirError {
         /// The tokenizer's error.
         source: TokenizeError,
     },
-    /// The directory's files are readable but do not make a usable model: not a directory, no
-    /// labels, sizes out of limits or that disagree with each other.
+    /// The model path is missing or is not a directory.
+    #[error("{}: not a directory", path.display())]
+    NotADirectory {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The directory's files are readable but do not make a usable model: no labels, sizes out
+    /// of limits or that disagree with each other.
     #[error("{}: {what}", path.display())]
     Invalid {
         /// The file (or directory) at fault.
@@ -136,9 +142,8 @@ pub fn load_weights<T: Scalar>(path: &Path, model: &mut NerModel<T>) -> Result<(
 /// Loads a model directory for inference.
 pub fn load_model<T: Scalar>(dir: &Path) -> Result<Predictor<T>, ModelDirError> {
     if !dir.is_dir() {
-        return Err(ModelDirError::Invalid {
+        return Err(ModelDirError::NotADirectory {
             path: dir.to_path_buf(),
-            what: "not a directory".into(),
         });
     }
     let config = load_config(dir)?;

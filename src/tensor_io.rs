@@ -9,16 +9,28 @@ use std::path::{Path, PathBuf};
 /// Why stored tensors could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum TensorReadError {
+    /// The bytes are not a safetensors file (header or data malformed or truncated).
     #[error("not a safetensors file: {0}")]
     Format(#[source] safetensors::SafeTensorError),
+    /// A tensor the reader needs is not in the file; holds its name.
     #[error("tensor `{0}` is missing")]
     Missing(String),
+    /// A tensor is stored in a type that cannot be converted.
     #[error("tensor `{name}` has unsupported dtype {dtype:?}")]
-    Dtype { name: String, dtype: Dtype },
+    Dtype {
+        /// The tensor's name.
+        name: String,
+        /// Its storage type.
+        dtype: Dtype,
+    },
+    /// A tensor's shape is not the one expected.
     #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
     Shape {
+        /// The tensor's name.
         name: String,
+        /// The shape in the file.
         found: Vec<usize>,
+        /// The shape the reader needs.
         expected: Vec<usize>,
     },
 }
@@ -27,7 +39,9 @@ pub enum TensorReadError {
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {source}", path.display())]
 pub struct TensorFileError {
+    /// The safetensors file.
     pub path: PathBuf,
+    /// What failed.
     pub source: TensorReadError,
 }
 

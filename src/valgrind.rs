@@ -80,19 +80,25 @@ pub unsafe fn gemm_plain<T: Scalar>(
     for i in 0..m as isize {
         row.fill(T::zero());
         for p in 0..k as isize {
-            let aip = *a.offset(i * rsa + p * csa);
-            let bp = b.offset(p * rsb);
+            // SAFETY: i < m and p < k: element (i, p) of the `m x k` matrix `a`, and row p of
+            // the `k x n` matrix `b` (the caller's contract), so every offset stays inside them.
+            let (aip, bp) = unsafe { (*a.offset(i * rsa + p * csa), b.offset(p * rsb)) };
             for (j, r) in row.iter_mut().enumerate() {
-                *r += aip * *bp.offset(j as isize * csb);
+                // SAFETY: j < n: element (p, j) of `b`.
+                *r += aip * unsafe { *bp.offset(j as isize * csb) };
             }
         }
         for (j, &r) in row.iter().enumerate() {
-            let cij = c.offset(i * rsc + j as isize * csc);
-            *cij = if beta == T::zero() {
-                alpha * r
-            } else {
-                alpha * r + beta * *cij
-            };
+            // SAFETY: i < m and j < n: element (i, j) of the `m x n` matrix `c`, which aliases
+            // neither `a` nor `b`, so writing it changes no element read above.
+            unsafe {
+                let cij = c.offset(i * rsc + j as isize * csc);
+                *cij = if beta == T::zero() {
+                    alpha * r
+                } else {
+                    alpha * r + beta * *cij
+                };
+            }
         }
     }
 }

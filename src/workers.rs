@@ -3,6 +3,11 @@
 use crate::matmul::thread_pool_builder;
 use std::sync::{Arc, Mutex};
 
+/// The worker threads could not be started (the system refused a thread).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start worker threads: {0}")]
+pub struct WorkersError(#[from] rayon::ThreadPoolBuildError);
+
 /// A rayon pool whose threads are joined when it is dropped, so that no thread of gp-lite outlives
 /// `gp_model_free` (a host may unload the library afterwards; leak checkers see no live threads).
 pub struct Workers {
@@ -12,7 +17,7 @@ pub struct Workers {
 
 impl Workers {
     /// A pool of `num_threads` threads (0: one per logical core).
-    pub fn new(num_threads: usize) -> Result<Workers, String> {
+    pub fn new(num_threads: usize) -> Result<Workers, WorkersError> {
         let threads = Arc::new(Mutex::new(Vec::new()));
         let handles = threads.clone();
         let pool = thread_pool_builder(num_threads)
@@ -24,8 +29,7 @@ impl Workers {
                 handles.lock().unwrap_or_else(|p| p.into_inner()).push(h);
                 Ok(())
             })
-            .build()
-            .map_err(|e| format!("cannot start worker threads: {e}"))?;
+            .build()?;
         let threads = std::mem::take(&mut *threads.lock().unwrap_or_else(|p| p.into_inner()));
         Ok(Workers {
             pool: Some(pool),

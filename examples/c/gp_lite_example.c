@@ -78,7 +78,10 @@ int main(int argc, char **argv) {
     GpError *err = NULL;
     GpModel *model = gp_model_load(argv[1], &err);
     if (!model) {
-        fprintf(stderr, "error: %s\n", gp_error_message(err));
+        /* The code tells a file that could not be read (GP_ERR_IO) from one that is not a
+         * usable model (GP_ERR_MODEL); the message says which file and why. */
+        const char *kind = gp_error_code(err) == GP_ERR_IO ? "cannot read the model" : "error";
+        fprintf(stderr, "%s: %s\n", kind, gp_error_message(err));
         gp_error_free(err);
         return 1;
     }

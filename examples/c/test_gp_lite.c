@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "gp_lite.h"
 
@@ -39,15 +40,20 @@ static const char *TEXTS[] = {
 /* A threshold below every score: every valid span is an entity. */
 #define LOWEST (-1e300)
 
-/* Checks that `err` is set with a non-empty message containing `needle`, then frees it. */
-static void expect_error(GpError *err, const char *needle, const char *what) {
+/* Checks that `err` is set with code `code` and a non-empty message containing `needle`, then
+ * frees it. */
+static void expect_error(GpError *err, int code, const char *needle, const char *what) {
     const char *msg = gp_error_message(err);
     if (!msg || !*msg || (needle && !strstr(msg, needle))) {
         fprintf(stderr, "FAIL %s: error message \"%s\" does not contain \"%s\"\n", what,
                 msg ? msg : "(null)", needle ? needle : "");
         failures++;
+    } else if (gp_error_code(err) != code) {
+        fprintf(stderr, "FAIL %s: error code %d, expected %d (message \"%s\")\n", what,
+                gp_error_code(err), code, msg);
+        failures++;
     } else {
-        printf("ok %s: %s\n", what, msg);
+        printf("ok %s: code %d: %s\n", what, code, msg);
     }
     gp_error_free(err);
 }
@@ -138,38 +144,63 @@ static double threshold_for(const GpModel *m, size_t k) {
     return t;
 }
 
+/* A directory whose config.json is not JSON: a model directory that was read but is unusable. */
+static void test_bad_config(void) {
+    char dir[] = "/tmp/gp-lite-bad-config-XXXXXX";
+    if (!mkdtemp(dir)) {
+        fprintf(stderr, "FAIL cannot create a temporary directory\n");
+        failures++;
+        return;
+    }
+    char config[sizeof dir + 16];
+    snprintf(config, sizeof config, "%s/config.json", dir);
+    FILE *f = fopen(config, "w");
+    CHECK(f != NULL);
+    if (f) {
+        fputs("{\"labels\": [", f);
+        fclose(f);
+    }
+    GpError *err = NULL;
+    CHECK(gp_model_load(dir, &err) == NULL);
+    expect_error(err, GP_ERR_MODEL, "config.json", "malformed config.json");
+    unlink(config);
+    rmdir(dir);
+}
+
 static void test_load_errors(const char *corrupt_dir) {
     GpError *err = NULL;
     CHECK(gp_model_load("/nonexistent/gp-lite-model", &err) == NULL);
-    expect_error(err, "/nonexistent/gp-lite-model", "missing model directory");
+    expect_error(err, GP_ERR_IO, "/nonexistent/gp-lite-model", "missing model directory");
     err = NULL;
     CHECK(gp_model_load(corrupt_dir, &err) == NULL);
-    expect_error(err, "model.safetensors", "corrupt model.safetensors");
+    expect_error(err, GP_ERR_MODEL, "model.safetensors", "corrupt model.safetensors");
+    test_bad_config();
     /* err may be NULL: the failure is only in the return value. */
     CHECK(gp_model_load("/nonexistent/gp-lite-model", NULL) == NULL);
+    CHECK(gp_error_code(NULL) == GP_OK);
 }
 
 static void test_null_arguments(const GpModel *m) {
     GpError *err = NULL;
     GpEntities *e = (GpEntities *)&err; /* any non-NULL value: must be reset to NULL */
     CHECK(gp_model_load(NULL, &err) == NULL);
-    expect_error(err, "model_dir", "NULL model_dir");
+    expect_error(err, GP_ERR_ARGUMENT, "model_dir", "NULL model_dir");
     err = NULL;
     CHECK(gp_predict(NULL, "a", 1, &e, &err) == GP_ERR);
     CHECK(e == NULL);
-    expect_error(err, "model", "NULL model");
+    expect_error(err, GP_ERR_ARGUMENT, "model", "NULL model");
     err = NULL;
     CHECK(gp_predict(m, NULL, 0, &e, &err) == GP_ERR);
-    expect_error(err, "text", "NULL text");
+    expect_error(err, GP_ERR_ARGUMENT, "text", "NULL text");
     err = NULL;
     CHECK(gp_predict(m, "a", 1, NULL, &err) == GP_ERR);
-    expect_error(err, "out", "NULL out");
+    expect_error(err, GP_ERR_ARGUMENT, "out", "NULL out");
     CHECK(gp_predict(m, NULL, 0, &e, NULL) == GP_ERR);
     err = NULL;
     GpEntities *two[2]; /* `out` holds n pointers (AddressSanitizer caught this test passing one) */
     CHECK(gp_predict_batch(m, NULL, NULL, 2, NULL, two, &err) == GP_ERR);
     CHECK(two[0] == NULL && two[1] == NULL);
-    expect_error(err, "texts", "NULL texts");
+    expect_error(err, GP_ERR_ARGUMENT, "texts", "NULL texts");
     CHECK(gp_entities_len(NULL) == 0);
     CHECK(gp_entities_get(NULL, 0) == NULL);
     CHECK(gp_error_message(NULL) == NULL);
@@ -190,11 +221,11 @@ static void test_invalid_utf8(const GpModel *m) {
     GpError *err = NULL;
     CHECK(gp_predict(m, bad, 5, &e, &err) == GP_ERR);
     CHECK(e == NULL);
-    expect_error(err, "position 2", "invalid UTF-8");
+    expect_error(err, GP_ERR_INPUT, "position 2", "invalid UTF-8");
     /* A truncated multi-byte character at the end: 北 is e5 8c 97. */
     err = NULL;
     CHECK(gp_predict(m, "\xe5\x8c\x97\xe5\x8c", 5, &e, &err) == GP_ERR);
-    expect_error(err, "position 3", "truncated UTF-8");
+    expect_error(err, GP_ERR_INPUT, "position 3", "truncated UTF-8");
 }
 
 static void test_empty_and_unterminated(const GpModel *m) {
@@ -274,7 +305,7 @@ static void test_batch(const GpModel *m) {
     lens[2] = 1;
     CHECK(gp_predict_batch(m, texts, lens, NTEXTS, NULL, out, &err) == GP_ERR);
     for (size_t i = 0; i < NTEXTS; i++) CHECK(out[i] == NULL);
-    expect_error(err, "texts[2]", "batch with invalid UTF-8");
+    expect_error(err, GP_ERR_INPUT, "texts[2]", "batch with invalid UTF-8");
     CHECK(gp_predict_batch(m, texts, lens, 0, NULL, out, NULL) == GP_OK);
     printf("ok batch\n");
 }

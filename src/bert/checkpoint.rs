@@ -21,25 +21,49 @@ use std::path::{Path, PathBuf};
 /// Why a checkpoint could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
+    /// A file could not be read or written.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The safetensors file, or one of the tensors the model takes from it, could not be read.
     #[error(transparent)]
     Tensors(#[from] TensorFileError),
+    /// The file holds a float tensor the model has no parameter for (under a name it would
+    /// otherwise take).
     #[error("{path}: tensor `{tensor}` is not a parameter of this encoder")]
-    Unknown { tensor: String, path: PathBuf },
+    Unknown {
+        /// The tensor's name in the file.
+        tensor: String,
+        /// The safetensors file.
+        path: PathBuf,
+    },
+    /// The configuration does not make an encoder (see [`EncoderError`]).
     #[error("{path}: {source}")]
-    Encoder { path: PathBuf, source: EncoderError },
+    Encoder {
+        /// The config.json.
+        path: PathBuf,
+        /// Why the encoder cannot be built.
+        source: EncoderError,
+    },
     /// The configuration cannot be read, or names a family or setting gp-lite does not compute.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The configuration declares more parameters than the weights file has bytes for (checked
+    /// before anything is allocated).
     #[error(
         "{path}: the configuration declares at least {params} parameters, more than this file of {file_len} bytes can hold"
     )]
     TooLarge {
+        /// The weights file.
         path: PathBuf,
-        /// (u64, saturated: a u128 would double the size of every `Result` carrying this error)
+        /// A lower bound of the parameter count (u64, saturated: a u128 would double the size of
+        /// every `Result` carrying this error).
         params: u64,
+        /// The file's size in bytes.
         file_len: usize,
     },
 }

@@ -8,26 +8,42 @@ use thiserror::Error;
 /// Why a configuration could not be read or is not supported.
 #[derive(Debug, Error)]
 pub enum ConfigError {
+    /// The config.json could not be read.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The config.json does not parse as a BERT configuration.
     #[error("{}: malformed config: {source}", path.display())]
     Json {
+        /// The file.
         path: PathBuf,
+        /// serde_json's error.
         source: serde_json::Error,
     },
     /// `model_type` names no registered encoder family (`crate::family`).
     #[error("{origin}: field `model_type` = {model_type:?}: not an encoder family gp-lite computes (it loads {known})")]
     UnknownFamily {
+        /// The file the configuration came from.
         origin: String,
+        /// The `model_type` (or what stood for it) as declared.
         model_type: String,
+        /// The model types gp-lite loads, comma-separated.
         known: String,
     },
-    /// `origin` is the file the configuration came from (or `<in-memory config>`).
+    /// A field has a value the encoder does not support.
     #[error("{origin}: field `{field}` = {value}: {reason}")]
     Unsupported {
+        /// The file the configuration came from (or `<in-memory config>`).
         origin: String,
+        /// The field's HF name.
         field: &'static str,
+        /// Its value, as written.
         value: String,
+        /// Why it is not supported.
         reason: &'static str,
     },
 }
@@ -41,25 +57,38 @@ const IN_MEMORY: &str = "<in-memory config>";
 /// The encoder hyper-parameters (field names as in HF's config.json).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BertConfig {
+    /// Rows of the word-embedding table (token ids are below it).
     pub vocab_size: usize,
+    /// H: the width of every token's hidden vector.
     pub hidden_size: usize,
+    /// The number of transformer layers.
     pub num_hidden_layers: usize,
+    /// Attention heads per layer; each has `hidden_size / num_attention_heads` dimensions.
     pub num_attention_heads: usize,
+    /// The feed-forward block's inner width.
     pub intermediate_size: usize,
+    /// The feed-forward activation, one of [`SUPPORTED_ACTS`] (default `gelu`).
     #[serde(default = "default_act")]
     pub hidden_act: String,
+    /// Rows of the position-embedding table: the longest sequence, specials included (default 512).
     #[serde(default = "default_max_pos")]
     pub max_position_embeddings: usize,
+    /// Rows of the token-type (segment) table (default 2).
     #[serde(default = "default_type_vocab")]
     pub type_vocab_size: usize,
+    /// The epsilon of every layer norm (default 1e-12).
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
+    /// Dropout after the embeddings, attention output and feed-forward output (default 0.1).
     #[serde(default = "default_dropout")]
     pub hidden_dropout_prob: f64,
+    /// Dropout on the attention probabilities (default 0.1).
     #[serde(default = "default_dropout")]
     pub attention_probs_dropout_prob: f64,
+    /// Only `absolute` (learned position embeddings) is supported (the default).
     #[serde(default = "default_pos_type")]
     pub position_embedding_type: String,
+    /// The standard deviation of the normal initialisation from scratch (default 0.02).
     #[serde(default = "default_init_range")]
     pub initializer_range: f64,
     /// The encoder family (HF's `model_type`: bert, roberta, xlm-roberta, electra, distilbert);

@@ -14,21 +14,29 @@ use rand::Rng;
 /// `embeddings.*`: the sum of three lookups, normalised.
 #[derive(Clone, Debug)]
 pub struct BertEmbeddings<T> {
+    /// `word_embeddings`: `[vocab_size, E]`, a row a token id.
     pub word: Embedding<T>,
+    /// `position_embeddings`: `[max_position_embeddings, E]`, a row a position.
     pub position: Embedding<T>,
-    /// `None` where the family has no token types (DistilBERT)
+    /// `token_type_embeddings`: `[type_vocab_size, E]`, a row a segment; `None` where the family
+    /// has no token types (DistilBERT).
     pub token_type: Option<Embedding<T>>,
+    /// `LayerNorm` over the sum.
     pub layer_norm: LayerNorm<T>,
+    /// Dropout after the norm (`hidden_dropout_prob`).
     pub dropout: Dropout,
     /// Position id of a text's first token.
     pub position_offset: usize,
 }
 
+/// What the embeddings' backward needs.
 #[derive(Clone, Debug)]
 pub struct EmbeddingsCache<T> {
-    /// `[B*n, H]`: word + position + token type, the LayerNorm input
+    /// `[B*n, E]`: word + position + token type, the LayerNorm input
     pub sum: Array2<T>,
+    /// The LayerNorm's per-row statistics.
     pub stats: LayerNormCache<T>,
+    /// The dropout mask applied after the norm.
     pub drop: DropoutMask<T, Ix2>,
 }
 

@@ -20,24 +20,48 @@ use rand::Rng;
 /// Why an encoder cannot be built or run.
 #[derive(Debug, thiserror::Error)]
 pub enum EncoderError {
+    /// `hidden_act` is not a GELU the encoder implements; holds the name.
     #[error("hidden_act `{0}` is not supported (gelu, gelu_new, gelu_pytorch_tanh)")]
     Activation(String),
+    /// `position_embedding_type` is not `absolute`; holds the name.
     #[error("position_embedding_type `{0}` is not supported (absolute)")]
     PositionEmbedding(String),
+    /// The heads do not split the hidden size evenly.
     #[error("hidden_size {hidden} is not a multiple of num_attention_heads {heads}")]
-    Heads { hidden: usize, heads: usize },
+    Heads {
+        /// `hidden_size`.
+        hidden: usize,
+        /// `num_attention_heads`.
+        heads: usize,
+    },
+    /// A dropout probability outside `[0, 1)`; holds it.
     #[error("dropout probability {0} outside [0, 1)")]
     Dropout(f64),
+    /// A text has more tokens than there are positions.
     #[error("text {text} has {len} tokens, more than max_position_embeddings = {max}")]
-    TooLong { text: usize, len: usize, max: usize },
+    TooLong {
+        /// The text's index in the batch.
+        text: usize,
+        /// Its length in tokens.
+        len: usize,
+        /// `max_position_embeddings`.
+        max: usize,
+    },
+    /// The batch's arrays disagree in shape, or it is empty; holds what is wrong.
     #[error("bad encoder input: {0}")]
     Input(String),
+    /// A token or token-type id is outside its embedding table.
     #[error("text {text}, position {pos}: {what} id {id} is outside the table of {size}")]
     Id {
+        /// The text's index in the batch.
         text: usize,
+        /// The token's position in the text.
         pos: usize,
+        /// Which id (`token` or `token type`).
         what: &'static str,
+        /// The id.
         id: u32,
+        /// The table's number of rows.
         size: usize,
     },
 }
@@ -46,20 +70,24 @@ pub enum EncoderError {
 #[derive(Clone, Debug)]
 pub struct BertEncoder<T> {
     cfg: BertConfig,
+    /// Word, position and token-type embeddings, summed and layer-normed.
     pub embeddings: BertEmbeddings<T>,
     /// ELECTRA's `embeddings_project` (`E -> H`), where the tables are narrower than the layers
     pub project: Option<Linear<T>>,
+    /// The transformer layers, in order.
     pub layers: Vec<BertLayer<T>>,
 }
 
 /// What the encoder's backward needs.
 #[derive(Clone, Debug)]
 pub struct EncoderCache<T> {
+    /// What the embeddings' backward needs.
     pub embeddings: EmbeddingsCache<T>,
     /// the embeddings' output `[B*n, E]`, the projection's input (ELECTRA only)
     pub projected_from: Option<Array2<T>>,
     /// the input `[B*n, H]` of each layer
     pub layer_inputs: Vec<Array2<T>>,
+    /// What each layer's backward needs.
     pub layers: Vec<LayerCache<T>>,
 }
 
@@ -132,6 +160,7 @@ impl<T: Scalar> BertEncoder<T> {
         Ok(enc)
     }
 
+    /// The configuration the encoder was built from.
     pub fn config(&self) -> &BertConfig {
         &self.cfg
     }

@@ -12,6 +12,7 @@ pub struct EncoderInput {
 }
 
 impl EncoderInput {
+    /// The number of texts B.
     pub fn batch(&self) -> usize {
         self.input_ids.nrows()
     }

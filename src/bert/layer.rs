@@ -26,6 +26,7 @@ pub struct BertLayer<T> {
     pub ffn: FeedForward<T>,
     /// `output.LayerNorm`
     pub output_norm: LayerNorm<T>,
+    /// Dropout on both sublayers' outputs before their residual (`hidden_dropout_prob`).
     pub dropout: Dropout,
     /// dropout after the attention output projection (DistilBERT: none)
     pub attention_dropout: Dropout,
@@ -60,15 +61,21 @@ impl<T: Scalar> InferenceScratch<T> {
 /// Everything one layer's backward needs besides its input.
 #[derive(Clone, Debug)]
 pub struct LayerCache<T> {
+    /// What self-attention's backward needs.
     pub attention: AttentionCache<T>,
     /// `[B*n, H]`: attention context (input of `attention.output.dense`)
     pub context: Array2<T>,
+    /// The dropout mask on `attention.output.dense`'s output.
     pub attention_drop: DropoutMask<T, Ix2>,
+    /// The first residual + LayerNorm's statistics.
     pub attention_norm: ResidualNormCache<T>,
     /// `[B*n, H]`: LN(x + attention), the FFN input
     pub hidden: Array2<T>,
+    /// What the feed-forward block's backward needs.
     pub ffn: FeedForwardCache<T>,
+    /// The dropout mask on the feed-forward output.
     pub ffn_drop: DropoutMask<T, Ix2>,
+    /// The second residual + LayerNorm's statistics.
     pub output_norm: ResidualNormCache<T>,
 }
 
@@ -80,6 +87,8 @@ impl<T: Scalar> BertLayer<T> {
         self.ffn.prepack();
     }
 
+    /// A layer of `cfg`'s sizes, weights drawn from N(0, `initializer_range`²), biases 0,
+    /// norms at weight 1 and bias 0.
     pub fn new(cfg: &BertConfig, act: Gelu, rng: &mut impl Rng) -> Self {
         let (h, std, eps) = (cfg.hidden_size, cfg.initializer_range, cfg.layer_norm_eps);
         BertLayer {

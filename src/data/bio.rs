@@ -14,34 +14,25 @@
 //! is a single character, a space otherwise. Entity spans are character offsets into the text.
 
 use std::path::Path;
-use std::str::FromStr;
 
+use super::kind::{FormatKind, Sample, Verdict};
 use super::{DataError, Dataset, Entity, Example, Problem};
 use crate::tokenize::mostly_cjk;
 
-/// How the tokens of a sentence are joined into its text.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Join {
-    /// Decided from the file (see the module docs).
-    #[default]
-    Auto,
-    /// One space between tokens (words).
-    Space,
-    /// Nothing between tokens (characters of a text without spaces).
-    None,
-}
+pub use super::kind::Join;
 
-impl FromStr for Join {
-    type Err = DataError;
-
-    /// `auto`, `space` or `none`.
-    fn from_str(s: &str) -> Result<Join, DataError> {
-        match s {
-            "auto" => Ok(Join::Auto),
-            "space" => Ok(Join::Space),
-            "none" => Ok(Join::None),
-            _ => Err(DataError::UnknownJoin(s.to_string())),
-        }
+/// The column format: a file whose first line has two or more columns.
+pub fn kind() -> FormatKind {
+    FormatKind {
+        name: "conll",
+        aliases: &["bio"],
+        help: "column file (CoNLL-2003, People's Daily): a token a line, its BIO/IOB1/BIOES tag in \
+               the last column, a blank line between sentences",
+        sniff: |sample| match sample {
+            Sample::FirstLine(line) if line.split_whitespace().count() >= 2 => Verdict::Yes,
+            _ => Verdict::No,
+        },
+        read: parse_with,
     }
 }
 

@@ -4,7 +4,23 @@
 use std::path::Path;
 
 use super::json::{self, At, Span};
+use super::kind::{FormatKind, Sample, Verdict};
 use super::{DataError, Dataset, Example};
+
+/// CLUENER: JSON lines with a `label` field.
+pub fn kind() -> FormatKind {
+    FormatKind {
+        name: "cluener",
+        aliases: &[],
+        help: "CLUENER2020 JSON lines: {\"text\", \"label\": {TYPE: {MENTION: [[start, end]]}}}, \
+               character offsets, end inclusive",
+        sniff: |sample| match sample {
+            Sample::JsonLine(obj) if json::optional(obj, "label").is_some() => Verdict::Yes,
+            _ => Verdict::No,
+        },
+        read: |path, text, _| parse(path, text),
+    }
+}
 
 /// Reads a CLUENER file.
 pub fn read(path: &Path) -> Result<Dataset, DataError> {

@@ -7,7 +7,26 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use super::json::{self, At, Span};
+use super::kind::{FormatKind, Sample, Verdict};
 use super::{DataError, Dataset, Example, Problem};
+
+/// CMeEE: a JSON array, or JSON lines whose entities have `start_idx`.
+pub fn kind() -> FormatKind {
+    FormatKind {
+        name: "cmeee",
+        aliases: &[],
+        help: "CMeEE JSON array or lines: {\"text\", \"entities\": [{\"start_idx\", \"end_idx\", \
+               \"type\"}]}, character offsets, end inclusive",
+        sniff: |sample| match sample {
+            Sample::FirstLine(line) if line.starts_with('[') => Verdict::Yes,
+            Sample::JsonLine(obj) if json::first_entity(obj).is_some_and(|e| e.contains_key("start_idx")) => {
+                Verdict::Yes
+            }
+            _ => Verdict::No,
+        },
+        read: |path, text, _| parse(path, text),
+    }
+}
 
 /// Reads a CMeEE file.
 pub fn read(path: &Path) -> Result<Dataset, DataError> {

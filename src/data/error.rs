@@ -26,8 +26,13 @@ pub enum DataError {
         source: std::io::Error,
     },
     /// A data format name parsed with `FromStr` is none of the known ones; holds the name given.
-    #[error("unknown data format `{0}` (expected cluener, cmeee, conll, bio, jsonl or gp)")]
-    UnknownFormat(String),
+    #[error("unknown data format `{name}` (expected {known})")]
+    UnknownFormat {
+        /// The name given.
+        name: String,
+        /// The registered names and aliases, as a list for a person.
+        known: String,
+    },
     /// A column-join name parsed with `FromStr` is not `auto`, `space` or `none`; holds the name.
     #[error("unknown column join `{0}` (expected auto, space or none)")]
     UnknownJoin(String),

@@ -47,6 +47,11 @@ pub(super) fn parse_object_line(at: At, line: &str) -> Result<Map<String, Value>
     }
 }
 
+/// The first entity of a JSON line's `entities` list, when it is an object (for sniffers).
+pub(super) fn first_entity(obj: &Map<String, Value>) -> Option<&Map<String, Value>> {
+    optional(obj, "entities")?.as_array()?.first()?.as_object()
+}
+
 /// A required field.
 pub(super) fn field<'v>(
     at: At,

@@ -4,7 +4,27 @@
 use std::path::Path;
 
 use super::json::{self, At, Span};
+use super::kind::{FormatKind, Sample, Verdict};
 use super::{DataError, Dataset, Example};
+
+/// gp-lite's JSON lines: entities with `start`; also any JSON-lines file whose lines do not
+/// decide (no line has a label or an entity), which every JSON-lines reader reads the same.
+pub fn kind() -> FormatKind {
+    FormatKind {
+        name: "jsonl",
+        aliases: &["gp"],
+        help: "gp-lite JSON lines: {\"text\", \"entities\": [{\"start\", \"end\", \"type\"}]}, \
+               character offsets, end exclusive",
+        sniff: |sample| match sample {
+            Sample::JsonLine(obj) => match json::first_entity(obj) {
+                Some(e) if e.contains_key("start") => Verdict::Yes,
+                _ => Verdict::Maybe,
+            },
+            Sample::FirstLine(_) => Verdict::No,
+        },
+        read: |path, text, _| parse(path, text),
+    }
+}
 
 /// Reads a gp-lite JSON-lines file.
 pub fn read(path: &Path) -> Result<Dataset, DataError> {

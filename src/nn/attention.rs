@@ -22,9 +22,13 @@ use rayon::prelude::*;
 /// The query, key and value projections of `attention.self`.
 #[derive(Clone, Debug)]
 pub struct SelfAttention<T> {
+    /// `query`: H -> H (the heads' queries side by side).
     pub query: Linear<T>,
+    /// `key`: H -> H.
     pub key: Linear<T>,
+    /// `value`: H -> H.
     pub value: Linear<T>,
+    /// The number of heads; each attends over `H / num_heads` dimensions.
     pub num_heads: usize,
     /// Dropout on the attention probabilities.
     pub dropout: Dropout,
@@ -37,9 +41,11 @@ pub struct SelfAttention<T> {
 /// What the backward needs.
 #[derive(Clone, Debug)]
 pub struct AttentionCache<T> {
-    /// `[B*n, H]` each
+    /// `[B*n, H]`: the queries.
     pub q: Array2<T>,
+    /// `[B*n, H]`: the keys.
     pub k: Array2<T>,
+    /// `[B*n, H]`: the values.
     pub v: Array2<T>,
     /// `[B, heads, n, n]`: softmax output before dropout (0 outside the real block)
     pub probs: Array4<T>,
@@ -93,6 +99,8 @@ impl<T: Scalar> SelfAttention<T> {
         }
     }
 
+    /// `num_heads` heads over `hidden` dimensions (which they must divide), weights drawn from
+    /// N(0, std²), biases 0, dropout `dropout` on the attention probabilities.
     pub fn new(hidden: usize, num_heads: usize, dropout: f64, std: f64, rng: &mut impl Rng) -> Self {
         assert_eq!(hidden % num_heads, 0, "hidden size must divide into heads");
         SelfAttention {
@@ -105,10 +113,12 @@ impl<T: Scalar> SelfAttention<T> {
         }
     }
 
+    /// The hidden size H.
     pub fn hidden(&self) -> usize {
         self.query.out_features()
     }
 
+    /// Dimensions per head, `H / num_heads`.
     pub fn head_dim(&self) -> usize {
         self.hidden() / self.num_heads
     }

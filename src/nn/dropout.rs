@@ -8,6 +8,7 @@ use rand::Rng;
 /// Dropout with drop probability `p`.
 #[derive(Clone, Copy, Debug)]
 pub struct Dropout {
+    /// The probability that an element is dropped, in `[0, 1)`.
     pub p: f64,
 }
 
@@ -28,6 +29,7 @@ fn splitmix64(state: &mut u64) -> u64 {
 }
 
 impl Dropout {
+    /// Dropout with probability `p`; panics outside `[0, 1)`.
     pub fn new(p: f64) -> Self {
         assert!((0.0..1.0).contains(&p), "dropout probability {p} outside [0, 1)");
         Dropout { p }

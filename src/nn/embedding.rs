@@ -29,10 +29,12 @@ impl<T: Scalar> Embedding<T> {
         }
     }
 
+    /// Rows of the table (ids are below it).
     pub fn vocab(&self) -> usize {
         self.weight.value.nrows()
     }
 
+    /// The width of a row.
     pub fn dim(&self) -> usize {
         self.weight.value.ncols()
     }

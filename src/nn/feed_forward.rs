@@ -9,12 +9,14 @@ use crate::scalar::Scalar;
 use ndarray::{Array2, ArrayView2, ArrayViewD, ArrayViewMut2};
 use rand::Rng;
 
+/// `y = W2 GELU(W1 x + b1) + b2` over rows `[N, H]`, inner width F.
 #[derive(Clone, Debug)]
 pub struct FeedForward<T> {
     /// `intermediate.dense`: H -> F
     pub intermediate: Linear<T>,
     /// `output.dense`: F -> H
     pub output: Linear<T>,
+    /// The GELU variant (erf or tanh form, from `hidden_act`).
     pub act: Gelu,
 }
 
@@ -34,6 +36,7 @@ impl<T: Scalar> FeedForward<T> {
         self.output.prepack();
     }
 
+    /// H = `hidden`, F = `inner`; weights drawn from N(0, std²), biases 0.
     pub fn new(hidden: usize, inner: usize, act: Gelu, std: f64, rng: &mut impl Rng) -> Self {
         FeedForward {
             intermediate: Linear::new(hidden, inner, std, rng),

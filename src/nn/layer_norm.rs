@@ -13,6 +13,7 @@ pub struct LayerNorm<T> {
     pub weight: Param1<T>,
     /// `[H]`
     pub bias: Param1<T>,
+    /// Added to the variance: `y = (x - mean) / sqrt(var + eps) * weight + bias`.
     pub eps: f64,
 }
 
@@ -30,6 +31,7 @@ pub struct LayerNormCache<T> {
 pub struct ResidualNormCache<T> {
     /// `[N, H]`: x + s
     pub sum: Array2<T>,
+    /// The per-row statistics of `sum`.
     pub stats: LayerNormCache<T>,
 }
 
@@ -213,6 +215,7 @@ impl<T: Scalar> LayerNorm<T> {
         LayerNorm::from_arrays(Array1::ones(dim), Array1::zeros(dim), eps)
     }
 
+    /// Wraps a given weight and bias `[H]` (equal lengths).
     pub fn from_arrays(weight: Array1<T>, bias: Array1<T>, eps: f64) -> Self {
         assert_eq!(
             weight.len(),
@@ -226,6 +229,7 @@ impl<T: Scalar> LayerNorm<T> {
         }
     }
 
+    /// The normalised width H.
     pub fn dim(&self) -> usize {
         self.weight.len()
     }

@@ -71,10 +71,12 @@ impl<T: Scalar> Linear<T> {
         y.ncols() == 1 || y.strides()[1] == 1
     }
 
+    /// The input width (`in`).
     pub fn in_features(&self) -> usize {
         self.weight.value.ncols()
     }
 
+    /// The output width (`out`).
     pub fn out_features(&self) -> usize {
         self.weight.value.nrows()
     }

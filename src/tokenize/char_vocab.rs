@@ -8,9 +8,13 @@ use super::encoding::Encoding;
 use super::error::TokenizeError;
 use super::tokenizer::{TextTokenizer, Tokenizer, TokenizerKind};
 
+/// The id of `[PAD]` (padding).
 pub const PAD: u32 = 0;
+/// The id of `[UNK]` (a character outside the vocabulary).
 pub const UNK: u32 = 1;
+/// The id of `[CLS]` (before every text).
 pub const CLS: u32 = 2;
+/// The id of `[SEP]` (after every text).
 pub const SEP: u32 = 3;
 /// The special tokens, in id order.
 pub const SPECIALS: [&str; 4] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"];

@@ -3,8 +3,8 @@
 //! include/gp_lite.h, and runs them:
 //! - the example's entities (byte offsets) equal those of `gp-lite predict` (character offsets),
 //!   long texts (windows) included;
-//! - the C test program passes (load errors, NULL arguments, invalid UTF-8, empty and long texts,
-//!   batches, 4 threads on one model);
+//! - the C test program passes (load errors and the code of each error, NULL arguments, invalid UTF-8,
+//!   empty and long texts, batches, 4 threads on one model);
 //! - the C test program runs clean under valgrind (no invalid accesses, no leaks). Without
 //!   valgrind that test prints SKIPPED; with GP_LITE_REQUIRE_VALGRIND=1 (set by .ci/run) it fails;
 //! - the C test program built with AddressSanitizer runs clean. Where `cc` cannot build with
@@ -446,9 +446,11 @@ fn lengths_at_the_edges_through_the_c_entry_points() {
     // SAFETY: the calls follow the header's contract: a live model, texts valid for their
     // lengths (or length 0), out-slots valid for writes; every list and error is freed.
     unsafe {
+        // The message of an error of the caller's (`GP_ERR_ARGUMENT`).
         let message = |e: *mut GpError| -> String {
             assert!(!e.is_null(), "no error was set");
             let m = CStr::from_ptr(gp_error_message(e)).to_str().unwrap().to_string();
+            assert_eq!(gp_error_code(e), GP_ERR_ARGUMENT, "{m}");
             gp_error_free(e);
             m
         };

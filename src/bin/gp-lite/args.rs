@@ -30,8 +30,8 @@ pub enum JoinArg {
 /// Column-file and format options shared by train and eval.
 #[derive(Args)]
 pub struct DataArgs {
-    /// Data format: cluener, cmeee, conll (bio), jsonl (gp) [default: detected from the content].
-    #[arg(long)]
+    /// Data format [default: detected from the content].
+    #[arg(long, help = format_help(false), long_help = format_help(true))]
     pub format: Option<String>,
     /// How a column file's tokens are joined into the sentence text.
     #[arg(long, value_enum, default_value = "auto")]
@@ -92,6 +92,29 @@ pub fn window_len(s: &str) -> Result<usize, String> {
         Ok(_) => Err("a window holds [CLS], [SEP] and at least one token: 3 or more".into()),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// `--format`'s help from the data-format registry: the names (aliases in parentheses), and
+/// with `long` each format's help line. (The value is parsed by `Format::from_str`, which takes
+/// any case and whose error lists the names.)
+fn format_help(long: bool) -> String {
+    let name = |k: &gp_lite::data::FormatKind| match k.aliases {
+        [] => k.name.to_string(),
+        aliases => format!("{} ({})", k.name, aliases.join(", ")),
+    };
+    let kinds: Vec<_> = Format::ALL.iter().map(|f| f.kind()).collect();
+    if !long {
+        let names: Vec<String> = kinds.iter().map(name).collect();
+        return format!(
+            "Data format: {} [default: detected from the content]",
+            names.join(", ")
+        );
+    }
+    let mut help = "Data format [default: detected from the content]\n\nPossible values:".to_string();
+    for k in &kinds {
+        help.push_str(&format!("\n  - {}: {}", name(k), k.help));
+    }
+    help
 }
 
 /// `--format`, parsed.

@@ -1,24 +1,30 @@
 //! The C interface: load a model directory and extract entities from UTF-8 text.
 //!
-//! include/gp_lite.h is generated from this file by cbindgen (tests/it/header.rs checks that the
-//! committed header is current; `GP_LITE_BLESS=1 cargo test --release --test it header::` rewrites it).
+//! include/gp_lite.h is generated from this file and `error.rs` by cbindgen (tests/it/header.rs
+//! checks that the committed header is current; `GP_LITE_BLESS=1 cargo test --release --test it
+//! header::` rewrites it); `args.rs` reads the arguments.
 //! Every entry point catches panics and turns them into errors; NULL arguments are errors; freeing
-//! NULL is a no-op. Offsets handed to C are byte offsets into the caller's text.
+//! NULL is a no-op. Offsets handed to C are byte offsets into the caller's text. An error carries
+//! a code (`gp_error_code`: the kind of failure, from the typed Rust error, see `error.rs`) and
+//! a message.
 
-use crate::c_args::{c_path, c_text, non_null, not_null, valid_len};
+mod args;
+mod error;
+
 use crate::decode::{DecodeMode, DEFAULT_THRESHOLD};
 use crate::infer::Workspace;
 use crate::model_dir::load_model;
 use crate::predict::{PredEntity, PredictOptions, Predictor};
 use crate::workers::Workers;
+use args::{c_path, c_text, non_null, not_null, valid_len};
+use error::{c_string, guard, report, Res};
+pub use error::{
+    gp_error_code, gp_error_free, gp_error_message, GpError, GP_ERR, GP_ERR_ARGUMENT, GP_ERR_INPUT,
+    GP_ERR_IO, GP_ERR_MODEL, GP_ERR_PANIC, GP_ERR_SYSTEM, GP_OK,
+};
 use std::ffi::{c_char, c_int, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
-
-/// Returned by functions that return `int` when they succeed.
-pub const GP_OK: c_int = 0;
-/// Returned by functions that return `int` when they fail (the error is in `*err`).
-pub const GP_ERR: c_int = 1;
 
 /// A loaded model: weights, tokenizer, labels and a pool of worker threads.
 ///
@@ -40,11 +46,6 @@ pub struct GpEntities {
     _types: Vec<CString>,
 }
 
-/// An error: a message to show to a person. Free it with `gp_error_free`.
-pub struct GpError {
-    message: CString,
-}
-
 /// One entity: the bytes `[start, end)` of the text, its type and its score.
 ///
 /// `type` is a NUL-terminated label (one of `gp_model_label`) owned by the `GpEntities` the
@@ -53,9 +54,14 @@ pub struct GpError {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct GpEntity {
+    /// The byte offset of the entity's first byte in the text.
     pub start: usize,
+    /// The byte offset just past its last byte.
     pub end: usize,
+    /// The entity type (the label), NUL-terminated; `type` in C, `ty` in Rust (a keyword there).
     pub ty: *const c_char,
+    /// The head's score of the span: a logit for the pointer heads, the smallest marginal
+    /// probability of its tags for the CRF.
     pub score: f64,
 }
 
@@ -71,53 +77,6 @@ pub struct GpPredictOptions {
     pub flat: bool,
     /// Texts (or windows of long texts) per forward pass; 0 means the default (32).
     pub batch_size: usize,
-}
-
-type Res<T> = Result<T, String>;
-
-/// Runs `body`, turning a panic into an error message.
-fn guard<T>(body: impl FnOnce() -> Res<T>) -> Res<T> {
-    match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(r) => r,
-        Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(format!("internal error (panic): {what}"))
-        }
-    }
-}
-
-/// A C string of `s`, with any NUL bytes replaced (they cannot appear in a C string).
-fn c_string(s: &str) -> CString {
-    CString::new(s.replace('\0', "\u{FFFD}")).expect("NUL bytes were replaced")
-}
-
-/// Stores the outcome in `*err` (when `err` is not NULL): NULL on success, a new error otherwise.
-///
-/// # Safety
-/// `err` is NULL or valid for writes.
-unsafe fn report<T>(r: Res<T>, err: *mut *mut GpError) -> Option<T> {
-    let (value, error) = match r {
-        Ok(v) => (Some(v), std::ptr::null_mut()),
-        Err(message) => (
-            None,
-            Box::into_raw(Box::new(GpError {
-                message: c_string(&message),
-            })),
-        ),
-    };
-    if err.is_null() {
-        if !error.is_null() {
-            drop(Box::from_raw(error));
-        }
-    } else {
-        // SAFETY: `err` is valid for writes; `*err` may be uninitialised, so it is not read.
-        err.write(error);
-    }
-    value
 }
 
 /// `PredictOptions` of C options (NULL = defaults).
@@ -146,8 +105,7 @@ impl GpModel {
         let preds = self
             .workers
             .pool()
-            .install(|| self.predictor.predict(texts, opts, &mut ws))
-            .map_err(|e| e.to_string())?;
+            .install(|| self.predictor.predict(texts, opts, &mut ws))?;
         self.workspaces.lock().unwrap_or_else(|p| p.into_inner()).push(ws);
         Ok(preds)
     }
@@ -191,20 +149,24 @@ pub extern "C" fn gp_version() -> *const c_char {
 /// per logical core. Same as `gp_model_load_threads(model_dir, 0, err)`.
 ///
 /// Returns NULL on failure and sets `*err` (when `err` is not NULL; free it with
-/// `gp_error_free`). On success `*err` is set to NULL. Free the model with `gp_model_free`.
+/// `gp_error_free`): `gp_error_code` gives `GP_ERR_IO` (a file or directory missing or
+/// unreadable), `GP_ERR_MODEL` (files that do not make a usable model), `GP_ERR_ARGUMENT` (NULL
+/// `model_dir`), `GP_ERR_SYSTEM` or `GP_ERR_PANIC`. On success `*err` is set to NULL. Free the
+/// model with `gp_model_free`.
 ///
 /// # Safety
 /// `model_dir` is NULL or a NUL-terminated path; `err` is NULL or valid for writes.
 #[no_mangle]
 pub unsafe extern "C" fn gp_model_load(model_dir: *const c_char, err: *mut *mut GpError) -> *mut GpModel {
-    gp_model_load_threads(model_dir, 0, err)
+    // SAFETY: the same arguments, under the same contract.
+    unsafe { gp_model_load_threads(model_dir, 0, err) }
 }
 
 /// Loads the model directory `model_dir` with `num_threads` worker threads (0 = one per logical
 /// core). Every prediction on this model runs on these threads: concurrent calls share them.
 ///
-/// Returns NULL on failure and sets `*err` (when `err` is not NULL). On success `*err` is set to
-/// NULL. Free the model with `gp_model_free`.
+/// Returns NULL on failure and sets `*err` (when `err` is not NULL; codes as for
+/// `gp_model_load`). On success `*err` is set to NULL. Free the model with `gp_model_free`.
 ///
 /// # Safety
 /// `model_dir` is NULL or a NUL-terminated path; `err` is NULL or valid for writes.
@@ -215,8 +177,9 @@ pub unsafe extern "C" fn gp_model_load_threads(
     err: *mut *mut GpError,
 ) -> *mut GpModel {
     let r = guard(|| {
-        let dir = c_path(model_dir, "model_dir")?;
-        let predictor: Predictor<f32> = load_model(&dir).map_err(|e| e.to_string())?;
+        // SAFETY: `model_dir` is NULL or a NUL-terminated path (the caller's contract).
+        let dir = unsafe { c_path(model_dir, "model_dir") }?;
+        let predictor: Predictor<f32> = load_model(&dir)?;
         let workers = Workers::new(num_threads)?;
         let labels = predictor
             .model
@@ -232,7 +195,8 @@ pub unsafe extern "C" fn gp_model_load_threads(
             workspaces: Mutex::new(Vec::new()),
         })
     });
-    report(r, err).map_or(std::ptr::null_mut(), |m| Box::into_raw(Box::new(m)))
+    // SAFETY: `err` is NULL or valid for writes (the caller's contract).
+    unsafe { report(r, err) }.map_or(std::ptr::null_mut(), |m| Box::into_raw(Box::new(m)))
 }
 
 /// Frees a model (NULL: nothing happens). No call may be using it.
@@ -242,7 +206,11 @@ pub unsafe extern "C" fn gp_model_load_threads(
 #[no_mangle]
 pub unsafe extern "C" fn gp_model_free(model: *mut GpModel) {
     if !model.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(model))));
+        // SAFETY: every model handed to C is a `Box` turned into a raw pointer
+        // (`gp_model_load_threads`), and this one is not freed before nor in use (the caller's
+        // contract): it is taken back once. Its drop joins the worker threads; a panic there
+        // must not cross into C.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(model) })));
     }
 }
 
@@ -252,7 +220,8 @@ pub unsafe extern "C" fn gp_model_free(model: *mut GpModel) {
 /// `model` is NULL or a live model.
 #[no_mangle]
 pub unsafe extern "C" fn gp_model_num_labels(model: *const GpModel) -> usize {
-    model.as_ref().map_or(0, |m| m.labels.len())
+    // SAFETY: `model` is NULL (then None) or a live model (the caller's contract).
+    unsafe { model.as_ref() }.map_or(0, |m| m.labels.len())
 }
 
 /// The `i`-th label of the model (NUL-terminated, owned by the model: valid until
@@ -262,8 +231,8 @@ pub unsafe extern "C" fn gp_model_num_labels(model: *const GpModel) -> usize {
 /// `model` is NULL or a live model.
 #[no_mangle]
 pub unsafe extern "C" fn gp_model_label(model: *const GpModel, i: usize) -> *const c_char {
-    model
-        .as_ref()
+    // SAFETY: `model` is NULL (then None) or a live model (the caller's contract).
+    unsafe { model.as_ref() }
         .and_then(|m| m.labels.get(i))
         .map_or(std::ptr::null(), |l| l.as_ptr())
 }
@@ -275,7 +244,8 @@ pub unsafe extern "C" fn gp_model_label(model: *const GpModel, i: usize) -> *con
 /// `model` is NULL or a live model.
 #[no_mangle]
 pub unsafe extern "C" fn gp_model_max_len(model: *const GpModel) -> usize {
-    model.as_ref().map_or(0, |m| m.predictor.max_len())
+    // SAFETY: `model` is NULL (then None) or a live model (the caller's contract).
+    unsafe { model.as_ref() }.map_or(0, |m| m.predictor.max_len())
 }
 
 /// The number of worker threads of the model; 0 when `model` is NULL.
@@ -284,9 +254,8 @@ pub unsafe extern "C" fn gp_model_max_len(model: *const GpModel) -> usize {
 /// `model` is NULL or a live model.
 #[no_mangle]
 pub unsafe extern "C" fn gp_model_num_threads(model: *const GpModel) -> usize {
-    model
-        .as_ref()
-        .map_or(0, |m| m.workers.pool().current_num_threads())
+    // SAFETY: `model` is NULL (then None) or a live model (the caller's contract).
+    unsafe { model.as_ref() }.map_or(0, |m| m.workers.pool().current_num_threads())
 }
 
 /// The default options: threshold 0, the model's own output (`flat` false), 32 texts per
@@ -305,7 +274,9 @@ pub extern "C" fn gp_predict_options_default() -> GpPredictOptions {
 ///
 /// Returns `GP_OK` and sets `*out` (free it with `gp_entities_free`; an empty text gives an
 /// empty list), or returns `GP_ERR`, sets `*out` to NULL (when `out` is not NULL) and `*err`
-/// (when `err` is not NULL). Invalid UTF-8 is an error whose message gives the byte position.
+/// (when `err` is not NULL), whose `gp_error_code` is `GP_ERR_ARGUMENT` (a NULL argument, an
+/// impossible length), `GP_ERR_INPUT` (invalid UTF-8: the message gives the byte position),
+/// `GP_ERR_MODEL` (the model cannot run the text) or `GP_ERR_PANIC`.
 /// `text_len` 0 is the empty text whatever non-NULL `text` points to (it is not read); a
 /// `text_len` above `PTRDIFF_MAX` (such as `(size_t)-1`) is an error. Safe to call from many
 /// threads at once on the same model.
@@ -321,7 +292,10 @@ pub unsafe extern "C" fn gp_predict(
     out: *mut *mut GpEntities,
     err: *mut *mut GpError,
 ) -> c_int {
-    gp_predict_batch(model, &text, &text_len, 1, std::ptr::null(), out, err)
+    // SAFETY: `&text` and `&text_len` are arrays of one element, alive for the call, and the text
+    // is valid for reads of its length; `model`, `out` (one slot) and `err` are passed on under
+    // the caller's contract, which is `gp_predict_batch`'s for n = 1.
+    unsafe { gp_predict_batch(model, &text, &text_len, 1, std::ptr::null(), out, err) }
 }
 
 /// Finds the entities of `n` texts in one call (they are batched together: faster than `n` calls
@@ -329,9 +303,10 @@ pub unsafe extern "C" fn gp_predict(
 /// `opts` may be NULL (the defaults).
 ///
 /// Returns `GP_OK` and sets `out[0..n]` (free each with `gp_entities_free`), or returns `GP_ERR`,
-/// sets every `out[i]` to NULL (when `out` is not NULL) and `*err` (when `err` is not NULL).
-/// `n = 0` succeeds and writes nothing. Lengths are as in `gp_predict`; an `n` no array can
-/// have (more than `PTRDIFF_MAX` bytes of pointers) is an error and writes nothing to `out`.
+/// sets every `out[i]` to NULL (when `out` is not NULL) and `*err` (when `err` is not NULL; codes
+/// as for `gp_predict`, the message naming the text at fault). `n = 0` succeeds and writes
+/// nothing. Lengths are as in `gp_predict`; an `n` no array can have (more than `PTRDIFF_MAX`
+/// bytes of pointers) is an error and writes nothing to `out`.
 /// Safe to call from many threads at once on the same model.
 ///
 /// # Safety
@@ -350,7 +325,8 @@ pub unsafe extern "C" fn gp_predict_batch(
     err: *mut *mut GpError,
 ) -> c_int {
     let r = guard(|| {
-        let model = non_null(model, "model")?;
+        // SAFETY: `model` is NULL or a live model, which outlives the call (the caller's contract).
+        let model = unsafe { non_null(model, "model") }?;
         // `out` may point to uninitialised slots: only written, never read or referenced.
         not_null(out, "out")?;
         if n == 0 {
@@ -361,8 +337,12 @@ pub unsafe extern "C" fn gp_predict_batch(
         valid_len::<*const c_char>(n, "`n`")?;
         // SAFETY: both are arrays of `n` initialised elements (the caller's contract), not NULL,
         // and `n` elements fit in isize::MAX bytes (checked above).
-        let ptrs = std::slice::from_raw_parts(texts, n);
-        let lens = std::slice::from_raw_parts(text_lens, n);
+        let (ptrs, lens) = unsafe {
+            (
+                std::slice::from_raw_parts(texts, n),
+                std::slice::from_raw_parts(text_lens, n),
+            )
+        };
         let strs = ptrs
             .iter()
             .zip(lens)
@@ -373,22 +353,29 @@ pub unsafe extern "C" fn gp_predict_batch(
                 } else {
                     format!("texts[{i}]")
                 };
-                c_text(p, len, &name)
+                // SAFETY: text `i` is NULL or valid for reads of its length (the caller's
+                // contract), for the whole call.
+                unsafe { c_text(p, len, &name) }
             })
             .collect::<Res<Vec<&str>>>()?;
-        let preds = model.predict(&strs, &predict_options(opts.as_ref()))?;
+        // SAFETY: `opts` is NULL (then None) or valid (the caller's contract).
+        let opts = unsafe { opts.as_ref() };
+        let preds = model.predict(&strs, &predict_options(opts))?;
         Ok(strs
             .iter()
             .zip(&preds)
             .map(|(t, e)| to_c_entities(t, e, &model.labels))
             .collect())
     });
-    match report(r, err) {
+    // SAFETY: `err` is NULL or valid for writes (the caller's contract).
+    match unsafe { report(r, err) } {
         Some(lists) => {
             for (i, l) in lists.into_iter().enumerate() {
-                // SAFETY: `out` is not NULL (checked) and valid for writes of `n` pointers; the
-                // slot may be uninitialised, so it is written, not assigned through a reference.
-                out.add(i).write(Box::into_raw(Box::new(l)));
+                // SAFETY: success means `out` is not NULL (checked) and there is one list per
+                // text, i < n; `out` is valid for writes of `n` pointers (the caller's contract).
+                // The slot may be uninitialised, so it is written, not assigned through a
+                // reference.
+                unsafe { out.add(i).write(Box::into_raw(Box::new(l))) };
             }
             GP_OK
         }
@@ -396,8 +383,10 @@ pub unsafe extern "C" fn gp_predict_batch(
             // An `n` no array can have (the error says so) is no count of slots to write.
             if !out.is_null() && valid_len::<*mut GpEntities>(n, "`n`").is_ok() {
                 for i in 0..n {
-                    // SAFETY: as above (`n` slots valid for writes).
-                    out.add(i).write(std::ptr::null_mut());
+                    // SAFETY: `out` is not NULL, so valid for writes of `n` pointers (the
+                    // caller's contract), and `n` is a possible array length (checked), so
+                    // `out.add(i)` stays inside that array.
+                    unsafe { out.add(i).write(std::ptr::null_mut()) };
                 }
             }
             GP_ERR
@@ -411,7 +400,8 @@ pub unsafe extern "C" fn gp_predict_batch(
 /// `e` is NULL or a live `GpEntities`.
 #[no_mangle]
 pub unsafe extern "C" fn gp_entities_len(e: *const GpEntities) -> usize {
-    e.as_ref().map_or(0, |e| e.items.len())
+    // SAFETY: `e` is NULL (then None) or a live list (the caller's contract).
+    unsafe { e.as_ref() }.map_or(0, |e| e.items.len())
 }
 
 /// The `i`-th entity of `e` (valid until `gp_entities_free(e)`); NULL when `e` is NULL or
@@ -421,7 +411,8 @@ pub unsafe extern "C" fn gp_entities_len(e: *const GpEntities) -> usize {
 /// `e` is NULL or a live `GpEntities`.
 #[no_mangle]
 pub unsafe extern "C" fn gp_entities_get(e: *const GpEntities, i: usize) -> *const GpEntity {
-    e.as_ref()
+    // SAFETY: `e` is NULL (then None) or a live list (the caller's contract).
+    unsafe { e.as_ref() }
         .and_then(|e| e.items.get(i))
         .map_or(std::ptr::null(), |x| x as *const GpEntity)
 }
@@ -433,28 +424,10 @@ pub unsafe extern "C" fn gp_entities_get(e: *const GpEntities, i: usize) -> *con
 #[no_mangle]
 pub unsafe extern "C" fn gp_entities_free(e: *mut GpEntities) {
     if !e.is_null() {
-        drop(Box::from_raw(e));
-    }
-}
-
-/// The message of an error (NUL-terminated, valid until `gp_error_free(err)`); NULL when `err` is
-/// NULL.
-///
-/// # Safety
-/// `err` is NULL or a live error.
-#[no_mangle]
-pub unsafe extern "C" fn gp_error_message(err: *const GpError) -> *const c_char {
-    err.as_ref().map_or(std::ptr::null(), |e| e.message.as_ptr())
-}
-
-/// Frees an error (NULL: nothing happens).
-///
-/// # Safety
-/// `err` is NULL or an error not freed before.
-#[no_mangle]
-pub unsafe extern "C" fn gp_error_free(err: *mut GpError) {
-    if !err.is_null() {
-        drop(Box::from_raw(err));
+        // SAFETY: every list handed to C is a `Box` turned into a raw pointer
+        // (`gp_predict_batch`), and this one is not freed before (the caller's contract): it is
+        // taken back once.
+        drop(unsafe { Box::from_raw(e) });
     }
 }
 
@@ -462,22 +435,6 @@ pub unsafe extern "C" fn gp_error_free(err: *mut GpError) {
 mod tests {
     use super::*;
     use std::ffi::CStr;
-
-    #[test]
-    fn panics_become_errors() {
-        let r: Res<()> = guard(|| panic!("boom {}", 7));
-        assert_eq!(r.unwrap_err(), "internal error (panic): boom 7");
-        let r: Res<()> = guard(|| panic!("static"));
-        assert_eq!(r.unwrap_err(), "internal error (panic): static");
-        let mut err: *mut GpError = std::ptr::null_mut();
-        // SAFETY: `err` is valid for writes; the error is freed below.
-        unsafe {
-            assert!(report(guard(|| -> Res<()> { panic!("x") }), &mut err).is_none());
-            let msg = CStr::from_ptr(gp_error_message(err)).to_str().unwrap();
-            assert_eq!(msg, "internal error (panic): x");
-            gp_error_free(err);
-        }
-    }
 
     #[test]
     fn character_offsets_become_byte_offsets() {
@@ -501,38 +458,5 @@ mod tests {
         assert_eq!(got, [(0, 6, "address"), (10, 16, "name"), (7, 9, "address")]);
         assert_eq!(&text[10..16], "北京");
         assert_eq!(list._types.len(), 2);
-    }
-
-    /// Lengths: 0 is the empty text whatever non-NULL pointer comes with it (an empty `&str`
-    /// passed through C has address 1; it must not be read nor referenced), NULL stays an error,
-    /// and a length above isize::MAX (`(size_t)-1` for "NUL-terminated") is an error naming the
-    /// length instead of a slice no object can be (undefined behaviour; natively it read past
-    /// the text).
-    #[test]
-    fn text_lengths_at_the_edges() {
-        let dangling = std::ptr::dangling::<c_char>(); // address 1
-        let unmapped = std::ptr::without_provenance::<c_char>(4096); // the first page
-                                                                     // SAFETY: with length 0 nothing is read; "abc" is valid for 3 bytes.
-        unsafe {
-            assert_eq!(c_text(dangling, 0, "text"), Ok(""));
-            assert_eq!(c_text(unmapped, 0, "text"), Ok(""));
-            assert_eq!(c_text(std::ptr::null(), 0, "text").unwrap_err(), "`text` is NULL");
-            let abc = "abc".as_ptr() as *const c_char;
-            assert_eq!(c_text(abc, 3, "text"), Ok("abc"));
-            for len in [usize::MAX, isize::MAX as usize + 1] {
-                let e = c_text(abc, len, "texts[1]").unwrap_err();
-                assert!(
-                    e.contains("the length of `texts[1]`")
-                        && e.contains(&len.to_string())
-                        && e.contains("NUL"),
-                    "{e}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn nul_bytes_in_messages_are_replaced() {
-        assert_eq!(c_string("a\0b").to_str().unwrap(), "a\u{FFFD}b");
     }
 }
