@@ -32,28 +32,25 @@
 //! n² (i, j) pairs of every text of the batch, kept from the forward for the backward (grow-only,
 //! in the head's [`AdditiveCache`]); the backward adds `da` (D values a pair) for one text at a
 //! time. In f32 at D = 64: 256 bytes a pair for `z` (B·n²·256 bytes a batch: 134 MB at B = 32,
-//! n = 128), plus the C-per-span scores and their gradient every score head keeps (8C bytes);
+//! n = 128), plus the C-per-span scores and their gradient [`Scored`] keeps for every score head
+//! (8C bytes);
 //! GlobalPointer keeps only those 8C bytes per span (plus its per-token projections).
 //!
 //! [`MASKED_SCORE`]: crate::span::MASKED_SCORE
 
 use super::buffer::Buffer;
-use super::cache::HeadCache;
 use super::config::HeadConfig;
 use super::global_pointer::GlobalPointerConfig;
 use super::kind::{HeadKind, HeadShape};
 use super::rope::RopeTable;
-use super::score_head::{batch_size, mask_invalid, rotate_rows};
-use super::span_head::SpanHead;
-use crate::decode::{decode, DecodeMode};
+use super::score_head::{batch_size, mask_invalid, rotate_rows, ScoreHead, Scored};
 use crate::init::lecun_std;
-use crate::loss::{mcce_sparse, SpanSet};
 use crate::matmul::{gemm, matmul_acc};
 use crate::nn::Linear;
 use crate::parallel;
 use crate::param::{join, ParamMut, Params};
 use crate::scalar::Scalar;
-use crate::span::{span_is_valid, Bounds, GoldSpan, SpanPred};
+use crate::span::{span_is_valid, Bounds};
 use ndarray::{s, Array2, ArrayView2, ArrayView4, ArrayViewD, Axis};
 use rand::Rng;
 use rayon::prelude::*;
@@ -80,7 +77,7 @@ pub fn kind<T: Scalar>() -> HeadKind<T> {
                 shape.std,
                 &mut rng,
             );
-            Ok(Box::new(head))
+            Ok(Box::new(Scored(head)))
         },
     }
 }
@@ -109,9 +106,6 @@ pub struct AdditiveCache<T> {
     da: Buffer<T>,
     /// Backward: `[du | dv]` `[B*n, 2D]`.
     dproj: Buffer<T>,
-    /// The span scores `[B, C, n, n]` and their gradient.
-    scores: Buffer<T>,
-    dscores: Buffer<T>,
     /// (B, n) of the last forward, checked by backward.
     batch: (usize, usize),
 }
@@ -119,17 +113,10 @@ pub struct AdditiveCache<T> {
 impl<T: Scalar> AdditiveCache<T> {
     /// Bytes held by the cache's buffers (the high-water mark).
     pub fn capacity_bytes(&self) -> usize {
-        [
-            &self.proj,
-            &self.z,
-            &self.da,
-            &self.dproj,
-            &self.scores,
-            &self.dscores,
-        ]
-        .iter()
-        .map(|b| b.capacity_bytes())
-        .sum()
+        [&self.proj, &self.z, &self.da, &self.dproj]
+            .iter()
+            .map(|b| b.capacity_bytes())
+            .sum()
     }
 }
 
@@ -181,10 +168,38 @@ impl<T: Scalar> Additive<T> {
     pub fn head_size(&self) -> usize {
         self.hidden.out_features()
     }
+}
 
-    /// h `[B*n, H]` -> `cache.scores` `[B, C, n, n]`, excluded spans at `MASKED_SCORE`; keeps
-    /// `proj` and `z` for the backward.
-    fn forward_scores(&self, h: ArrayView2<T>, n: usize, bounds: Bounds, cache: &mut AdditiveCache<T>) {
+impl<T: Scalar> ScoreHead<T> for Additive<T> {
+    type Cache = AdditiveCache<T>;
+
+    fn head_config(&self) -> HeadConfig {
+        HeadConfig::new(
+            "additive",
+            &GlobalPointerConfig {
+                head_size: self.head_size(),
+                rope: self.rope,
+            },
+        )
+    }
+
+    fn types(&self) -> usize {
+        self.out.out_features()
+    }
+
+    /// Nothing to pack: the head reads W_h in two halves and W_o as a left operand.
+    fn prepack(&mut self) {}
+
+    /// h `[B*n, H]` -> `scores` `[B, C, n, n]`, excluded spans at `MASKED_SCORE`; keeps `proj`
+    /// and `z` for the backward.
+    fn forward_scores(
+        &self,
+        h: ArrayView2<T>,
+        n: usize,
+        bounds: Bounds,
+        cache: &mut AdditiveCache<T>,
+        scores: &mut Buffer<T>,
+    ) {
         let b = batch_size(h, n, &bounds);
         let (hid, d, types) = (self.hidden_size(), self.head_size(), self.out.out_features());
         assert_eq!(h.ncols(), hid, "Additive: h must be [B*n, H]");
@@ -227,10 +242,10 @@ impl<T: Scalar> Additive<T> {
                 }
             });
         // s[b] = W_o z_bᵀ + b_o: [C, D] x [D, n²] per text, in the scores' own layout.
-        cache.scores.reshape(&[b, types, n, n]);
+        scores.reshape(&[b, types, n, n]);
         let z = cache.z.view2();
         let wo = self.out.weight.value.view();
-        for (bi, sb) in cache.scores.view4_mut().outer_iter_mut().enumerate() {
+        for (bi, sb) in scores.view4_mut().outer_iter_mut().enumerate() {
             let mut sb = sb
                 .into_shape_with_order((types, n * n))
                 .expect("contiguous scores");
@@ -240,7 +255,7 @@ impl<T: Scalar> Additive<T> {
             let zb = z.slice(s![bi * n * n..(bi + 1) * n * n, ..]);
             gemm(T::one(), wo, zb.t(), T::one(), sb);
         }
-        mask_invalid(cache.scores.view4_mut(), bounds);
+        mask_invalid(scores.view4_mut(), bounds);
     }
 
     /// dscores `[B, C, n, n]` (zero on excluded spans) -> dh `[B*n, H]`; accumulates the
@@ -344,69 +359,6 @@ impl<T: Scalar> Additive<T> {
     }
 }
 
-impl<T: Scalar> SpanHead<T> for Additive<T> {
-    fn config(&self) -> HeadConfig {
-        HeadConfig::new(
-            "additive",
-            &GlobalPointerConfig {
-                head_size: self.head_size(),
-                rope: self.rope,
-            },
-        )
-    }
-
-    fn num_types(&self) -> usize {
-        self.out.out_features()
-    }
-
-    /// Nothing to pack: the head reads W_h in two halves and W_o as a left operand.
-    fn prepack(&mut self) {}
-
-    fn loss(
-        &self,
-        h: ArrayView2<T>,
-        n: usize,
-        bounds: Bounds,
-        gold: &[Vec<GoldSpan>],
-        cache: &mut HeadCache,
-    ) -> f64 {
-        let c: &mut AdditiveCache<T> = cache.get();
-        self.forward_scores(h, n, bounds, c);
-        c.dscores.reshape(c.scores.shape());
-        mcce_sparse(
-            c.scores.view4(),
-            gold,
-            SpanSet::Valid(bounds),
-            c.dscores.view4_mut(),
-        )
-    }
-
-    fn backward(&mut self, h: ArrayView2<T>, cache: &mut HeadCache) -> Array2<T> {
-        let c: &mut AdditiveCache<T> = cache.get();
-        let dscores = std::mem::take(&mut c.dscores);
-        let dh = self.backward_scores(h, c, dscores.view4());
-        c.dscores = dscores;
-        dh
-    }
-
-    fn decode(
-        &self,
-        h: ArrayView2<T>,
-        n: usize,
-        bounds: Bounds,
-        threshold: f64,
-        cache: &mut HeadCache,
-    ) -> Vec<Vec<SpanPred>> {
-        let c: &mut AdditiveCache<T> = cache.get();
-        self.forward_scores(h, n, bounds, c);
-        decode(c.scores.view4(), bounds, threshold, DecodeMode::Nested)
-    }
-
-    fn boxed_clone(&self) -> Box<dyn SpanHead<T>> {
-        Box::new(self.clone())
-    }
-}
-
 impl<T: Scalar> Params<T> for Additive<T> {
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, ArrayViewD<'_, T>)) {
         self.hidden.visit(&join(prefix, "hidden"), f);
@@ -422,8 +374,12 @@ impl<T: Scalar> Params<T> for Additive<T> {
 mod tests {
     use super::*;
     use crate::gradcheck::{fixed_random, GradCheck};
+    use crate::head::{HeadCache, ScoredCache, SpanHead};
     use crate::span::MASKED_SCORE;
     use ndarray::{array, Array1, Ix1, Ix2};
+
+    /// What [`Scored`] keeps for the additive head in f32 or f64.
+    type Cache<T> = ScoredCache<T, AdditiveCache<T>>;
 
     fn head(hid: usize, c: usize, d: usize, rope: bool) -> Additive<f64> {
         Additive::from_dense(
@@ -447,8 +403,8 @@ mod tests {
                 starts: starts.view(),
                 ends: ends.view(),
             };
-            let mut cache = AdditiveCache::default();
-            a.forward_scores(h.view(), n, bounds, &mut cache);
+            let (mut cache, mut scores) = (AdditiveCache::default(), Buffer::new());
+            a.forward_scores(h.view(), n, bounds, &mut cache, &mut scores);
             let (wh, bh) = (&a.hidden.weight.value, &a.hidden.bias.value);
             let (wo, bo) = (&a.out.weight.value, &a.out.bias.value);
             let mut table = RopeTable::<f64>::new(d);
@@ -474,7 +430,7 @@ mod tests {
                             } else {
                                 MASKED_SCORE
                             };
-                            let got = cache.scores.view4()[[b, t, i, j]];
+                            let got = scores.view4()[[b, t, i, j]];
                             assert!(
                                 (got - want).abs() < 1e-13,
                                 "rope {rope} [{b},{t},{i},{j}] {got} vs {want}"
@@ -500,8 +456,8 @@ mod tests {
         };
         let gold = vec![vec![(0, 0, 2), (1, 3, 4), (0, 1, 1)], vec![(1, 0, 2)]];
         for rope in [true, false] {
-            let mut a = head(hid, c, d, rope);
-            let loss = |m: &Additive<f64>, x: &Array2<f64>, cache: &mut HeadCache| {
+            let mut a = Scored(head(hid, c, d, rope));
+            let loss = |m: &Scored<Additive<f64>>, x: &Array2<f64>, cache: &mut HeadCache| {
                 m.loss(x.view(), n, bounds, &gold, cache)
             };
             let mut cache = HeadCache::new();
@@ -524,7 +480,7 @@ mod tests {
     #[test]
     fn decode_keeps_to_bounds_and_the_threshold() {
         let (c, d, hid, n) = (2, 4, 3, 4);
-        let a = head(hid, c, d, true);
+        let a = Scored(head(hid, c, d, true));
         let h = fixed_random(Ix2(n, hid), 9);
         let starts = array![[false, true, true, true]];
         let ends = array![[false, true, false, true]];
@@ -548,14 +504,16 @@ mod tests {
     #[test]
     fn cache_holds_d_values_per_span() {
         let (c, d, hid, n, b) = (3, 8, 4, 6, 2);
-        let mut a = head(hid, c, d, true);
+        let mut a = Scored(head(hid, c, d, true));
         let h = fixed_random(Ix2(b * n, hid), 3);
         let valid = Array2::from_elem((b, n), true);
         let mut cache = HeadCache::new();
         let gold = vec![vec![(0, 1, 2)], vec![]];
         a.loss(h.view(), n, Bounds::same(valid.view()), &gold, &mut cache);
         a.backward(h.view(), &mut cache);
-        let bytes = cache.get::<AdditiveCache<f64>>().capacity_bytes();
+        let held = cache.get::<Cache<f64>>();
+        let bytes =
+            held.inner.capacity_bytes() + held.scores.capacity_bytes() + held.dscores.capacity_bytes();
         let f = std::mem::size_of::<f64>();
         let want = f
             * (b * n * n * d   // z
@@ -574,8 +532,8 @@ mod tests {
         let to32 = |l: &Linear<f64>| {
             Linear::from_arrays(l.weight.value.mapv(|x| x as f32), l.bias.value.mapv(|x| x as f32))
         };
-        let mut a32 = Additive::from_dense(to32(&a64.hidden), to32(&a64.out), true);
-        let mut a64 = a64;
+        let mut a32 = Scored(Additive::from_dense(to32(&a64.hidden), to32(&a64.out), true));
+        let mut a64 = Scored(a64);
         let h64 = fixed_random(Ix2(b * n, hid), 5) * 0.5;
         let h32 = h64.mapv(|x| x as f32);
         let starts = Array2::from_shape_fn((b, n), |(t, i)| i > 0 && i < n - 1 - 5 * t && i % 7 != 3);
@@ -589,8 +547,8 @@ mod tests {
         let l32 = a32.loss(h32.view(), n, bounds, &gold, &mut c32);
         let l64 = a64.loss(h64.view(), n, bounds, &gold, &mut c64);
         assert!((l32 - l64).abs() < 1e-4 * l64.abs().max(1.0), "{l32} vs {l64}");
-        let s32 = c32.get::<AdditiveCache<f32>>().scores.view4().mapv(|x| x as f64);
-        let s64 = c64.get::<AdditiveCache<f64>>().scores.view4().to_owned();
+        let s32 = c32.get::<Cache<f32>>().scores.view4().mapv(|x| x as f64);
+        let s64 = c64.get::<Cache<f64>>().scores.view4().to_owned();
         // (Excluded spans: MASKED_SCORE rounded to f32 on one side.)
         let worst = s32
             .iter()

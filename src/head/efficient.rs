@@ -121,6 +121,8 @@ impl<T: Scalar> EfficientGlobalPointer<T> {
 }
 
 impl<T: Scalar> ScoreHead<T> for EfficientGlobalPointer<T> {
+    type Cache = ScoreCache<T>;
+
     fn head_config(&self) -> HeadConfig {
         HeadConfig::new(
             "egp",

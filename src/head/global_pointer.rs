@@ -140,6 +140,8 @@ impl<T: Scalar> GlobalPointer<T> {
 }
 
 impl<T: Scalar> ScoreHead<T> for GlobalPointer<T> {
+    type Cache = ScoreCache<T>;
+
     fn head_config(&self) -> HeadConfig {
         HeadConfig::new(
             "gp",

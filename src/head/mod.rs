@@ -20,7 +20,7 @@ pub use cache::HeadCache;
 pub use config::{HeadConfig, HeadError, HeadOptions, Settings};
 pub use kind::{HeadKind, HeadShape};
 pub use rope::RopeTable;
-pub use score_head::{ScoreCache, ScoreHead, Scored};
+pub use score_head::{ScoreCache, ScoreHead, Scored, ScoredCache};
 pub use span_head::SpanHead;
 
 use crate::scalar::Scalar;
@@ -141,7 +141,7 @@ mod tests {
             Linear::from_arrays(fixed_random(Ix2(c, d), 9), fixed_random(Ix1(c), 10)),
             rope,
         );
-        vec![Box::new(Scored(gp)), Box::new(Scored(egp)), Box::new(add)]
+        vec![Box::new(Scored(gp)), Box::new(Scored(egp)), Box::new(Scored(add))]
     }
 
     fn loss(head: &dyn SpanHead<f64>, h: &Array2<f64>, cache: &mut HeadCache) -> f64 {

@@ -1,7 +1,7 @@
 //! Heads that score every span: `[B, C, n, n]` scores, the multi-label cross-entropy as their
-//! loss and "every valid span above the threshold" as their decoding (GlobalPointer and
-//! Efficient GlobalPointer). A [`ScoreHead`] implements only the scores and their backward;
-//! [`Scored`] makes it a [`SpanHead`].
+//! loss and "every valid span above the threshold" as their decoding (GlobalPointer, Efficient
+//! GlobalPointer and the additive head). A [`ScoreHead`] implements only the scores and their
+//! backward, with scratch of its own type; [`Scored`] makes it a [`SpanHead`].
 
 use super::buffer::Buffer;
 use super::cache::HeadCache;
@@ -16,8 +16,8 @@ use crate::span::{Bounds, GoldSpan, SpanPred, MASKED_SCORE};
 use ndarray::{Array2, ArrayView2, ArrayView4, ArrayViewD, ArrayViewMut4, Axis};
 use rayon::prelude::*;
 
-/// A span-scoring head's activations and scratch (all grow-only: a step allocates nothing once
-/// the largest batch has been seen).
+/// The GlobalPointer heads' activations and scratch (all grow-only: a step allocates nothing
+/// once the largest batch has been seen).
 #[derive(Clone, Debug, Default)]
 pub struct ScoreCache<T> {
     /// cos/sin table, grown to the longest text seen.
@@ -36,10 +36,6 @@ pub struct ScoreCache<T> {
     pub(crate) dbias: Buffer<T>,
     /// (B, n) of the last forward, checked by backward.
     pub(crate) batch: (usize, usize),
-    /// The span scores `[B, C, n, n]`.
-    pub scores: Buffer<T>,
-    /// The loss gradient of `scores`, `[B, C, n, n]`.
-    pub dscores: Buffer<T>,
 }
 
 impl<T: Scalar> ScoreCache<T> {
@@ -60,8 +56,6 @@ impl<T: Scalar> ScoreCache<T> {
             &self.dproj,
             &self.dsum,
             &self.dbias,
-            &self.scores,
-            &self.dscores,
         ]
         .iter()
         .map(|b| b.capacity_bytes())
@@ -71,6 +65,9 @@ impl<T: Scalar> ScoreCache<T> {
 
 /// A head that scores every span of every type.
 pub trait ScoreHead<T: Scalar>: Params<T> + Clone + Send + Sync + std::fmt::Debug + 'static {
+    /// What the forward keeps for the backward, and scratch (grow-only; [`Scored`] keeps it in
+    /// the [`HeadCache`] beside the scores).
+    type Cache: Default + Send + 'static;
     /// See [`SpanHead::config`].
     fn head_config(&self) -> HeadConfig;
     /// Number of entity types C.
@@ -83,7 +80,7 @@ pub trait ScoreHead<T: Scalar>: Params<T> + Clone + Send + Sync + std::fmt::Debu
         h: ArrayView2<T>,
         n: usize,
         bounds: Bounds,
-        cache: &mut ScoreCache<T>,
+        cache: &mut Self::Cache,
         scores: &mut Buffer<T>,
     );
     /// dscores `[B, C, n, n]` (zero on excluded spans) -> dh `[B*n, H]`; accumulates parameter
@@ -91,9 +88,21 @@ pub trait ScoreHead<T: Scalar>: Params<T> + Clone + Send + Sync + std::fmt::Debu
     fn backward_scores(
         &mut self,
         h: ArrayView2<T>,
-        cache: &mut ScoreCache<T>,
+        cache: &mut Self::Cache,
         dscores: ArrayView4<T>,
     ) -> Array2<T>;
+}
+
+/// What [`Scored`] keeps between calls: the head's own cache, the span scores and their loss
+/// gradient.
+#[derive(Clone, Debug, Default)]
+pub struct ScoredCache<T, C> {
+    /// The [`ScoreHead`]'s cache.
+    pub inner: C,
+    /// The span scores `[B, C, n, n]`.
+    pub scores: Buffer<T>,
+    /// The loss gradient of `scores`, `[B, C, n, n]`.
+    pub dscores: Buffer<T>,
 }
 
 /// A [`ScoreHead`] as a [`SpanHead`]: the multi-label cross-entropy over its scores as the
@@ -132,26 +141,20 @@ impl<T: Scalar, S: ScoreHead<T>> SpanHead<T> for Scored<S> {
         gold: &[Vec<GoldSpan>],
         cache: &mut HeadCache,
     ) -> f64 {
-        let c: &mut ScoreCache<T> = cache.get();
-        let mut scores = std::mem::take(&mut c.scores);
-        self.0.forward_scores(h, n, bounds, c, &mut scores);
-        c.dscores.reshape(scores.shape());
-        let loss = mcce_sparse(
-            scores.view4(),
+        let c: &mut ScoredCache<T, S::Cache> = cache.get();
+        self.0.forward_scores(h, n, bounds, &mut c.inner, &mut c.scores);
+        c.dscores.reshape(c.scores.shape());
+        mcce_sparse(
+            c.scores.view4(),
             gold,
             SpanSet::Valid(bounds),
             c.dscores.view4_mut(),
-        );
-        c.scores = scores;
-        loss
+        )
     }
 
     fn backward(&mut self, h: ArrayView2<T>, cache: &mut HeadCache) -> Array2<T> {
-        let c: &mut ScoreCache<T> = cache.get();
-        let dscores = std::mem::take(&mut c.dscores);
-        let dh = self.0.backward_scores(h, c, dscores.view4());
-        c.dscores = dscores;
-        dh
+        let c: &mut ScoredCache<T, S::Cache> = cache.get();
+        self.0.backward_scores(h, &mut c.inner, c.dscores.view4())
     }
 
     fn decode(
@@ -162,12 +165,9 @@ impl<T: Scalar, S: ScoreHead<T>> SpanHead<T> for Scored<S> {
         threshold: f64,
         cache: &mut HeadCache,
     ) -> Vec<Vec<SpanPred>> {
-        let c: &mut ScoreCache<T> = cache.get();
-        let mut scores = std::mem::take(&mut c.scores);
-        self.0.forward_scores(h, n, bounds, c, &mut scores);
-        let spans = decode(scores.view4(), bounds, threshold, DecodeMode::Nested);
-        c.scores = scores;
-        spans
+        let c: &mut ScoredCache<T, S::Cache> = cache.get();
+        self.0.forward_scores(h, n, bounds, &mut c.inner, &mut c.scores);
+        decode(c.scores.view4(), bounds, threshold, DecodeMode::Nested)
     }
 
     fn boxed_clone(&self) -> Box<dyn SpanHead<T>> {

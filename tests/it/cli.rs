@@ -7,39 +7,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use crate::common::cli::{json_file, ok, run, run_stdin, s, stdout, train_args};
 use crate::common::{dev_file, fixture, TempDir, BIN};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn run_stdin(args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The process may exit before reading everything; a broken pipe is not the test's concern.
-    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
-    child.wait_with_output().unwrap()
-}
-
-/// Succeeds; returns stdout.
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "gp-lite {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// Fails with a message on stderr starting with `error: {prefix}` and containing `what`.
 fn fails(out: Output, prefix: &str, what: &str) {
@@ -66,32 +35,16 @@ fn fails_with(out: Output, code: i32, prefix: &str, what: &str) {
 /// A tiny model trained in a second or so.
 fn train_tiny(out: &Path) {
     let dev = dev_file();
-    ok(&[
-        "train",
-        "--train",
-        s(&dev),
-        "--out",
-        s(out),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "16",
-        "--max-len",
-        "64",
-        "--threads",
-        "2",
-        "--quiet",
-    ]);
+    let mut args = train_args(&dev, None, out, "1");
+    args.extend(["--batch-size", "16", "--max-len", "64"]);
+    ok(&args);
 }
 
-/// Training arguments on `train` (and dev data `dev`) into `out`.
-fn train_cmd<'a>(train: &'a str, dev: Option<&'a str>, out: &'a str) -> Vec<&'a str> {
-    let mut a = vec!["train", "--train", train, "--out", out];
-    if let Some(d) = dev {
-        a.extend(["--dev", d]);
-    }
-    a.extend(["--epochs", "1", "--max-len", "64", "--threads", "2", "--quiet"]);
-    a
+/// Training arguments on `train` (and dev data `dev`) into `out`: one epoch, short sequences.
+fn train_cmd<'a>(train: &'a Path, dev: Option<&'a Path>, out: &'a Path) -> Vec<&'a str> {
+    let mut args = train_args(train, dev, out, "1");
+    args.extend(["--max-len", "64"]);
+    args
 }
 
 /// Rewrites a safetensors file without the tensor `drop`.
@@ -136,16 +89,16 @@ fn bad_training_data_names_file_and_line_and_leaves_no_model() {
     for (rel, line, what) in cases {
         let bad = fixture(rel);
         let prefix = format!("{}:{line}: ", bad.display());
-        fails(run(&train_cmd(s(&bad), Some(s(&dev)), s(&out))), &prefix, what);
+        fails(run(&train_cmd(&bad, Some(&dev), &out)), &prefix, what);
         assert!(!out.exists(), "{rel}: a model directory was left behind");
         // The same file as dev data.
-        fails(run(&train_cmd(s(&dev), Some(s(&bad)), s(&out))), &prefix, what);
+        fails(run(&train_cmd(&dev, Some(&bad), &out)), &prefix, what);
         assert!(!out.exists(), "{rel} as --dev: a model directory was left behind");
     }
     // A dev label the training data does not have.
     let gpe = fixture("formats/labels-gpe.jsonl");
     fails(
-        run(&train_cmd(s(&dev), Some(s(&gpe)), s(&out))),
+        run(&train_cmd(&dev, Some(&gpe), &out)),
         &format!("{}:1: ", gpe.display()),
         "label `PER` is not one of the known labels",
     );
@@ -154,14 +107,14 @@ fn bad_training_data_names_file_and_line_and_leaves_no_model() {
         "unknown dev label: a model directory was left behind"
     );
     // Unknown --format.
-    let mut args = train_cmd(s(&dev), None, s(&out));
+    let mut args = train_cmd(&dev, None, &out);
     args.extend(["--format", "xml"]);
     fails(run(&args), "unknown data format `xml`", "cluener");
     assert!(!out.exists(), "--format xml: a model directory was left behind");
     // A missing training file.
     let missing = dir.join("nope.json");
     fails(
-        run(&train_cmd(s(&missing), None, s(&out))),
+        run(&train_cmd(&missing, None, &out)),
         &missing.display().to_string(),
         "",
     );
@@ -176,7 +129,7 @@ fn existing_out_is_refused_without_overwrite_or_resume() {
     std::fs::write(out.join("keep.txt"), "mine").unwrap();
     let dev = dev_file();
     fails(
-        run(&train_cmd(s(&dev), None, s(&out))),
+        run(&train_cmd(&dev, None, &out)),
         &out.display().to_string(),
         "exists and is not empty (use --overwrite, or --resume",
     );
@@ -184,14 +137,14 @@ fn existing_out_is_refused_without_overwrite_or_resume() {
     // An empty directory is fine, and --overwrite replaces a non-empty one.
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    ok(&train_cmd(s(&dev), None, s(&empty)));
+    ok(&train_cmd(&dev, None, &empty));
     assert!(empty.join("model.safetensors").is_file());
-    let mut args = train_cmd(s(&dev), None, s(&out));
+    let mut args = train_cmd(&dev, None, &out);
     args.push("--overwrite");
     ok(&args);
     assert!(!out.join("keep.txt").exists() && out.join("model.safetensors").is_file());
     // --resume of a finished run says so.
-    let mut args = train_cmd(s(&dev), None, s(&out));
+    let mut args = train_cmd(&dev, None, &out);
     args.push("--resume");
     fails(
         run(&args),
@@ -329,7 +282,7 @@ fn init_from_a_checkpoint_missing_a_tensor_fails_cleanly() {
     // The complete encoder fine-tunes.
     let full = dir.join("hf-full");
     hf_dir_from(&base, &full, None);
-    let mut args = train_cmd(s(&dev), Some(s(&dev)), s(&out));
+    let mut args = train_cmd(&dev, Some(&dev), &out);
     args.extend(["--init", s(&full)]);
     ok(&args);
     assert!(out.join("model.safetensors").is_file());
@@ -338,7 +291,7 @@ fn init_from_a_checkpoint_missing_a_tensor_fails_cleanly() {
     let partial = dir.join("hf-partial");
     let name = "encoder.layer.1.output.dense.bias";
     hf_dir_from(&base, &partial, Some(name));
-    let mut args = train_cmd(s(&dev), Some(s(&dev)), s(&out));
+    let mut args = train_cmd(&dev, Some(&dev), &out);
     args.extend(["--init", s(&partial)]);
     let weights = partial.join("model.safetensors");
     fails(
@@ -350,7 +303,7 @@ fn init_from_a_checkpoint_missing_a_tensor_fails_cleanly() {
     // With --overwrite over an existing model, the failed run leaves that model as it was.
     copy_dir(&base, &out);
     let before = std::fs::read(out.join("model.safetensors")).unwrap();
-    let mut args = train_cmd(s(&dev), Some(s(&dev)), s(&out));
+    let mut args = train_cmd(&dev, Some(&dev), &out);
     args.extend(["--init", s(&partial), "--overwrite"]);
     fails(run(&args), &format!("{}: ", weights.display()), "is missing");
     assert_eq!(
@@ -410,7 +363,15 @@ fn predict_output_file_is_not_left_half_written() {
 
 #[test]
 fn bench_prints_one_json_line_with_positive_figures() {
-    let out = ok(&["bench", "--config", "tiny", "--threads", "1", "--steps", "1"]);
+    let out = stdout(&ok(&[
+        "bench",
+        "--config",
+        "tiny",
+        "--threads",
+        "1",
+        "--steps",
+        "1",
+    ]));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 1, "{out}");
     let v: Value = serde_json::from_str(lines[0]).unwrap();
@@ -446,22 +407,15 @@ fn train_without_arguments_uses_the_bundled_sample() {
     for f in ["config.json", "model.safetensors", "vocab.txt", "training.json"] {
         assert!(model.join(f).is_file(), "{f} missing");
     }
-    let record: Value = serde_json::from_slice(&std::fs::read(model.join("training.json")).unwrap()).unwrap();
+    let record = json_file(&model.join("training.json"));
     assert_eq!(record["train_examples"], 800);
 }
 
 /// `gp-lite predict` with `extra` arguments on `input` (bytes): exit code, stdout, stderr.
 fn predict_bytes(model: &Path, extra: &[&str], input: &[u8]) -> (Option<i32>, String, String) {
-    let mut child = Command::new(BIN)
-        .args(["predict", "--model", s(model), "--threads", "1"])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(input);
-    let out = child.wait_with_output().unwrap();
+    let mut args = vec!["predict", "--model", s(model), "--threads", "1"];
+    args.extend(extra);
+    let out = run_stdin(&args, input);
     (
         out.status.code(),
         String::from_utf8(out.stdout).expect("stdout is UTF-8"),

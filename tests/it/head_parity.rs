@@ -5,7 +5,7 @@
 //! 1e-30 (subnormal-range gradients of the extreme-logit file) are compared absolutely.
 
 use crate::common::shared::reference_file;
-use gp_lite::head::{Buffer, EfficientGlobalPointer, GlobalPointer, ScoreCache, ScoreHead};
+use gp_lite::head::{Buffer, EfficientGlobalPointer, GlobalPointer, ScoreHead};
 use gp_lite::loss::{mcce_dense, mcce_sparse, SpanSet};
 use gp_lite::nn::Linear;
 use gp_lite::optim::{AdamW, AdamWConfig};
@@ -102,7 +102,7 @@ fn check_head<H: ScoreHead<f64>>(
     pre: &str,
     grads: &[(&str, &str)],
 ) {
-    let (mut cache, mut scores) = (ScoreCache::new(), Buffer::new());
+    let (mut cache, mut scores) = (H::Cache::default(), Buffer::new());
     head.forward_scores(
         x.h.view(),
         x.n,

@@ -7,46 +7,9 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::ffi::{CStr, CString};
 use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
-use crate::common::{dev_file, fixture, TempDir, BIN};
-
-fn run(args: &[&str]) -> Output {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "gp-lite {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn run_stdin(args: &[&str], input: &str) -> Vec<Value> {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn json_file(p: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use crate::common::cli::{json_file, ok, ok_json_lines, s, train_args};
+use crate::common::{dev_file, fixture, TempDir};
 
 /// Every entity's `text` is the characters at its offsets; returns (start, end, type) per line.
 fn check_entities(lines: &[Value], texts: &[&str]) -> Vec<Vec<(usize, usize, String)>> {
@@ -86,22 +49,10 @@ fn crf_head_on_flat_data() {
     let dir = TempDir::new("crf-flat");
     let out = dir.join("model");
     let train = fixture("cluener-sample/train.json");
-    run(&[
-        "train",
-        "--train",
-        s(&train),
-        "--dev",
-        s(&dev_file()),
-        "--out",
-        s(&out),
-        "--head",
-        "crf",
-        "--epochs",
-        "4",
-        "--threads",
-        "2",
-        "--quiet",
-    ]);
+    let dev = dev_file();
+    let mut args = train_args(&train, Some(&dev), &out, "4");
+    args.extend(["--head", "crf"]);
+    ok(&args);
     let config = json_file(&out.join("config.json"));
     assert_eq!(config["head"]["kind"], "crf");
     assert_eq!(config["head"]["transition_lr_multiplier"], 100.0);
@@ -117,13 +68,13 @@ fn crf_head_on_flat_data() {
     // It learns: the best epoch finds entities.
     assert!(f1s.iter().cloned().fold(0.0, f64::max) > 0.02, "{f1s:?}");
 
-    let ev = run(&["eval", "--model", s(&out), "--data", s(&dev_file()), "--json"]);
+    let ev = ok(&["eval", "--model", s(&out), "--data", s(&dev_file()), "--json"]);
     let ev: Value = serde_json::from_slice(&ev.stdout).unwrap();
     assert_eq!(ev["gold"], 471);
     assert!((ev["f1"].as_f64().unwrap() - record["best_dev_f1"].as_f64().unwrap()).abs() < 1e-12);
 
     let texts = ["北京大学的张三在上海工作", "", "中国人民银行发布了公告"];
-    let lines = run_stdin(
+    let lines = ok_json_lines(
         &["predict", "--model", s(&out), "--nested"],
         &(texts.join("\n") + "\n"),
     );
@@ -141,24 +92,10 @@ fn additive_head_end_to_end() {
     let dir = TempDir::new("additive");
     let train = fixture("cluener-sample/train.json");
     let out = dir.join("model");
-    run(&[
-        "train",
-        "--train",
-        s(&train),
-        "--dev",
-        s(&dev_file()),
-        "--out",
-        s(&out),
-        "--head",
-        "additive",
-        "--head-size",
-        "32",
-        "--epochs",
-        "6",
-        "--threads",
-        "2",
-        "--quiet",
-    ]);
+    let dev = dev_file();
+    let mut args = train_args(&train, Some(&dev), &out, "6");
+    args.extend(["--head", "additive", "--head-size", "32"]);
+    ok(&args);
     let config = json_file(&out.join("config.json"));
     assert_eq!(config["head"]["kind"], "additive");
     assert_eq!(config["head"]["head_size"], 32);
@@ -195,7 +132,7 @@ fn additive_head_end_to_end() {
         .find(|e| e["dev_f1"].as_f64() == Some(best))
         .unwrap();
     // Saved and loaded: eval on the dev file gives the best epoch's precision and recall.
-    let ev = run(&["eval", "--model", s(&out), "--data", s(&dev_file()), "--json"]);
+    let ev = ok(&["eval", "--model", s(&out), "--data", s(&dev_file()), "--json"]);
     let ev: Value = serde_json::from_slice(&ev.stdout).unwrap();
     assert_eq!(ev["gold"], 471);
     for (got, want) in [
@@ -208,11 +145,11 @@ fn additive_head_end_to_end() {
     }
 
     let texts = ["北京大学的张三在上海工作", "", "中国人民银行发布了公告"];
-    let lines = run_stdin(&["predict", "--model", s(&out)], &(texts.join("\n") + "\n"));
+    let lines = ok_json_lines(&["predict", "--model", s(&out)], &(texts.join("\n") + "\n"));
     check_entities(&lines, &texts);
     // Nested, at a threshold every span passes: every span of every type (one token per
     // character).
-    let all = run_stdin(
+    let all = ok_json_lines(
         &["predict", "--model", s(&out), "--nested", "--threshold=-1e9"],
         &(texts[0].to_string() + "\n"),
     );
@@ -224,27 +161,13 @@ fn additive_head_end_to_end() {
 
     // Without RoPE, from the command line's flags.
     let plain = dir.join("plain");
-    run(&[
-        "train",
-        "--train",
-        s(&train),
-        "--out",
-        s(&plain),
-        "--head",
-        "additive",
-        "--no-rope",
-        "--head-size",
-        "16",
-        "--epochs",
-        "1",
-        "--threads",
-        "2",
-        "--quiet",
-    ]);
+    let mut args = train_args(&train, None, &plain, "1");
+    args.extend(["--head", "additive", "--no-rope", "--head-size", "16"]);
+    ok(&args);
     let config = json_file(&plain.join("config.json"));
     assert_eq!(config["head"]["rope"], false);
     assert_eq!(config["head"]["head_size"], 16);
-    run(&["eval", "--model", s(&plain), "--data", s(&dev_file())]);
+    ok(&["eval", "--model", s(&plain), "--data", s(&dev_file())]);
 }
 
 /// A small nested corpus: "X of Y" names where the whole and its parts are entities.
@@ -280,21 +203,11 @@ fn crf_head_on_nested_data() {
     let dir = TempDir::new("crf-nested");
     let (data, total, inner) = nested_corpus(&dir);
     let out = dir.join("model");
-    let log = run(&[
-        "train",
-        "--train",
-        s(&data),
-        "--dev",
-        s(&data),
-        "--out",
-        s(&out),
-        "--head",
-        "crf",
-        "--epochs",
-        "3",
-        "--threads",
-        "2",
-    ]);
+    let mut args = train_args(&data, Some(&data), &out, "3");
+    // not --quiet: the run's summary on stderr is checked
+    args.retain(|&a| a != "--quiet");
+    args.extend(["--head", "crf"]);
+    let log = ok(&args);
     // The outermost span of each nest is kept; the others are counted and reported.
     let record = json_file(&out.join("training.json"));
     assert_eq!(record["head_left_out_spans"], inner as u64);
@@ -304,24 +217,13 @@ fn crf_head_on_nested_data() {
         "{stderr}"
     );
     // Evaluation still scores against every gold span.
-    let ev = run(&["eval", "--model", s(&out), "--data", s(&data), "--json"]);
+    let ev = ok(&["eval", "--model", s(&out), "--data", s(&data), "--json"]);
     let ev: Value = serde_json::from_slice(&ev.stdout).unwrap();
     assert_eq!(ev["gold"], total as u64);
     assert!(ev["recall"].as_f64().unwrap() <= (total - inner) as f64 / total as f64 + 1e-12);
     // The same data under GlobalPointer keeps every span and decodes nested by default.
     let gp = dir.join("gp");
-    run(&[
-        "train",
-        "--train",
-        s(&data),
-        "--out",
-        s(&gp),
-        "--epochs",
-        "1",
-        "--threads",
-        "2",
-        "--quiet",
-    ]);
+    ok(&train_args(&data, None, &gp, "1"));
     assert_eq!(json_file(&gp.join("config.json"))["decode"], "nested");
     assert_eq!(json_file(&gp.join("training.json"))["head_left_out_spans"], 0);
 }
@@ -348,29 +250,17 @@ fn word_boundaries_from_column_data() {
     }
     drop(f);
     let out = dir.join("model");
-    run(&[
-        "train",
-        "--train",
-        s(&path),
-        "--out",
-        s(&out),
-        "--config",
-        "tiny",
-        "--vocab",
-        s(&fixture("tiny-vocab/vocab.txt")),
-        "--epochs",
-        "1",
-        "--threads",
-        "2",
-        "--quiet",
-    ]);
+    let vocab = fixture("tiny-vocab/vocab.txt");
+    let mut args = train_args(&path, None, &out, "1");
+    args.extend(["--config", "tiny", "--vocab", s(&vocab)]);
+    ok(&args);
     let config = json_file(&out.join("config.json"));
     assert_eq!(config["boundaries"], "words");
     assert_eq!(config["tokenization"], "subwords");
     // Every span the model can output, at a threshold below every score: none starts or ends
     // inside a word.
     let texts = ["playing unplayable games", "the games! unplayable"];
-    let lines = run_stdin(
+    let lines = ok_json_lines(
         &["predict", "--model", s(&out), "--nested", "--threshold=-1e9"],
         &(texts.join("\n") + "\n"),
     );
@@ -384,25 +274,10 @@ fn word_boundaries_from_column_data() {
     }
     // With --boundaries tokens the same data can end an entity inside a word ("play" of "playing").
     let tok = dir.join("tokens");
-    run(&[
-        "train",
-        "--train",
-        s(&path),
-        "--out",
-        s(&tok),
-        "--config",
-        "tiny",
-        "--vocab",
-        s(&fixture("tiny-vocab/vocab.txt")),
-        "--epochs",
-        "1",
-        "--boundaries",
-        "tokens",
-        "--threads",
-        "2",
-        "--quiet",
-    ]);
-    let lines = run_stdin(
+    let mut args = train_args(&path, None, &tok, "1");
+    args.extend(["--config", "tiny", "--vocab", s(&vocab), "--boundaries", "tokens"]);
+    ok(&args);
+    let lines = ok_json_lines(
         &["predict", "--model", s(&tok), "--nested", "--threshold=-1e9"],
         "playing\n",
     );
@@ -434,24 +309,9 @@ fn one_token_per_character_on_a_pretrained_chinese_encoder() {
         .collect();
     std::fs::write(&train, lines.join("\n") + "\n").unwrap();
     let out = dir.join("model");
-    run(&[
-        "train",
-        "--train",
-        s(&train),
-        "--out",
-        s(&out),
-        "--init",
-        s(&e5),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "16",
-        "--max-len",
-        "64",
-        "--threads",
-        "2",
-        "--quiet",
-    ]);
+    let mut args = train_args(&train, None, &out, "1");
+    args.extend(["--init", s(&e5), "--batch-size", "16", "--max-len", "64"]);
+    ok(&args);
     let config = json_file(&out.join("config.json"));
     assert_eq!(
         config["tokenization"], "chars",
@@ -468,7 +328,7 @@ fn one_token_per_character_on_a_pretrained_chinese_encoder() {
         " \u{3000} ",
     ];
     let input = texts.join("\n") + "\n";
-    let low = run_stdin(
+    let low = ok_json_lines(
         &["predict", "--model", s(&out), "--nested", "--threshold=-1e9"],
         &input,
     );
@@ -490,7 +350,7 @@ fn one_token_per_character_on_a_pretrained_chinese_encoder() {
 
     // The C API loads the same directory and tokenizes as training did: the same entities as the
     // CLI at a threshold every span passes (the model's default output, flat or nested).
-    let cli = run_stdin(&["predict", "--model", s(&out), "--threshold=-1e9"], &input);
+    let cli = ok_json_lines(&["predict", "--model", s(&out), "--threshold=-1e9"], &input);
     let want = check_entities(&cli, &texts);
     let dir_c = CString::new(s(&out)).unwrap();
     unsafe {

@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end test files.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod shared;
 
 use std::path::{Path, PathBuf};
