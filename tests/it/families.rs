@@ -6,6 +6,7 @@
 //! equal to HF's, and a run of `gp-lite train` and `predict` from the checkpoint. Configurations of
 //! families or settings gp-lite does not compute are refused with the field named.
 
+use crate::common::cli::json_file;
 use crate::common::{dev_file, fixture, TempDir, BIN};
 use gp_lite::bert::checkpoint::{load_config, load_encoder, save_encoder, CheckpointError};
 use gp_lite::bert::config::ConfigError;
@@ -278,15 +279,13 @@ fn every_family_trains_and_predicts_from_the_cli() {
         let run = Command::new(BIN).args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(run.status.success(), "{family}: {stderr}");
-        let config: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+        let config = json_file(&out.join("config.json"));
         assert_eq!(config["encoder"]["model_type"], family, "{family}");
         // Mostly-CJK texts: one token per character, unless the vocabulary does not know the
         // characters (a byte-level BPE's pieces are bytes): then its own subwords.
         let tokenization = if family == "roberta" { "subwords" } else { "chars" };
         assert_eq!(config["tokenization"], tokenization, "{family}");
-        let record: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(out.join("training.json")).unwrap()).unwrap();
+        let record = json_file(&out.join("training.json"));
         let losses: Vec<f64> = record["epochs"]
             .as_array()
             .unwrap()
