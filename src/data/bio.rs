@@ -48,6 +48,28 @@ pub fn parse(path: &Path, text: &str) -> Result<Dataset, DataError> {
 
 /// Parses column text with tokens joined as `join` says.
 pub fn parse_with(path: &Path, text: &str, join: Join) -> Result<Dataset, DataError> {
+    let (lines, examples) = sentences(path, text, join)?
+        .into_iter()
+        .map(|s| (s.lines[0], s.example))
+        .unzip();
+    Dataset::new(path, examples, lines)
+}
+
+/// A sentence of a column file as read.
+#[derive(Clone, Debug)]
+pub struct ColumnSentence {
+    /// The 1-based line of each token.
+    pub lines: Vec<usize>,
+    /// The character span `[start, end)` of each token in the example's text.
+    pub spans: Vec<(usize, usize)>,
+    /// The tokens joined, with the entities of their tags.
+    pub example: Example,
+}
+
+/// The sentences of column text, tokens joined as `join` says ([`Join::Auto`] decides from the
+/// whole text); `path` names the file in errors. Every line is either a token of a sentence, a
+/// blank line or a `-DOCSTART-` line.
+pub fn sentences(path: &Path, text: &str, join: Join) -> Result<Vec<ColumnSentence>, DataError> {
     let mut sentences: Vec<Sentence> = Vec::new();
     let mut sentence = Sentence::default();
     for (i, line) in text.lines().enumerate() {
@@ -81,9 +103,7 @@ pub fn parse_with(path: &Path, text: &str, join: Join) -> Result<Dataset, DataEr
             }
         }
     };
-    let lines = sentences.iter().map(|s| s.first_line).collect();
-    let examples = sentences.into_iter().map(|s| s.example(sep)).collect();
-    Dataset::new(path, examples, lines)
+    Ok(sentences.into_iter().map(|s| s.read(sep)).collect())
 }
 
 /// A parsed tag: `O`, or a position in an entity and its type.
@@ -119,16 +139,14 @@ impl Tag {
 /// A sentence: its tokens and tags.
 #[derive(Default)]
 struct Sentence {
-    first_line: usize,
+    lines: Vec<usize>,
     tokens: Vec<String>,
     tags: Vec<Tag>,
 }
 
 impl Sentence {
     fn push(&mut self, line: usize, token: &str, tag: Tag) {
-        if self.tokens.is_empty() {
-            self.first_line = line;
-        }
+        self.lines.push(line);
         self.tokens.push(token.to_string());
         self.tags.push(tag);
     }
@@ -141,7 +159,7 @@ impl Sentence {
     }
 
     /// The tokens joined by `sep`, with the entities of the tags as character spans.
-    fn example(self, sep: &str) -> Example {
+    fn read(self, sep: &str) -> ColumnSentence {
         let sep_chars = sep.chars().count();
         let (mut text, mut spans, mut chars) = (String::new(), Vec::with_capacity(self.tokens.len()), 0);
         for (k, token) in self.tokens.iter().enumerate() {
@@ -154,9 +172,13 @@ impl Sentence {
             spans.push((chars, chars + len));
             chars += len;
         }
-        Example {
-            entities: decode(&self.tags, &spans),
-            text,
+        ColumnSentence {
+            example: Example {
+                entities: decode(&self.tags, &spans),
+                text,
+            },
+            spans,
+            lines: self.lines,
         }
     }
 }
@@ -203,6 +225,83 @@ fn decode(tags: &[Tag], spans: &[(usize, usize)]) -> Vec<Entity> {
         }
     }
     close(&mut open, tags.len().wrapping_sub(1), &mut out);
+    out
+}
+
+/// The tags [`encode`] writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Scheme {
+    /// IOB2: `B-X` starts an entity, `I-X` continues it.
+    #[default]
+    Bio,
+    /// BIOES: `S-X` a one-token entity, `E-X` the last token of a longer one.
+    Bioes,
+}
+
+/// The tag of each token (character spans `tokens`, in order, not overlapping) for `entities`
+/// (`(start, end, type)` in characters, not overlapping): an entity tags the tokens it overlaps
+/// (a token it covers in part included), and a token two entities overlap keeps the first's.
+/// The inverse of the column reader's decoding wherever entities start and end on token
+/// boundaries.
+pub fn encode<'a>(
+    entities: impl IntoIterator<Item = (usize, usize, &'a str)>,
+    tokens: &[(usize, usize)],
+    scheme: Scheme,
+) -> Vec<String> {
+    let mut tags = vec![String::from("O"); tokens.len()];
+    let mut taken = vec![false; tokens.len()];
+    for (start, end, label) in entities {
+        // the first run of free tokens the entity overlaps
+        let first = tokens.partition_point(|t| t.1 <= start);
+        let run: Vec<usize> = (first..tokens.len())
+            .take_while(|&k| tokens[k].0 < end)
+            .skip_while(|&k| taken[k])
+            .take_while(|&k| !taken[k])
+            .collect();
+        let (Some(&a), Some(&b)) = (run.first(), run.last()) else {
+            continue;
+        };
+        for k in a..=b {
+            taken[k] = true;
+            let prefix = match (scheme, k == a, k == b) {
+                (Scheme::Bioes, true, true) => "S",
+                (Scheme::Bioes, false, true) => "E",
+                (_, true, _) => "B",
+                _ => "I",
+            };
+            tags[k] = format!("{prefix}-{label}");
+        }
+    }
+    tags
+}
+
+/// The tokens a text is written as in columns, each `(first char, one past the last char,
+/// token)`: its whitespace-separated words, or every character but whitespace in a text written
+/// mostly in CJK characters (no spaces between its words), as the column reader joins them.
+pub fn text_tokens(text: &str) -> Vec<(usize, usize, &str)> {
+    let per_char = mostly_cjk([text]);
+    let mut out = Vec::new();
+    // the open word: its first char and byte
+    let mut open: Option<(usize, usize)> = None;
+    let mut chars = 0;
+    for (b, c) in text.char_indices() {
+        if c.is_whitespace() || per_char {
+            if let Some((c0, b0)) = open.take() {
+                out.push((c0, chars, &text[b0..b]));
+            }
+        }
+        if !c.is_whitespace() {
+            if per_char {
+                out.push((chars, chars + 1, &text[b..b + c.len_utf8()]));
+            } else if open.is_none() {
+                open = Some((chars, b));
+            }
+        }
+        chars += 1;
+    }
+    if let Some((c0, b0)) = open {
+        out.push((c0, chars, &text[b0..]));
+    }
     out
 }
 
@@ -290,6 +389,65 @@ mod tests {
     fn malformed_tags_are_refused() {
         for bad in ["Q-PER", "B-", "BPER", "o", "B_PER"] {
             assert_eq!(Tag::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn encode_writes_what_decode_reads() {
+        let spans: Vec<_> = (0..8).map(|i| (10 * i, 10 * i + 5)).collect();
+        let ents = [(0, 15, "PER"), (20, 25, "LOC"), (30, 75, "ORG")];
+        let bio = encode(ents, &spans, Scheme::Bio);
+        assert_eq!(bio.join(" "), "B-PER I-PER B-LOC B-ORG I-ORG I-ORG I-ORG I-ORG");
+        let bioes = encode(ents, &spans, Scheme::Bioes);
+        assert_eq!(bioes.join(" "), "B-PER E-PER S-LOC B-ORG I-ORG I-ORG I-ORG E-ORG");
+        for tags in [bio, bioes] {
+            let parsed: Vec<Tag> = tags.iter().map(|t| Tag::parse(t).unwrap()).collect();
+            let back: Vec<_> = decode(&parsed, &spans)
+                .into_iter()
+                .map(|e| (e.start, e.end, e.label))
+                .collect();
+            let want: Vec<_> = ents.iter().map(|&(a, b, l)| (a, b, l.to_string())).collect();
+            assert_eq!(back, want);
+        }
+    }
+
+    #[test]
+    fn encode_widens_to_tokens_and_keeps_the_first_of_two() {
+        let spans = [(0, 5), (6, 10), (11, 20)];
+        // "Obama" in part, then two entities inside the third token: the first keeps it.
+        let tags = encode(
+            [(1, 3, "PER"), (12, 14, "LOC"), (15, 18, "ORG")],
+            &spans,
+            Scheme::Bio,
+        );
+        assert_eq!(tags, ["B-PER", "O", "B-LOC"]);
+        // An entity over no token (between tokens) writes nothing.
+        assert_eq!(encode([(5, 6, "X")], &spans, Scheme::Bioes), ["O", "O", "O"]);
+        // A later entity whose first token is taken keeps the free run after it.
+        let tags = encode([(6, 10, "A"), (7, 20, "B")], &spans, Scheme::Bioes);
+        assert_eq!(tags, ["O", "S-A", "S-B"]);
+    }
+
+    #[test]
+    fn text_tokens_are_words_or_characters() {
+        assert_eq!(
+            text_tokens(" EU  rejects\tGerman "),
+            [(1, 3, "EU"), (5, 12, "rejects"), (13, 19, "German")]
+        );
+        assert_eq!(
+            text_tokens("中国 人a"),
+            [(0, 1, "中"), (1, 2, "国"), (3, 4, "人"), (4, 5, "a")]
+        );
+        assert!(text_tokens("").is_empty());
+        // what the column reader makes of a column file, text_tokens reads back
+        let p = Path::new("x.bio");
+        for file in [
+            "EU B-ORG\nrejects O\nGerman B-MISC\n",
+            "中 B-LOC\n国 I-LOC\n人 O\n",
+        ] {
+            let s = &sentences(p, file, Join::Auto).unwrap()[0];
+            let spans: Vec<_> = text_tokens(&s.example.text).iter().map(|t| (t.0, t.1)).collect();
+            assert_eq!(spans, s.spans);
         }
     }
 }

@@ -4,9 +4,11 @@
 use crate::args::{ModeArgs, WindowArgs};
 use crate::{pool, Res};
 use clap::{Args, ValueEnum};
+use gp_lite::data::bio::{self, Scheme};
+use gp_lite::decode::DecodeMode;
 use gp_lite::infer::Workspace;
-use gp_lite::predict::{PredictError, PredictOptions, Predictor};
-use std::io::{BufRead, BufWriter, Write};
+use gp_lite::predict::{PredEntity, PredictError, PredictOptions, Predictor};
+use std::io::{BufRead, BufWriter, Read, Write};
 use std::path::PathBuf;
 
 /// `gp-lite predict --help`: how it behaves as a filter.
@@ -46,6 +48,54 @@ pub struct PredictArgs {
     /// What a bad input line (invalid UTF-8, malformed JSON, no string "text") does.
     #[arg(long, value_enum, default_value = "record")]
     on_error: OnError,
+    /// What is written for each text.
+    #[arg(long, value_enum, default_value = "json")]
+    format: OutputFormat,
+    /// The tags of --format bio.
+    #[arg(long, value_enum, default_value = "bio")]
+    scheme: SchemeArg,
+    /// What the input is.
+    #[arg(long, value_enum, default_value = "text")]
+    input_format: InputFormat,
+}
+
+/// `--format`.
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+pub enum OutputFormat {
+    /// A JSON line a text: {"entities": [{"end", "score", "start", "text", "type"}], "text"}
+    Json,
+    /// Columns for seqeval and conlleval: a token and its tag a line, a blank line after each
+    /// text (flat output: overlapping spans keep the best); with --input-format conll, each
+    /// input line with the predicted tag appended
+    Bio,
+}
+
+/// `--scheme`.
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+pub enum SchemeArg {
+    /// IOB2 tags: B-X, I-X, O
+    Bio,
+    /// B-X, I-X, E-X, S-X, O
+    Bioes,
+}
+
+/// `--input-format`.
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+pub enum InputFormat {
+    /// A text a line, or a JSON line with a string "text"; streamed
+    Text,
+    /// A column file (CoNLL: the token in the first column, a blank line between sentences),
+    /// read whole; its sentences are the texts, joined as `eval` joins them
+    Conll,
+}
+
+impl SchemeArg {
+    fn scheme(self) -> Scheme {
+        match self {
+            SchemeArg::Bio => Scheme::Bio,
+            SchemeArg::Bioes => Scheme::Bioes,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -90,7 +140,7 @@ struct OutputEntity<'a> {
 }
 
 impl<'a> OutputLine<'a> {
-    fn new(text: &'a str, ents: &'a [gp_lite::predict::PredEntity]) -> Self {
+    fn new(text: &'a str, ents: &'a [PredEntity]) -> Self {
         // byte offset of every character offset an entity names, in one pass over the text
         let mut marks: Vec<usize> = ents.iter().flat_map(|e| [e.start, e.end]).collect();
         marks.sort_unstable();
@@ -135,6 +185,11 @@ impl std::error::Error for BadLine {}
 
 /// `gp-lite predict`.
 pub fn run(a: PredictArgs) -> Res<()> {
+    if a.format == OutputFormat::Bio && a.mode.nested {
+        let what = "--format bio writes one tag a token, which cannot hold overlapping entities: \
+                    drop --nested\n";
+        clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, what).exit();
+    }
     let pool = pool(a.threads)?;
     let predictor: Predictor<f32> = gp_lite::model_dir::load_model(&a.model)?;
     let (reader, source): (Box<dyn BufRead>, String) = match &a.input {
@@ -161,8 +216,12 @@ pub fn run(a: PredictArgs) -> Res<()> {
         }),
         _ => Box::new(BufWriter::new(std::io::stdout().lock())),
     };
+    let mode = match a.format {
+        OutputFormat::Bio => Some(DecodeMode::Flat),
+        OutputFormat::Json => a.mode.mode(),
+    };
     let opts = PredictOptions {
-        mode: a.mode.mode(),
+        mode,
         threshold: a.threshold,
         batch_size: a.batch_size.max(1),
         window: a.windows.window,
@@ -176,9 +235,14 @@ pub fn run(a: PredictArgs) -> Res<()> {
         source: &source,
         on_error: a.on_error,
         out,
+        format: a.format,
+        scheme: a.scheme.scheme(),
         bad: 0,
     };
-    let result = stream.run(reader);
+    let result = match a.input_format {
+        InputFormat::Text => stream.run(reader),
+        InputFormat::Conll => stream.run_columns(reader),
+    };
     let bad = stream.bad;
     drop(stream);
     match (&tmp_output, &a.output) {
@@ -229,6 +293,8 @@ struct PredictStream<'a> {
     source: &'a str,
     on_error: OnError,
     out: Box<dyn Write>,
+    format: OutputFormat,
+    scheme: Scheme,
     /// Bad lines answered with error records so far.
     bad: usize,
 }
@@ -298,8 +364,7 @@ impl PredictStream<'_> {
             match text {
                 Ok(text) => {
                     let ents = preds.next().expect("one prediction per text");
-                    serde_json::to_writer(&mut self.out, &OutputLine::new(&text, &ents))?;
-                    writeln!(self.out)?;
+                    self.write_text(&text, &ents)?;
                 }
                 Err(what) => {
                     let at = format!("{}:{lineno}: {what}", self.source);
@@ -308,7 +373,13 @@ impl PredictStream<'_> {
                         return Err(BadLine(at).into());
                     }
                     eprintln!("error: {at}");
-                    writeln!(self.out, "{}", serde_json::json!({"error": what, "line": lineno}))?;
+                    match self.format {
+                        OutputFormat::Json => {
+                            writeln!(self.out, "{}", serde_json::json!({"error": what, "line": lineno}))?
+                        }
+                        // an empty block in its place: block k still answers line k
+                        OutputFormat::Bio => writeln!(self.out)?,
+                    }
                     self.bad += 1;
                 }
             }
@@ -316,4 +387,86 @@ impl PredictStream<'_> {
         self.out.flush()?;
         Ok(())
     }
+
+    /// The answer to one text: a JSON line, or its tokens and tags and a blank line.
+    fn write_text(&mut self, text: &str, ents: &[PredEntity]) -> Res<()> {
+        match self.format {
+            OutputFormat::Json => {
+                serde_json::to_writer(&mut self.out, &OutputLine::new(text, ents))?;
+                writeln!(self.out)?;
+            }
+            OutputFormat::Bio => {
+                let tokens = bio::text_tokens(text);
+                let spans: Vec<(usize, usize)> = tokens.iter().map(|t| (t.0, t.1)).collect();
+                for (t, tag) in tokens.iter().zip(tags(ents, &spans, self.scheme)) {
+                    writeln!(self.out, "{} {tag}", t.2)?;
+                }
+                writeln!(self.out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `--input-format conll`: the column file read whole, its sentences predicted a chunk at a
+    /// time; then each input line is written back with its token's tag appended (`--format
+    /// bio`), or a JSON line is written for each sentence. A sentence that cannot be tokenized
+    /// stops the run, naming its line.
+    fn run_columns(&mut self, mut reader: Box<dyn BufRead>) -> Res<()> {
+        let mut input = String::new();
+        reader
+            .read_to_string(&mut input)
+            .map_err(|e| format!("{}: {e}", self.source))?;
+        let sentences = bio::sentences(std::path::Path::new(self.source), &input, bio::Join::Auto)?;
+        let mut tags: Vec<Vec<String>> = Vec::with_capacity(sentences.len());
+        for chunk in sentences.chunks(self.opts.batch_size) {
+            let texts: Vec<&str> = chunk.iter().map(|s| s.example.text.as_str()).collect();
+            let (predictor, opts, ws) = (self.predictor, &self.opts, &mut self.ws);
+            let preds = match self.pool.install(|| predictor.predict(&texts, opts, ws)) {
+                Ok(p) => p,
+                Err(PredictError::Tokenize { index, source }) => {
+                    let line = chunk[index].lines[0];
+                    return Err(format!("{}:{line}: cannot tokenize: {source}", self.source).into());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            for (s, ents) in chunk.iter().zip(&preds) {
+                match self.format {
+                    OutputFormat::Json => self.write_text(&s.example.text, ents)?,
+                    OutputFormat::Bio => tags.push(self::tags(ents, &s.spans, self.scheme)),
+                }
+            }
+        }
+        if self.format == OutputFormat::Bio {
+            let mut next = sentences
+                .iter()
+                .zip(&tags)
+                .flat_map(|(s, t)| s.lines.iter().zip(t))
+                .peekable();
+            for (i, line) in input.lines().enumerate() {
+                match next.next_if(|(&l, _)| l == i + 1) {
+                    // the separator the line's columns use
+                    Some((_, tag)) => {
+                        let sep = if line.contains('\t') && !line.contains(' ') {
+                            '\t'
+                        } else {
+                            ' '
+                        };
+                        writeln!(self.out, "{}{sep}{tag}", line.trim_end())?
+                    }
+                    None => writeln!(self.out, "{line}")?,
+                }
+            }
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+/// The tag of each token (character spans) for flat predictions.
+fn tags(ents: &[PredEntity], spans: &[(usize, usize)], scheme: Scheme) -> Vec<String> {
+    bio::encode(
+        ents.iter().map(|e| (e.start, e.end, e.label.as_str())),
+        spans,
+        scheme,
+    )
 }
