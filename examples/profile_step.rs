@@ -40,7 +40,7 @@ fn main() {
         "infer" => {
             let mut infer = ScoreOnly::new(model.config.encoder.hidden_size, &mut rng);
             let mut model = model;
-            model.encoder.prepack(); // as `gp-lite predict` packs a loaded model
+            model.encoder.prepack(gp_lite::precision::Precision::F32); // as `gp-lite predict` packs a loaded model
             let start = std::time::Instant::now();
             for _ in 0..iters {
                 infer.run(&model.encoder, &batch);

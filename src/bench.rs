@@ -8,6 +8,7 @@ use crate::bert::{BertConfig, BertEncoder};
 use crate::head::{Buffer, GlobalPointer, GlobalPointerConfig, HeadConfig, ScoreCache, ScoreHead};
 use crate::model::{ModelConfig, NerModel};
 use crate::optim::adamw::AdamWConfig;
+use crate::precision::Precision;
 use crate::tokenize::Encoding;
 use crate::trainer::Trainer;
 use rand::{Rng, SeedableRng};
@@ -34,6 +35,8 @@ pub struct BenchResult {
     pub config: String,
     /// Threads the run used (recorded, not set, by [`run`]).
     pub threads: usize,
+    /// The precision of the inference products (`f32` or `int8`); training is f32.
+    pub precision: String,
     /// Median wall time of one training step on batch 16 x 64, in milliseconds.
     pub train_step_ms: f64,
     /// Training throughput: 16 * 64 tokens per median step, in tokens per second.
@@ -143,8 +146,9 @@ impl ScoreOnly {
     }
 }
 
-/// Runs the workload for one preset in the current thread pool (`threads` is only recorded).
-pub fn run(config: &str, threads: usize, steps: usize) -> Option<BenchResult> {
+/// Runs the workload for one preset in the current thread pool (`threads` is only recorded):
+/// training once, then inference in each of `precisions`, one result each.
+pub fn run(config: &str, threads: usize, steps: usize, precisions: &[Precision]) -> Option<Vec<BenchResult>> {
     let model = bench_model(config, 0)?;
     let trainer_hidden = model.config.encoder.hidden_size;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
@@ -163,21 +167,26 @@ pub fn run(config: &str, threads: usize, steps: usize) -> Option<BenchResult> {
     });
     // Inference runs on the trained encoder packed as `gp-lite predict` packs a loaded model.
     let mut encoder = trainer.model.encoder;
-    encoder.prepack();
     let mut infer = ScoreOnly::new(trainer_hidden, &mut rng);
     let b1 = random_batch(1, 50, &mut rng);
     let b32 = random_batch(32, 64, &mut rng);
-    let lat_ms = timed(steps * 3, 3, || infer.run(&encoder, &b1));
-    let thr_ms = timed(steps, 2, || infer.run(&encoder, &b32));
     let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
-    Some(BenchResult {
-        implementation: "gp-lite".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        config: config.into(),
-        threads,
-        train_step_ms: round(train_ms, 2),
-        train_tokens_per_s: round(16.0 * 64.0 / train_ms * 1e3, 1),
-        infer_b1_n50_ms: round(lat_ms, 3),
-        infer_b32_n64_tokens_per_s: round(32.0 * 64.0 / thr_ms * 1e3, 1),
-    })
+    let mut out = Vec::new();
+    for &precision in precisions {
+        encoder.prepack(precision);
+        let lat_ms = timed(steps * 3, 3, || infer.run(&encoder, &b1));
+        let thr_ms = timed(steps, 2, || infer.run(&encoder, &b32));
+        out.push(BenchResult {
+            implementation: "gp-lite".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            config: config.into(),
+            threads,
+            precision: precision.name().into(),
+            train_step_ms: round(train_ms, 2),
+            train_tokens_per_s: round(16.0 * 64.0 / train_ms * 1e3, 1),
+            infer_b1_n50_ms: round(lat_ms, 3),
+            infer_b32_n64_tokens_per_s: round(32.0 * 64.0 / thr_ms * 1e3, 1),
+        });
+    }
+    Some(out)
 }

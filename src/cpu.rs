@@ -22,3 +22,17 @@ pub fn avx512() -> bool {
         false
     })
 }
+
+/// True when int8 products run on AVX512-VNNI ([`crate::matmul::int8`]): where the AVX-512 paths
+/// run ([`avx512`]) and the CPU has AVX512-VNNI; elsewhere they run on plain loops (the same
+/// results, bit for bit).
+pub fn vnni() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if avx512() && is_x86_feature_detected!("avx512vnni") {
+            return true;
+        }
+        false
+    })
+}

@@ -54,6 +54,7 @@ pub mod optim;
 pub mod out_dir;
 pub mod parallel;
 pub mod param;
+pub mod precision;
 pub mod predict;
 pub mod sample;
 pub mod scalar;

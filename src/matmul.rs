@@ -22,7 +22,10 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+pub mod int8;
 mod portable;
+
+use crate::precision::Precision;
 
 /// Products below this many multiply-adds run on one thread (splitting costs more than it saves).
 const PARALLEL_MIN_MACS: usize = 1 << 18;
@@ -139,18 +142,25 @@ pub fn packed_kernel() -> bool {
     crate::cpu::avx512()
 }
 
-/// A right operand `B` (`k x n`, a frozen weight's `Wᵀ`) packed once into the column panels the
-/// AVX-512 kernel reads: one more copy of the weight, so that no product packs it again.
+/// A right operand `B` (`k x n`, a frozen weight's `Wᵀ`) packed once for inference: into the
+/// column panels the AVX-512 kernel reads (one more copy of the weight, so that no product packs
+/// it again), or quantised to int8 ([`int8::QuantB`]).
 #[derive(Clone)]
 pub struct PackedB {
     k: usize,
     n: usize,
-    panels: Vec<f32>,
+    panels: Panels,
+}
+
+#[derive(Clone)]
+enum Panels {
+    F32(Vec<f32>),
+    Int8(int8::QuantB),
 }
 
 impl std::fmt::Debug for PackedB {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PackedB({} x {})", self.k, self.n)
+        write!(f, "PackedB({} x {}, {})", self.k, self.n, self.precision())
     }
 }
 
@@ -168,11 +178,36 @@ impl PackedB {
             Some(PackedB {
                 k,
                 n,
-                panels: avx512::pack_panels(b),
+                panels: Panels::F32(avx512::pack_panels(b)),
             })
         }
         #[cfg(not(target_arch = "x86_64"))]
         None
+    }
+
+    /// `b` packed for inference in `precision`: as [`PackedB::new`] for f32; int8 on every CPU
+    /// (f32 `T` only; `None` for f64).
+    pub fn for_inference<T: Scalar>(b: ArrayView2<T>, precision: Precision) -> Option<PackedB> {
+        match precision {
+            Precision::F32 => PackedB::new(b),
+            Precision::Int8 => {
+                let b = T::view_f32(b)?;
+                let (k, n) = b.dim();
+                Some(PackedB {
+                    k,
+                    n,
+                    panels: Panels::Int8(int8::QuantB::new(b)),
+                })
+            }
+        }
+    }
+
+    /// The number format of the packed values.
+    pub fn precision(&self) -> Precision {
+        match self.panels {
+            Panels::F32(_) => Precision::F32,
+            Panels::Int8(_) => Precision::Int8,
+        }
     }
 
     /// `(k, n)`: the shape of B.
@@ -233,16 +268,20 @@ pub fn gemm_packed<T: Scalar>(
         return;
     }
     let bias = bias.map(|v| v.to_slice().expect("gemm_packed: contiguous bias"));
+    let panels = match &b.panels {
+        Panels::F32(p) => p,
+        Panels::Int8(q) => return int8_parallel(alpha, a, q, beta, bias, c),
+    };
     let threads = rayon::current_num_threads();
     if threads <= 1 || m * n * k < PARALLEL_MIN_MACS {
-        return packed_serial(alpha, a, &b.panels, beta, bias, c);
+        return packed_serial(alpha, a, panels, beta, bias, c);
     }
     if m >= n {
         let rows = m.div_ceil(threads).next_multiple_of(8).min(m);
         c.axis_chunks_iter_mut(Axis(0), rows)
             .into_par_iter()
             .zip(a.axis_chunks_iter(Axis(0), rows).into_par_iter())
-            .for_each(|(cb, ab)| packed_serial(alpha, ab, &b.panels, beta, bias, cb));
+            .for_each(|(cb, ab)| packed_serial(alpha, ab, panels, beta, bias, cb));
     } else {
         // Column blocks of whole panels: block q starts at panel q * (cols / NR).
         #[cfg(target_arch = "x86_64")]
@@ -256,9 +295,44 @@ pub fn gemm_packed<T: Scalar>(
             .enumerate()
             .for_each(|(q, cb)| {
                 let first = q * cols / nr;
-                let panels = &b.panels[first * per_panel..(first + cb.ncols().div_ceil(nr)) * per_panel];
+                let panels = &panels[first * per_panel..(first + cb.ncols().div_ceil(nr)) * per_panel];
                 let bias = bias.map(|v| &v[q * cols..q * cols + cb.ncols()]);
                 packed_serial(alpha, a, panels, beta, bias, cb)
+            });
+    }
+}
+
+/// [`gemm_packed`] on an int8 weight, split over threads like the f32 one: blocks of rows, or of
+/// whole panels of columns when `c` has more columns than rows.
+fn int8_parallel(
+    alpha: f32,
+    a: ArrayView2<f32>,
+    b: &int8::QuantB,
+    beta: f32,
+    bias: Option<&[f32]>,
+    mut c: ArrayViewMut2<f32>,
+) {
+    let kernel = int8::Kernel::best();
+    let (m, n) = c.dim();
+    let threads = rayon::current_num_threads();
+    if threads <= 1 || m * n * a.ncols() < PARALLEL_MIN_MACS {
+        return int8::gemm_serial(kernel, alpha, a, b, 0, beta, bias, c);
+    }
+    if m >= n {
+        let rows = m.div_ceil(threads).next_multiple_of(4).min(m);
+        c.axis_chunks_iter_mut(Axis(0), rows)
+            .into_par_iter()
+            .zip(a.axis_chunks_iter(Axis(0), rows).into_par_iter())
+            .for_each(|(cb, ab)| int8::gemm_serial(kernel, alpha, ab, b, 0, beta, bias, cb));
+    } else {
+        let cols = n.div_ceil(threads).next_multiple_of(4 * int8::LANES);
+        c.axis_chunks_iter_mut(Axis(1), cols)
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(q, cb)| {
+                let j0 = q * cols;
+                let bias = bias.map(|v| &v[j0..j0 + cb.ncols()]);
+                int8::gemm_serial(kernel, alpha, a, b, j0, beta, bias, cb)
             });
     }
 }

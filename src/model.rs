@@ -8,6 +8,7 @@ use crate::bert::{BertConfig, BertEncoder, EncoderError};
 use crate::decode::DecodeMode;
 use crate::head::{self, HeadConfig, HeadError, HeadShape, SpanHead};
 use crate::param::{join, ParamMut, Params};
+use crate::precision::Precision;
 use crate::scalar::Scalar;
 use crate::tokenize::{Encoding, Tokenization, TokenizeError, Tokenizer};
 use ndarray::ArrayViewD;
@@ -86,8 +87,20 @@ impl<T: Scalar> NerModel<T> {
     /// loaded model's products then stop packing them on every call. Training, loading and any
     /// other mutable walk of the parameters drop the packed copies.
     pub fn prepack(&mut self) {
-        self.encoder.prepack();
+        self.prepack_as(Precision::F32);
+    }
+
+    /// [`NerModel::prepack`] with the encoder's dense layers in `precision` (int8: see
+    /// `matmul::int8`); the head stays f32. The f32 weights are kept, so a model can be packed
+    /// again in another precision.
+    pub fn prepack_as(&mut self, precision: Precision) {
+        self.encoder.prepack(precision);
         self.head.prepack();
+    }
+
+    /// The precision of the encoder's products after [`NerModel::prepack_as`] (f32 before).
+    pub fn precision(&self) -> Precision {
+        self.encoder.precision()
     }
 
     /// A freshly initialised model (BERT initialisation for encoder and head).

@@ -7,6 +7,7 @@ use crate::decode::{flatten, DecodeMode, DEFAULT_THRESHOLD};
 use crate::infer::{decode_batch, Workspace};
 use crate::model::encode_for;
 use crate::model::NerModel;
+use crate::precision::Precision;
 use crate::scalar::Scalar;
 use crate::span::SpanPred;
 use crate::tokenize::{token_span_to_chars, window, window_ranges, Encoding, TokenizeError, Tokenizer};
@@ -148,6 +149,12 @@ impl<T: Scalar> Predictor<T> {
     /// Longest token sequence the model runs on, specials included.
     pub fn max_len(&self) -> usize {
         self.model.config.max_len
+    }
+
+    /// Runs the encoder's products in `precision` from now on (int8: quantised from the f32
+    /// weights, which are kept; see `matmul::int8`). An f64 model stays f64 whatever it is asked.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.model.prepack_as(precision);
     }
 
     /// Entities of each text; see [`predict_texts`].

@@ -13,6 +13,7 @@ use crate::bert::layer::{BertLayer, InferenceScratch, LayerCache};
 use crate::nn::dropout::Dropout;
 use crate::nn::{Embedding, Gelu, LayerNorm, Linear};
 use crate::param::{join, ParamMut, Params};
+use crate::precision::Precision;
 use crate::scalar::Scalar;
 use ndarray::{s, Array2, ArrayView2, ArrayViewD};
 use rand::Rng;
@@ -117,13 +118,20 @@ fn check_config(cfg: &BertConfig) -> Result<Gelu, EncoderError> {
 impl<T: Scalar> BertEncoder<T> {
     /// Packs every layer's weights for inference (`Linear::prepack`): for a model that is only
     /// run, not trained; any mutable walk of the parameters undoes it.
-    pub fn prepack(&mut self) {
+    pub fn prepack(&mut self, precision: Precision) {
         if let Some(p) = &mut self.project {
-            p.prepack();
+            p.prepack_as(precision);
         }
         for layer in &mut self.layers {
-            layer.prepack();
+            layer.prepack(precision);
         }
+    }
+
+    /// The precision of the dense layers' products ([`BertEncoder::prepack`]; f32 before).
+    pub fn precision(&self) -> Precision {
+        self.layers
+            .first()
+            .map_or(Precision::F32, |l| l.attention_output.precision())
     }
 
     /// BERT initialisation: weights and tables ~ N(0, initializer_range²), biases 0, LN weight 1.

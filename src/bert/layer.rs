@@ -9,6 +9,7 @@ use crate::nn::feed_forward::{FeedForward, FeedForwardCache};
 use crate::nn::layer_norm::ResidualNormCache;
 use crate::nn::{Gelu, LayerNorm, Linear};
 use crate::param::{join, ParamMut, Params};
+use crate::precision::Precision;
 use crate::scalar::Scalar;
 use ndarray::{Array2, ArrayView2, ArrayViewD, Ix2};
 use rand::Rng;
@@ -81,10 +82,10 @@ pub struct LayerCache<T> {
 
 impl<T: Scalar> BertLayer<T> {
     /// Packs every weight of the layer for inference (`Linear::prepack`).
-    pub fn prepack(&mut self) {
-        self.attention.prepack();
-        self.attention_output.prepack();
-        self.ffn.prepack();
+    pub fn prepack(&mut self, precision: Precision) {
+        self.attention.prepack(precision);
+        self.attention_output.prepack_as(precision);
+        self.ffn.prepack(precision);
     }
 
     /// A layer of `cfg`'s sizes, weights drawn from N(0, `initializer_range`²), biases 0,

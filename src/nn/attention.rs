@@ -11,6 +11,7 @@ use crate::nn::linear::Linear;
 use crate::nn::softmax::{softmax_row, softmax_row_backward};
 use crate::parallel;
 use crate::param::{join, ParamMut, Params};
+use crate::precision::Precision;
 use crate::scalar::Scalar;
 use ndarray::{
     s, Array1, Array2, Array4, ArrayView2, ArrayView4, ArrayViewD, ArrayViewMut2, ArrayViewMut4, Axis, Zip,
@@ -85,16 +86,16 @@ fn split_bh<T>(a: ArrayViewMut4<'_, T>) -> Vec<ArrayViewMut2<'_, T>> {
 impl<T: Scalar> SelfAttention<T> {
     /// Packs the Q, K and V weights for inference as one fused operand where the CPU's kernel
     /// can use it (see `matmul::PackedB`); elsewhere each layer keeps its own ([`Linear::prepack`]).
-    pub fn prepack(&mut self) {
+    pub fn prepack(&mut self, precision: Precision) {
         let layers = [&self.query, &self.key, &self.value];
         let wt = ndarray::concatenate(Axis(1), &layers.map(|l| l.weight.value.t()))
             .expect("q, k and v have the same input size");
         let bias =
             ndarray::concatenate(Axis(0), &layers.map(|l| l.bias.value.view())).expect("biases are vectors");
-        self.fused_qkv = PackedB::new(wt.view()).map(|p| (p, bias));
+        self.fused_qkv = PackedB::for_inference(wt.view(), precision).map(|p| (p, bias));
         if self.fused_qkv.is_none() {
             for l in [&mut self.query, &mut self.key, &mut self.value] {
-                l.prepack();
+                l.prepack_as(precision);
             }
         }
     }
@@ -482,7 +483,7 @@ mod tests {
             assert!(worst < 1e-5, "inference differs from forward by {worst}");
         };
         check(&att);
-        att.prepack();
+        att.prepack(Precision::F32);
         assert_eq!(att.fused_qkv.is_some(), crate::matmul::packed_kernel());
         check(&att);
         att.visit_mut("", &mut |_, mut p| p.value.mapv_inplace(|v| v * 1.5));

@@ -5,6 +5,7 @@ use crate::matmul::gemm;
 use crate::nn::gelu::Gelu;
 use crate::nn::linear::Linear;
 use crate::param::{join, ParamMut, Params};
+use crate::precision::Precision;
 use crate::scalar::Scalar;
 use ndarray::{Array2, ArrayView2, ArrayViewD, ArrayViewMut2};
 use rand::Rng;
@@ -31,9 +32,9 @@ pub struct FeedForwardCache<T> {
 
 impl<T: Scalar> FeedForward<T> {
     /// Packs both weights for inference ([`Linear::prepack`]).
-    pub fn prepack(&mut self) {
-        self.intermediate.prepack();
-        self.output.prepack();
+    pub fn prepack(&mut self, precision: Precision) {
+        self.intermediate.prepack_as(precision);
+        self.output.prepack_as(precision);
     }
 
     /// H = `hidden`, F = `inner`; weights drawn from N(0, std²), biases 0.

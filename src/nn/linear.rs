@@ -11,6 +11,7 @@
 use crate::matmul::{gemm, gemm_packed, matmul_acc, PackedB};
 use crate::parallel;
 use crate::param::{join, Param, Param1, Param2, ParamMut, Params};
+use crate::precision::Precision;
 use crate::scalar::Scalar;
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, ArrayViewMut2, ShapeBuilder};
 use rand::Rng;
@@ -55,7 +56,18 @@ impl<T: Scalar> Linear<T> {
     /// change the weight through it, never meet a stale one; code that writes `weight.value`
     /// directly must call this again (or not call it at all).
     pub fn prepack(&mut self) {
-        self.packed = PackedB::new(self.weight.value.t());
+        self.prepack_as(Precision::F32);
+    }
+
+    /// [`Linear::prepack`] in `precision`: int8 quantises `Wᵀ` per output channel
+    /// (`matmul::int8`), on every CPU; f32 packs it where the CPU's kernel can use it.
+    pub fn prepack_as(&mut self, precision: Precision) {
+        self.packed = PackedB::for_inference(self.weight.value.t(), precision);
+    }
+
+    /// The number format of the packed weight (f32 when there is none).
+    pub fn precision(&self) -> Precision {
+        self.packed.as_ref().map_or(Precision::F32, PackedB::precision)
     }
 
     /// `x Wᵀ` accumulated into `y` (which holds the bias): on the packed weight when there is one.

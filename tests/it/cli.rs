@@ -371,10 +371,17 @@ fn bench_prints_one_json_line_with_positive_figures() {
         "1",
         "--steps",
         "1",
+        "--precision",
+        "f32",
+        "int8",
     ]));
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 1, "{out}");
+    assert_eq!(lines.len(), 2, "{out}");
+    let int8: Value = serde_json::from_str(lines[1]).unwrap();
+    assert_eq!(int8["precision"], "int8");
+    assert!(int8["infer_b32_n64_tokens_per_s"].as_f64().unwrap() > 0.0);
     let v: Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(v["precision"], "f32");
     assert_eq!(v["impl"], "gp-lite");
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(v["config"], "tiny");
@@ -390,6 +397,56 @@ fn bench_prints_one_json_line_with_positive_figures() {
     }
     let err = run(&["bench", "--config", "huge", "--threads", "1", "--steps", "1"]);
     fails(err, "unknown config `huge`", "");
+}
+
+/// `--precision int8` (encoder products in int8, quantised at load) scores what f32 scores, to
+/// the quantisation's error: every span's score within 1% of the spread of f32's scores (0.05%
+/// when written).
+#[test]
+fn int8_precision_scores_close_to_f32() {
+    let dir = TempDir::new("int8");
+    let model = dir.join("model");
+    train_tiny(&model);
+    let m = s(&model);
+    let texts = "浙商银行企业信贷部叶老桂博士则从另一个角度对五道门槛进行了解读。\n\
+                 生生不息CSOL生化狂潮让你填弹狂扫\n";
+    let scores = |precision: &str| -> Vec<f64> {
+        let args = [
+            "predict",
+            "--model",
+            m,
+            "--nested",
+            "--threshold=-1e9",
+            "--precision",
+            precision,
+        ];
+        let out = crate::common::cli::succeeded(&args, run_stdin(&args, texts));
+        let lines = crate::common::cli::json_lines(&out.stdout);
+        let ents = lines
+            .iter()
+            .flat_map(|v| v["entities"].as_array().unwrap().iter());
+        // every span of every type, in the same order at both precisions
+        ents.map(|e| e["score"].as_f64().unwrap()).collect()
+    };
+    let (f32_scores, int8_scores) = (scores("f32"), scores("int8"));
+    assert!(f32_scores.len() > 1000 && f32_scores.len() == int8_scores.len());
+    let (lo, hi) = f32_scores
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    let worst = f32_scores
+        .iter()
+        .zip(&int8_scores)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f64, f64::max);
+    assert!(worst > 0.0, "int8 gave f32's scores exactly: it did not run");
+    assert!(
+        worst < 0.01 * (hi - lo),
+        "scores differ by up to {worst} (spread {})",
+        hi - lo
+    );
+    let out = run(&["predict", "--model", m, "--precision", "bf16"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("f32 or int8"));
 }
 
 #[test]

@@ -73,6 +73,15 @@ impl ModeArgs {
     }
 }
 
+/// The precision a loaded model runs in.
+#[derive(Args)]
+pub struct PrecisionArgs {
+    /// Number format of the encoder's products: f32, or int8 (weights quantised per output
+    /// channel when loaded, activations per row, sums in i32)
+    #[arg(long, default_value = "f32")]
+    pub precision: gp_lite::precision::Precision,
+}
+
 /// How texts longer than the model's `max_len` are cut into windows.
 #[derive(Args)]
 pub struct WindowArgs {

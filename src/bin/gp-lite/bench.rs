@@ -2,6 +2,7 @@
 
 use crate::{pool, Res};
 use clap::Args;
+use gp_lite::precision::Precision;
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -14,6 +15,10 @@ pub struct BenchArgs {
     /// Timed training steps (inference: 3x as many batch-1 calls).
     #[arg(long, default_value_t = 10)]
     steps: usize,
+    /// Precisions of the inference products to run (f32, int8), each after the same training
+    /// steps; a JSON line each.
+    #[arg(long, num_args = 1.., default_values = ["f32"])]
+    precision: Vec<Precision>,
 }
 
 /// `gp-lite bench`.
@@ -21,10 +26,12 @@ pub fn run(a: BenchArgs) -> Res<()> {
     for config in &a.config {
         for &t in &a.threads {
             let pool = pool(t)?;
-            let r = pool
-                .install(|| gp_lite::bench::run(config, t, a.steps))
+            let results = pool
+                .install(|| gp_lite::bench::run(config, t, a.steps, &a.precision))
                 .ok_or_else(|| format!("unknown config `{config}` (tiny, small, minilm, base)"))?;
-            println!("{}", serde_json::to_string(&r)?);
+            for r in results {
+                println!("{}", serde_json::to_string(&r)?);
+            }
         }
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! `gp-lite eval`: precision, recall and F1 of a model on labelled data, as a table or JSON.
 
-use crate::args::{DataArgs, ModeArgs, WindowArgs};
+use crate::args::{DataArgs, ModeArgs, PrecisionArgs, WindowArgs};
 use crate::{pool, Res};
 use clap::Args;
 use gp_lite::data::read_dataset_with;
@@ -24,13 +24,16 @@ pub struct EvalArgs {
     windows: WindowArgs,
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    #[command(flatten)]
+    precision: PrecisionArgs,
 }
 
 /// `gp-lite eval`.
 pub fn run(a: EvalArgs) -> Res<()> {
     let read = a.data_opts.options()?;
     let pool = pool(a.threads)?;
-    let predictor: Predictor<f32> = gp_lite::model_dir::load_model(&a.model)?;
+    let mut predictor: Predictor<f32> = gp_lite::model_dir::load_model(&a.model)?;
+    predictor.set_precision(a.precision.precision);
     let data = read_dataset_with(&a.data, read)?;
     data.check_labels(&predictor.model.config.labels)?;
     let opts = PredictOptions {

@@ -1,7 +1,7 @@
 //! `gp-lite predict`: a filter from lines of text (or JSON lines with "text") to JSON lines of
 //! entities, in input order, one chunk in memory at a time.
 
-use crate::args::{ModeArgs, WindowArgs};
+use crate::args::{ModeArgs, PrecisionArgs, WindowArgs};
 use crate::{pool, Res};
 use clap::{Args, ValueEnum};
 use gp_lite::data::bio::{self, Scheme};
@@ -57,6 +57,8 @@ pub struct PredictArgs {
     /// What the input is.
     #[arg(long, value_enum, default_value = "text")]
     input_format: InputFormat,
+    #[command(flatten)]
+    precision: PrecisionArgs,
 }
 
 /// `--format`.
@@ -191,7 +193,8 @@ pub fn run(a: PredictArgs) -> Res<()> {
         clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, what).exit();
     }
     let pool = pool(a.threads)?;
-    let predictor: Predictor<f32> = gp_lite::model_dir::load_model(&a.model)?;
+    let mut predictor: Predictor<f32> = gp_lite::model_dir::load_model(&a.model)?;
+    predictor.set_precision(a.precision.precision);
     let (reader, source): (Box<dyn BufRead>, String) = match &a.input {
         Some(p) => (
             Box::new(std::io::BufReader::new(
