@@ -110,6 +110,7 @@ pub fn bench_model(config: &str, seed: u64) -> Option<NerModel<f32>> {
         tokenization: None,
         boundaries: Default::default(),
         decode: Default::default(),
+        precision: Default::default(),
     };
     Some(NerModel::new(cfg, &mut ChaCha8Rng::seed_from_u64(seed)).expect("presets are valid"))
 }

@@ -48,6 +48,10 @@ pub struct ModelConfig {
     /// no overlapping entities.
     #[serde(default)]
     pub decode: DecodeMode,
+    /// The precision of the weights file and of the encoder's products when loaded: `int8` for a
+    /// directory written by `gp-lite quantize` (absent: f32).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 /// Encoder + head.
@@ -96,6 +100,18 @@ impl<T: Scalar> NerModel<T> {
     pub fn prepack_as(&mut self, precision: Precision) {
         self.encoder.prepack(precision);
         self.head.prepack();
+    }
+
+    /// Whether the parameter `name` (a matrix) is stored in int8 in an int8 model directory: the
+    /// word embeddings (a lookup reads its rows) and the weights of the encoder's dense layers
+    /// (the ones [`NerModel::prepack_as`] runs in int8); position and token-type tables,
+    /// LayerNorm, biases and the head stay f32.
+    pub fn stored_in_int8(name: &str) -> bool {
+        name == "embeddings.word_embeddings.weight"
+            || name == "embeddings_project.weight"
+            || (name.starts_with("encoder.layer.")
+                && name.ends_with(".weight")
+                && !name.contains("LayerNorm"))
     }
 
     /// The precision of the encoder's products after [`NerModel::prepack_as`] (f32 before).

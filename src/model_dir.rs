@@ -2,8 +2,9 @@
 //! tokenizer (tokenizer.json or the character vocab.txt) and training.json. Every file is written
 //! atomically (a temporary file in the same directory, then a rename).
 
-use crate::bert::checkpoint::{load_params_from_bytes, params_to_bytes, CheckpointError};
+use crate::bert::checkpoint::{load_params_from_bytes, params_to_bytes, params_to_bytes_as, CheckpointError};
 use crate::model::{ModelConfig, NerModel};
+use crate::precision::Precision;
 use crate::predict::Predictor;
 use crate::scalar::Scalar;
 use crate::tokenize::{TokenizeError, Tokenizer};
@@ -108,9 +109,15 @@ pub fn save_model<T: Scalar>(
 }
 
 /// Writes the model's parameters (encoder HF names, head under `head.`).
+/// In an int8 model (`config.precision`), the matrices [`NerModel::stored_in_int8`] picks are
+/// written in int8 with a scale per row (docs/model-format.md).
 pub fn save_weights<T: Scalar>(path: &Path, model: &NerModel<T>) -> Result<(), ModelDirError> {
     let family = crate::family::of(&model.config.encoder).map_err(CheckpointError::from)?;
-    write_atomic(path, &params_to_bytes(model, &family))
+    let bytes = match model.config.precision {
+        Precision::F32 => params_to_bytes(model, &family),
+        Precision::Int8 => params_to_bytes_as(model, &family, NerModel::<T>::stored_in_int8),
+    };
+    write_atomic(path, &bytes)
 }
 
 /// Reads config.json.
@@ -163,8 +170,10 @@ pub fn load_model<T: Scalar>(dir: &Path) -> Result<Predictor<T>, ModelDirError> 
         what: e.to_string(),
     })?;
     load_weights(&weights, &mut model)?;
-    // A loaded model is only run: its weights are packed once for the products.
-    model.prepack();
+    // A loaded model is only run: its weights are packed once for the products, in the precision
+    // its directory says.
+    let precision = model.config.precision;
+    model.prepack_as(precision);
     let tokenizer = match &model.config.tokenization {
         Some(t) => Tokenizer::load_as(dir, t.as_str()),
         None => Tokenizer::load(dir),

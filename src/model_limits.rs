@@ -38,8 +38,13 @@ pub enum LimitError {
     Head(#[from] HeadError),
 }
 
-/// Narrowest stored parameter: f16 / bf16.
-const MIN_BYTES_PER_PARAM: u128 = 2;
+/// Narrowest stored parameter: f16 / bf16, or int8 in an int8 model directory.
+fn min_bytes_per_param(config: &ModelConfig) -> u128 {
+    match config.precision {
+        crate::precision::Precision::F32 => 2,
+        crate::precision::Precision::Int8 => 1,
+    }
+}
 
 /// A lower bound of the number of parameters `config` describes (the weight matrices and
 /// embedding tables; biases and LayerNorms left out), in u128 so that no declared size overflows;
@@ -98,7 +103,7 @@ pub fn check(config: &ModelConfig, weights_len: u64) -> Result<(), LimitError> {
         });
     }
     let params = min_params(config)?;
-    if params.saturating_mul(MIN_BYTES_PER_PARAM) > weights_len as u128 {
+    if params.saturating_mul(min_bytes_per_param(config)) > weights_len as u128 {
         return Err(LimitError::TooLarge {
             params,
             file_len: weights_len,
@@ -144,6 +149,7 @@ mod tests {
             tokenization: None,
             boundaries: Default::default(),
             decode: Default::default(),
+            precision: Default::default(),
         }
     }
 

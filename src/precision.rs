@@ -6,7 +6,8 @@ use std::str::FromStr;
 /// The number format of a loaded model's products: f32, or int8 weights (per output channel)
 /// times int8 activations (per row, quantised on every product), summed in i32
 /// ([`crate::matmul::int8`]). Training is always f32.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Every product in f32.
     #[default]
@@ -19,6 +20,11 @@ pub enum Precision {
 impl Precision {
     /// Every precision, by name.
     pub const ALL: [Precision; 2] = [Precision::F32, Precision::Int8];
+
+    /// True for f32 (config.json then leaves `precision` out, as before it existed).
+    pub fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
 
     /// The name `--precision` takes.
     pub fn name(self) -> &'static str {

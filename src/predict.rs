@@ -538,6 +538,7 @@ mod long_text_tests {
             tokenization: None,
             boundaries,
             decode: Default::default(),
+            precision: Default::default(),
         };
         let model = NerModel::new(config, &mut ChaCha8Rng::seed_from_u64(3)).unwrap();
         (model, Tokenizer::new(vocab))

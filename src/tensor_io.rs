@@ -33,6 +33,14 @@ pub enum TensorReadError {
         /// The shape the reader needs.
         expected: Vec<usize>,
     },
+    /// An int8 tensor's scales are not finite non-negative values, one per row.
+    #[error("tensor `{name}`: {what}")]
+    Int8 {
+        /// The int8 tensor's name.
+        name: String,
+        /// What is wrong with it or its scales.
+        what: String,
+    },
 }
 
 /// A safetensors file that could not be read: which file, and what failed.
@@ -120,13 +128,25 @@ pub fn read<T: Scalar>(st: &safetensors::SafeTensors<'_>, name: &str) -> Result<
     to_array(name, &view)
 }
 
-/// Reads tensor `name` and checks its shape.
+/// The name of the F32 tensor holding the per-row scales of the int8 tensor `name`.
+pub fn scale_name(name: &str) -> String {
+    format!("{name}_scale")
+}
+
+/// Reads tensor `name` and checks its shape. An I8 tensor is read with its scales
+/// ([`scale_name`]: F32, one per row of the 2-D tensor) as `value × scale of its row`.
 pub fn read_shaped<T: Scalar>(
     st: &safetensors::SafeTensors<'_>,
     name: &str,
     expected: &[usize],
 ) -> Result<ArrayD<T>, TensorReadError> {
-    let a = read::<T>(st, name)?;
+    let view = st
+        .tensor(name)
+        .map_err(|_| TensorReadError::Missing(name.to_string()))?;
+    let a = match view.dtype() {
+        Dtype::I8 => read_int8(st, name, &view)?,
+        _ => to_array(name, &view)?,
+    };
     if a.shape() != expected {
         return Err(TensorReadError::Shape {
             name: name.to_string(),
@@ -135,6 +155,49 @@ pub fn read_shaped<T: Scalar>(
         });
     }
     Ok(a)
+}
+
+/// An I8 tensor (2-D) times its per-row scales.
+fn read_int8<T: Scalar>(
+    st: &safetensors::SafeTensors<'_>,
+    name: &str,
+    view: &TensorView<'_>,
+) -> Result<ArrayD<T>, TensorReadError> {
+    let bad = |what: String| TensorReadError::Int8 {
+        name: name.to_string(),
+        what,
+    };
+    let &[rows, cols] = view.shape() else {
+        return Err(bad(format!(
+            "int8 tensors are 2-D, this one is {:?}",
+            view.shape()
+        )));
+    };
+    let scales: ArrayD<f64> = read(st, &scale_name(name))?;
+    if scales.shape() != [rows] {
+        return Err(bad(format!("{} scales for {rows} rows", scales.len())));
+    }
+    if let Some(s) = scales.iter().find(|s| !(s.is_finite() && **s >= 0.0)) {
+        return Err(bad(format!("a scale of {s} (scales are finite and >= 0)")));
+    }
+    let q = view.data();
+    let vals = (0..rows * cols)
+        .map(|i| T::c(q[i] as i8 as f64 * scales[i / cols]))
+        .collect();
+    Ok(ArrayD::from_shape_vec(IxDyn(&[rows, cols]), vals).expect("rows x cols values"))
+}
+
+/// A 2-D f32 array as int8 with a symmetric scale per row (`max|row| / 127`, see
+/// `matmul::int8`): the I8 bytes (row-major) and the scales.
+pub fn int8_rows(a: ndarray::ArrayView2<'_, f32>) -> (Vec<u8>, Vec<f32>) {
+    let mut bytes = Vec::with_capacity(a.len());
+    let mut scales = Vec::with_capacity(a.nrows());
+    for row in a.rows() {
+        let (scale, q) = crate::matmul::int8::quantize_symmetric(row.iter().copied());
+        bytes.extend(q.into_iter().map(|v| v as u8));
+        scales.push(scale);
+    }
+    (bytes, scales)
 }
 
 /// Little-endian bytes of an array in `T`'s own dtype (row-major), for writing.

@@ -10,7 +10,7 @@ use gp_lite::out_dir::{is_nonempty_dir, Replacement};
 use gp_lite::train::{EncoderSource, Event, TokenizationChoice, TrainOptions, TrainingRecord};
 use gp_lite::{load_model, read_dataset, PredictOptions, Predictor, Workspace};
 use pyo3::create_exception;
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::path::PathBuf;
@@ -84,12 +84,20 @@ struct Model {
 
 #[pymethods]
 impl Model {
-    /// Loads a model directory written by `gp-lite train` (or `gp_lite.train`); `threads` = 0
-    /// uses every core.
+    /// Loads a model directory written by `gp-lite train` (or `gp_lite.train`, or `gp-lite
+    /// quantize`); `threads` = 0 uses every core; `precision` "f32" or "int8" runs the encoder's
+    /// products in that precision (None: the directory's own).
     #[staticmethod]
-    #[pyo3(signature = (path, threads = 0))]
-    fn load(py: Python<'_>, path: PathBuf, threads: usize) -> PyResult<Model> {
-        let predictor = py.detach(|| load_model::<f32>(&path)).map_err(err)?;
+    #[pyo3(signature = (path, threads = 0, precision = None))]
+    fn load(py: Python<'_>, path: PathBuf, threads: usize, precision: Option<&str>) -> PyResult<Model> {
+        let precision = precision
+            .map(|p| p.parse::<gp_lite::precision::Precision>())
+            .transpose()
+            .map_err(PyValueError::new_err)?;
+        let mut predictor = py.detach(|| load_model::<f32>(&path)).map_err(err)?;
+        if let Some(p) = precision {
+            py.detach(|| predictor.set_precision(p));
+        }
         Ok(Model {
             predictor,
             workspace: Mutex::new(Workspace::default()),

@@ -63,6 +63,21 @@ def test_flat_nested_and_threshold(model_dir):
     assert sum(map(len, model.predict(texts, threshold=1e9))) == 0
 
 
+def test_int8_precision_matches_the_command_line(model_dir):
+    texts = dev_texts(30)
+    ours = gp_lite.Model.load(model_dir, threads=1, precision="int8").predict(texts, threshold=-2.0)
+    cli = subprocess.run([BIN, "predict", "--model", str(model_dir), "--threads", "1", "--precision", "int8",
+                          "--threshold=-2"],
+                         input="\n".join(texts) + "\n", capture_output=True, text=True, check=True)
+    theirs = [json.loads(line)["entities"] for line in cli.stdout.splitlines()]
+    assert sum(len(e) for e in theirs) > 0
+    for a, b in zip(ours, theirs):
+        assert [(e.start, e.end, e.label, round(e.score, 4)) for e in a] == \
+            [(e["start"], e["end"], e["type"], round(e["score"], 4)) for e in b]
+    with pytest.raises(ValueError, match="f32 or int8"):
+        gp_lite.Model.load(model_dir, precision="bf16")
+
+
 def test_evaluate_matches_the_command_line(model_dir):
     report = gp_lite.evaluate(model_dir, DEV, threads=1)
     cli = subprocess.run([BIN, "eval", "--model", str(model_dir), "--data", DEV, "--json", "--threads", "1"],

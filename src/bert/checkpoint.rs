@@ -162,6 +162,10 @@ pub fn load_params_from_bytes<T: Scalar, M: Params<T> + ?Sized>(
             result = Err(tensor_err(TensorReadError::Missing(name)));
             return;
         };
+        if st.tensor(file_name).is_ok_and(|t| t.dtype() == Dtype::I8) {
+            // its scales are read with it
+            used.insert(tensor_io::scale_name(&name));
+        }
         used.insert(name.clone());
         match tensor_io::read_shaped::<T>(&st, file_name, p.value.shape()) {
             Ok(a) => p.value.assign(&a),
@@ -212,18 +216,40 @@ pub fn encoder_to_bytes<T: Scalar>(enc: &BertEncoder<T>) -> Result<Vec<u8>, Chec
 
 /// Every parameter of `model` as safetensors bytes, by its name in `family`, in `T`'s dtype.
 pub fn params_to_bytes<T: Scalar, M: Params<T> + ?Sized>(model: &M, family: &EncoderFamily) -> Vec<u8> {
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    params_to_bytes_as(model, family, |_| false)
+}
+
+/// [`params_to_bytes`], with every 2-D f32 parameter whose name `int8` picks written as int8, a
+/// symmetric scale per row (`tensor_io::int8_rows`): `NAME` in I8 and `NAME_scale` in F32.
+pub fn params_to_bytes_as<T: Scalar, M: Params<T> + ?Sized>(
+    model: &M,
+    family: &EncoderFamily,
+    int8: impl Fn(&str) -> bool,
+) -> Vec<u8> {
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     model.visit("", &mut |name, v| {
-        tensors.push((
-            (family.file_name)(name),
-            v.shape().to_vec(),
-            tensor_io::to_bytes(v),
-        ))
+        let file_name = (family.file_name)(name);
+        let shape = v.shape().to_vec();
+        let matrix = T::view_f32(v.view()).and_then(|m| m.into_dimensionality::<ndarray::Ix2>().ok());
+        match matrix.filter(|_| int8(name)) {
+            Some(m) => {
+                let (bytes, scales) = tensor_io::int8_rows(m);
+                let scale_bytes = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
+                tensors.push((
+                    tensor_io::scale_name(&file_name),
+                    Dtype::F32,
+                    vec![scales.len()],
+                    scale_bytes,
+                ));
+                tensors.push((file_name, Dtype::I8, shape, bytes));
+            }
+            None => tensors.push((file_name, T::DTYPE, shape, tensor_io::to_bytes(v))),
+        }
     });
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
-        .map(|(name, shape, data)| {
-            let view = TensorView::new(T::DTYPE, shape.clone(), data).expect("shape matches data");
+        .map(|(name, dtype, shape, data)| {
+            let view = TensorView::new(*dtype, shape.clone(), data).expect("shape matches data");
             (name.clone(), view)
         })
         .collect();

@@ -52,6 +52,14 @@ fn quantize(x: f32, inv_scale: f32) -> i8 {
     (x * inv_scale).round().clamp(-127.0, 127.0) as i8
 }
 
+/// `values` quantised symmetrically: their scale `max|v| / 127` and `round(v / scale)` each. The
+/// weights' quantisation, here and in int8 model files (`tensor_io::int8_rows`), so that a file's
+/// values are what quantising its f32 model gives.
+pub fn quantize_symmetric(values: impl Iterator<Item = f32> + Clone) -> (f32, Vec<i8>) {
+    let (scale, inv) = scale_of(values.clone());
+    (scale, values.map(|v| quantize(v, inv)).collect())
+}
+
 /// `max|x| / 127` and its inverse (0 and 0 for an all-zero or non-finite-free empty slice).
 fn scale_of(values: impl Iterator<Item = f32>) -> (f32, f32) {
     let amax = values.fold(0f32, |m, v| m.max(v.abs()));
@@ -70,11 +78,10 @@ impl QuantB {
         let mut panels = vec![0i8; n.div_ceil(LANES) * kp * LANES];
         let (mut scales, mut colsum) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for (j, col) in b.columns().into_iter().enumerate() {
-            let (scale, inv) = scale_of(col.iter().copied());
+            let (scale, q) = quantize_symmetric(col.iter().copied());
             let panel = &mut panels[(j / LANES) * kp * LANES..];
             let mut sum = 0i32;
-            for (p, &v) in col.iter().enumerate() {
-                let q = quantize(v, inv);
+            for (p, q) in q.into_iter().enumerate() {
                 sum += q as i32;
                 // group p / 4, lane j % 16, byte p % 4 of the lane
                 panel[(p / GROUP) * GROUP * LANES + (j % LANES) * GROUP + p % GROUP] = q;

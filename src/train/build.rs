@@ -105,6 +105,7 @@ pub fn build_model(
         tokenization: Some(tokenizer.tokenization()),
         boundaries,
         decode,
+        precision: Default::default(),
     };
     let model = match encoder {
         Some(encoder) => NerModel::with_encoder(config, encoder, rng)?,

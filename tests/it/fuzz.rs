@@ -649,6 +649,7 @@ fn micro_model_dir_with(tag: &str, head: HeadConfig) -> common::TempDir {
         tokenization: None,
         boundaries: Default::default(),
         decode: Default::default(),
+        precision: Default::default(),
     };
     let model = NerModel::<f32>::new(config, &mut ChaCha8Rng::seed_from_u64(5)).unwrap();
     let dir = common::TempDir::new(tag);

@@ -77,9 +77,19 @@ impl ModeArgs {
 #[derive(Args)]
 pub struct PrecisionArgs {
     /// Number format of the encoder's products: f32, or int8 (weights quantised per output
-    /// channel when loaded, activations per row, sums in i32)
-    #[arg(long, default_value = "f32")]
-    pub precision: gp_lite::precision::Precision,
+    /// channel, activations per row, sums in i32) [default: the model's: int8 for a directory
+    /// written by `quantize`, else f32]
+    #[arg(long)]
+    pub precision: Option<gp_lite::precision::Precision>,
+}
+
+impl PrecisionArgs {
+    /// Runs `predictor` in the precision asked for, if any (it loads in its own).
+    pub fn apply(&self, predictor: &mut gp_lite::predict::Predictor<f32>) {
+        if let Some(p) = self.precision {
+            predictor.set_precision(p);
+        }
+    }
 }
 
 /// How texts longer than the model's `max_len` are cut into windows.

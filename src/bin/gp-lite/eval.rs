@@ -33,7 +33,7 @@ pub fn run(a: EvalArgs) -> Res<()> {
     let read = a.data_opts.options()?;
     let pool = pool(a.threads)?;
     let mut predictor: Predictor<f32> = gp_lite::model_dir::load_model(&a.model)?;
-    predictor.set_precision(a.precision.precision);
+    a.precision.apply(&mut predictor);
     let data = read_dataset_with(&a.data, read)?;
     data.check_labels(&predictor.model.config.labels)?;
     let opts = PredictOptions {

@@ -7,6 +7,7 @@ mod bench;
 mod eval;
 mod predict;
 mod progress;
+mod quantize;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +37,8 @@ enum Command {
     Predict(predict::PredictArgs),
     /// The PyTorch baseline's workload (../shared/bench/bench_torch.py), one JSON line per run.
     Bench(bench::BenchArgs),
+    /// Rewrite a model directory with int8 weights (a scale per row), which runs in int8 when loaded.
+    Quantize(quantize::QuantizeArgs),
 }
 
 /// A subcommand's result (the error printed by `main`).
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Quantize(a) => quantize::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

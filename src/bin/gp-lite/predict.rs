@@ -194,7 +194,7 @@ pub fn run(a: PredictArgs) -> Res<()> {
     }
     let pool = pool(a.threads)?;
     let mut predictor: Predictor<f32> = gp_lite::model_dir::load_model(&a.model)?;
-    predictor.set_precision(a.precision.precision);
+    a.precision.apply(&mut predictor);
     let (reader, source): (Box<dyn BufRead>, String) = match &a.input {
         Some(p) => (
             Box::new(std::io::BufReader::new(
