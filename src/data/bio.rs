@@ -157,6 +157,7 @@ impl Sentence {
         Example {
             entities: decode(&self.tags, &spans),
             text,
+            question: None,
         }
     }
 }
