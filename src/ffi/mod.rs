@@ -1,4 +1,5 @@
-//! The C interface: load a model directory and extract entities from UTF-8 text.
+//! The C interface: load a model directory and extract entities from UTF-8 text (or, with a
+//! reader model, answer a question about a context: `answer.rs`).
 //!
 //! include/gp_lite.h is generated from this file and `error.rs` by cbindgen (tests/it/header.rs
 //! checks that the committed header is current; `GP_LITE_BLESS=1 cargo test --release --test it
@@ -8,6 +9,7 @@
 //! a code (`gp_error_code`: the kind of failure, from the typed Rust error, see `error.rs`) and
 //! a message.
 
+mod answer;
 mod args;
 mod error;
 
@@ -16,6 +18,7 @@ use crate::infer::Workspace;
 use crate::model_dir::load_model;
 use crate::predict::{PredEntity, PredictOptions, Predictor};
 use crate::workers::Workers;
+pub use answer::{gp_answer, GpAnswer};
 use args::{c_path, c_text, non_null, not_null, valid_len};
 use error::{c_string, guard, report, Res};
 pub use error::{

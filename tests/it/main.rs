@@ -14,6 +14,7 @@ mod head_parity;
 mod header;
 mod heads_e2e;
 mod python;
+mod reader;
 mod spark;
 mod tokenizer_parity;
 mod train_e2e;

@@ -2,11 +2,13 @@
 //! shared by several in `args.rs`). The work is the library's; this turns arguments into its
 //! options and its results and errors into output and exit codes.
 
+mod answer;
 mod args;
 mod bench;
 mod eval;
 mod predict;
 mod progress;
+mod reader_eval;
 mod train;
 
 use clap::{Parser, Subcommand};
