@@ -9,7 +9,7 @@
 //! a code (`gp_error_code`: the kind of failure, from the typed Rust error, see `error.rs`) and
 //! a message.
 
-mod answer;
+pub mod answer;
 mod args;
 mod error;
 
@@ -18,7 +18,6 @@ use crate::infer::Workspace;
 use crate::model_dir::load_model;
 use crate::predict::{PredEntity, PredictOptions, Predictor};
 use crate::workers::Workers;
-pub use answer::{gp_answer, GpAnswer};
 use args::{c_path, c_text, non_null, not_null, valid_len};
 use error::{c_string, guard, report, Res};
 pub use error::{

@@ -85,6 +85,7 @@ fn ffi_code(model: &std::path::Path, question: &[u8], context: &[u8]) -> i32 {
 }
 
 fn ffi_call(model: &std::path::Path, question: &[u8], context: &[u8]) -> Result<(usize, usize), i32> {
+    use gp_lite::ffi::answer::{gp_answer, GpAnswer};
     use gp_lite::ffi::*;
     use std::ffi::CString;
     use std::mem::MaybeUninit;
