@@ -84,7 +84,9 @@ pub fn answer<T: Scalar>(
                 for p in preds {
                     let (start, end) = token_span_to_chars(enc, w.to_context(p.start), w.to_context(p.end));
                     let slot = &mut best[chunk * ANSWER_BATCH + k];
-                    if end - start > config.max_answer_len || slot.as_ref().is_some_and(|a| a.score >= p.score) {
+                    if end - start > config.max_answer_len
+                        || slot.as_ref().is_some_and(|a| a.score >= p.score)
+                    {
                         continue;
                     }
                     *slot = Some(Answer {

@@ -20,8 +20,8 @@ use serde::Serialize;
 /// The characters the official script drops. Its list also holds `……` (two characters), which
 /// never equals the single character it is compared with, so a lone `…` is kept, as there.
 pub const PUNCTUATION: &[char] = &[
-    '-', ':', '_', '*', '^', '/', '\\', '~', '`', '+', '=', '，', '。', '：', '？', '！', '“', '”',
-    '；', '’', '《', '》', '·', '、', '「', '」', '（', '）', '－', '～', '『', '』',
+    '-', ':', '_', '*', '^', '/', '\\', '~', '`', '+', '=', '，', '。', '：', '？', '！', '“', '”', '；',
+    '’', '《', '》', '·', '、', '「', '」', '（', '）', '－', '～', '『', '』',
 ];
 
 /// Whether `c` is a CJK character the metric counts alone (U+4E00-U+9FA5).
@@ -59,7 +59,8 @@ pub fn words(run: &str) -> Vec<String> {
     let chars: Vec<char> = run.chars().collect();
     let (mut out, mut word) = (Vec::new(), String::new());
     for (i, &c) in chars.iter().enumerate() {
-        let digit_around = |k: Option<usize>| k.and_then(|k| chars.get(k)).is_some_and(|c| c.is_ascii_digit());
+        let digit_around =
+            |k: Option<usize>| k.and_then(|k| chars.get(k)).is_some_and(|c| c.is_ascii_digit());
         let in_number = (c == '.' || c == ',') && digit_around(i.checked_sub(1)) && digit_around(Some(i + 1));
         if c.is_alphanumeric() || in_number {
             word.push(c);
@@ -105,7 +106,10 @@ pub fn f1_one(reference: &str, prediction: &str) -> f64 {
 
 /// The best F1 of `prediction` over `references` (0 without references).
 pub fn f1(references: &[String], prediction: &str) -> f64 {
-    references.iter().map(|r| f1_one(r, prediction)).fold(0.0, f64::max)
+    references
+        .iter()
+        .map(|r| f1_one(r, prediction))
+        .fold(0.0, f64::max)
 }
 
 /// 1 when `prediction` equals a reference once normalised, else 0.
@@ -191,11 +195,7 @@ mod tests {
     #[test]
     fn averages_count_unanswered_questions_as_zero() {
         let (a, b, c) = (refs(&["北京"]), refs(&["北京大学"]), refs(&["上海"]));
-        let s = score([
-            (&a[..], Some("北京")),
-            (&b[..], Some("北京")),
-            (&c[..], None),
-        ]);
+        let s = score([(&a[..], Some("北京")), (&b[..], Some("北京")), (&c[..], None)]);
         assert_eq!((s.questions, s.unanswered), (3, 1));
         assert!((s.em - 100.0 / 3.0).abs() < 1e-9);
         assert!((s.f1 - 100.0 * (1.0 + 2.0 / 3.0) / 3.0).abs() < 1e-9);

@@ -29,9 +29,9 @@ pub use scalar::Scalar;
 pub use train::{train, Event, TrainError, TrainOptions, TrainingRecord};
 
 pub mod alloc;
+pub mod answer;
 pub mod batch;
 pub mod bench;
-pub mod answer;
 pub mod bert;
 pub mod cmrc;
 pub mod cpu;

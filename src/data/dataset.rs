@@ -99,11 +99,14 @@ impl Dataset {
             .map(|d| d.path.display().to_string())
             .collect::<Vec<_>>()
             .join(" + ");
-        let answers = parts.iter().filter_map(|d| d.answers).reduce(|a, b| AnswerCounts {
-            kept: a.kept + b.kept,
-            repaired: a.repaired + b.repaired,
-            skipped: a.skipped + b.skipped,
-        });
+        let answers = parts
+            .iter()
+            .filter_map(|d| d.answers)
+            .reduce(|a, b| AnswerCounts {
+                kept: a.kept + b.kept,
+                repaired: a.repaired + b.repaired,
+                skipped: a.skipped + b.skipped,
+            });
         let (mut examples, mut lines) = (Vec::new(), Vec::new());
         for d in parts {
             examples.extend(d.examples);

@@ -27,7 +27,9 @@ impl PairWindow {
 
     /// The window token of context token `t`, when the window holds it.
     pub fn from_context(&self, t: usize) -> Option<usize> {
-        self.tokens.contains(&t).then(|| self.first + t - self.tokens.start)
+        self.tokens
+            .contains(&t)
+            .then(|| self.first + t - self.tokens.start)
     }
 }
 
@@ -47,10 +49,7 @@ pub fn pair_windows(
     let q = (nq - 2).min(max_question);
     let room = max_len.saturating_sub(q + 3);
     if room == 0 {
-        return Err(TokenizeError::NoRoomForContext {
-            max_len,
-            question: q,
-        });
+        return Err(TokenizeError::NoRoomForContext { max_len, question: q });
     }
     let mut head = Encoding::new(vec![question.ids[0]], vec![(0, 0)], vec![true]);
     for t in 1..=q {
@@ -101,7 +100,10 @@ mod tests {
         let e = &w[0].encoding;
         assert_eq!(e.ids, vec![101, 10, 11, 102, 20, 21, 22, 102]);
         assert_eq!(e.type_ids, vec![0, 0, 0, 0, 1, 1, 1, 1]);
-        assert_eq!(e.may_start, vec![false, false, false, false, true, true, true, false]);
+        assert_eq!(
+            e.may_start,
+            vec![false, false, false, false, true, true, true, false]
+        );
         assert_eq!(e.may_end, e.may_start);
         assert_eq!(e.offsets[5], (1, 2));
         assert_eq!((w[0].first, w[0].to_context(5)), (4, 2));

@@ -8,7 +8,16 @@ use crate::common::{fixture, TempDir};
 use serde_json::Value;
 
 fn eval_json(model: &std::path::Path, data: &std::path::Path) -> Value {
-    let args = ["eval", "--model", s(model), "--data", s(data), "--json", "--threads", "2"];
+    let args = [
+        "eval",
+        "--model",
+        s(model),
+        "--data",
+        s(data),
+        "--json",
+        "--threads",
+        "2",
+    ];
     serde_json::from_str(stdout(&ok(&args)).trim()).unwrap()
 }
 
@@ -18,14 +27,36 @@ fn a_tiny_reader_learns_the_fixture_and_answers_with_context_offsets() {
     let (train, dev) = (fixture("mrc/train.json"), fixture("mrc/dev.json"));
     let model = dir.join("model");
     let mut args = train_args(&train, Some(&dev), &model, "12");
-    args.extend(["--head", "reader", "--lr", "2e-3", "--batch-size", "8", "--seed", "3"]);
+    args.extend([
+        "--head",
+        "reader",
+        "--lr",
+        "2e-3",
+        "--batch-size",
+        "8",
+        "--seed",
+        "3",
+    ]);
     ok(&args);
     let record = json_file(&model.join("training.json"));
     let epochs = record["epochs"].as_array().unwrap();
     let loss = |k: usize| epochs[k]["train_loss"].as_f64().unwrap();
-    assert!(loss(epochs.len() - 1) < 0.5 * loss(0), "loss {} -> {}", loss(0), loss(epochs.len() - 1));
-    assert!(epochs.iter().all(|e| e["dev_em"].is_number() && e["dev_f1"].is_number()));
-    assert_eq!((record["answers_repaired"].as_u64(), record["answers_skipped"].as_u64()), (Some(1), Some(1)));
+    assert!(
+        loss(epochs.len() - 1) < 0.5 * loss(0),
+        "loss {} -> {}",
+        loss(0),
+        loss(epochs.len() - 1)
+    );
+    assert!(epochs
+        .iter()
+        .all(|e| e["dev_em"].is_number() && e["dev_f1"].is_number()));
+    assert_eq!(
+        (
+            record["answers_repaired"].as_u64(),
+            record["answers_skipped"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
     let config = json_file(&model.join("config.json"));
     assert_eq!(config["head"]["kind"], "reader");
     assert_eq!(config["head"]["loss"], "ce");
@@ -34,10 +65,25 @@ fn a_tiny_reader_learns_the_fixture_and_answers_with_context_offsets() {
     // An untrained reader (one step at a learning rate too small to move it) as the baseline.
     let untrained = dir.join("untrained");
     let mut args = train_args(&train, None, &untrained, "1");
-    args.extend(["--head", "reader", "--lr", "1e-12", "--batch-size", "256", "--seed", "3"]);
+    args.extend([
+        "--head",
+        "reader",
+        "--lr",
+        "1e-12",
+        "--batch-size",
+        "256",
+        "--seed",
+        "3",
+    ]);
     ok(&args);
-    let (trained_em, base_em) = (eval_json(&model, &train)["em"].as_f64().unwrap(), eval_json(&untrained, &train)["em"].as_f64().unwrap());
-    assert!(trained_em >= base_em + 40.0, "train EM {trained_em} vs untrained {base_em}");
+    let (trained_em, base_em) = (
+        eval_json(&model, &train)["em"].as_f64().unwrap(),
+        eval_json(&untrained, &train)["em"].as_f64().unwrap(),
+    );
+    assert!(
+        trained_em >= base_em + 40.0,
+        "train EM {trained_em} vs untrained {base_em}"
+    );
     let dev_scores = eval_json(&model, &dev);
     assert_eq!(dev_scores["questions"], 36);
     assert!(dev_scores["f1"].as_f64().unwrap() >= dev_scores["em"].as_f64().unwrap());
@@ -48,7 +94,8 @@ fn a_tiny_reader_learns_the_fixture_and_answers_with_context_offsets() {
     let mut contexts = Vec::new();
     for p in doc["data"][0]["paragraphs"].as_array().unwrap() {
         for qa in p["qas"].as_array().unwrap() {
-            let line = serde_json::json!({"id": qa["id"], "question": qa["question"], "context": p["context"]});
+            let line =
+                serde_json::json!({"id": qa["id"], "question": qa["question"], "context": p["context"]});
             input.push_str(&format!("{line}\n"));
             contexts.push(p["context"].as_str().unwrap().to_string());
         }
@@ -57,17 +104,25 @@ fn a_tiny_reader_learns_the_fixture_and_answers_with_context_offsets() {
     let out = ok_json_lines(&["predict", "--model", s(&model), "--threads", "2"], &input);
     assert_eq!(out.len(), contexts.len() + 1);
     for (line, context) in out.iter().zip(&contexts) {
-        let (start, end) = (line["start"].as_u64().unwrap() as usize, line["end"].as_u64().unwrap() as usize);
+        let (start, end) = (
+            line["start"].as_u64().unwrap() as usize,
+            line["end"].as_u64().unwrap() as usize,
+        );
         let span: String = context.chars().skip(start).take(end - start).collect();
         assert_eq!(line["answer"].as_str().unwrap(), span, "{line}");
         assert!(end > start && end - start <= 64 && line["score"].is_number());
         assert!(line["id"].as_str().unwrap().starts_with('P'));
     }
-    assert!(out.last().unwrap()["error"].as_str().unwrap().contains("question"));
+    assert!(out.last().unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .contains("question"));
 
     // The C entry point gives predict's answer, in bytes of the context.
     let context = contexts[0].as_str();
-    let question = doc["data"][0]["paragraphs"][0]["qas"][0]["question"].as_str().unwrap();
+    let question = doc["data"][0]["paragraphs"][0]["qas"][0]["question"]
+        .as_str()
+        .unwrap();
     let (start, end) = ffi_answer(&model, question, context).expect("an answer");
     assert_eq!(&context[start..end], out[0]["answer"].as_str().unwrap());
     // Errors come back as codes: invalid UTF-8 is the input's fault.
@@ -117,7 +172,10 @@ fn ffi_call(model: &std::path::Path, question: &[u8], context: &[u8]) -> Result<
             out.as_mut_ptr(),
             err2.as_mut_ptr(),
         );
-        assert_eq!((null, gp_error_code(err2.assume_init())), (GP_ERR, GP_ERR_ARGUMENT));
+        assert_eq!(
+            (null, gp_error_code(err2.assume_init())),
+            (GP_ERR, GP_ERR_ARGUMENT)
+        );
         gp_error_free(err2.assume_init());
         gp_model_free(m);
         if r == GP_OK {
@@ -138,15 +196,39 @@ fn train_is_repeatable_and_the_loss_and_answer_length_are_recorded() {
     let (train, dev) = (fixture("mrc/train.json"), fixture("mrc/dev.json"));
     let model = dir.join("model");
     let args = [
-        "train", "--train", s(&train), "--train", s(&dev), "--out", s(&model), "--epochs", "1",
-        "--threads", "2", "--quiet", "--head", "reader", "--loss", "expected-f1", "--lambda", "0.1",
-        "--max-answer-len", "12",
+        "train",
+        "--train",
+        s(&train),
+        "--train",
+        s(&dev),
+        "--out",
+        s(&model),
+        "--epochs",
+        "1",
+        "--threads",
+        "2",
+        "--quiet",
+        "--head",
+        "reader",
+        "--loss",
+        "expected-f1",
+        "--lambda",
+        "0.1",
+        "--max-answer-len",
+        "12",
     ];
     ok(&args);
     let record = json_file(&model.join("training.json"));
     assert_eq!(record["train_examples"], 120 + 36);
     let head = &json_file(&model.join("config.json"))["head"];
-    assert_eq!((head["loss"].as_str(), head["lambda"].as_f64(), head["max_answer_len"].as_u64()), (Some("expected-f1"), Some(0.1), Some(12)));
+    assert_eq!(
+        (
+            head["loss"].as_str(),
+            head["lambda"].as_f64(),
+            head["max_answer_len"].as_u64()
+        ),
+        (Some("expected-f1"), Some(0.1), Some(12))
+    );
 }
 
 #[test]
@@ -165,7 +247,11 @@ fn shared_mrc_files_read_with_their_answers_repaired_or_skipped() {
         let data = gp_lite::read_dataset(&path, None).unwrap();
         assert_eq!(data.examples.len(), questions, "{name}");
         let a = data.answers.unwrap();
-        assert_eq!((a.repaired + a.skipped, a.repaired), (wrong, repaired), "{name}: {a:?}");
+        assert_eq!(
+            (a.repaired + a.skipped, a.repaired),
+            (wrong, repaired),
+            "{name}: {a:?}"
+        );
         assert!(data.examples.iter().all(|e| e.question.is_some()));
     }
 }

@@ -12,7 +12,10 @@ use std::io::{BufRead, BufWriter, Write};
 use std::path::Path;
 
 /// One input line: `(id, question, context)`, or what is wrong with it.
-fn parse_line(line: &str) -> Result<(Value, String, String), String> {
+type Line = Result<(Value, String, String), String>;
+
+/// Reads one input line.
+fn parse_line(line: &str) -> Line {
     let v: Value = serde_json::from_str(line).map_err(|e| format!("malformed JSON: {e}"))?;
     let field = |name: &str| {
         v.get(name)
@@ -25,7 +28,12 @@ fn parse_line(line: &str) -> Result<(Value, String, String), String> {
 }
 
 /// Answers every line of `input` (stdin when None) into `output` (stdout when None).
-pub fn run(predictor: &Predictor<f32>, pool: &rayon::ThreadPool, input: Option<&Path>, output: Option<&Path>) -> Res<()> {
+pub fn run(
+    predictor: &Predictor<f32>,
+    pool: &rayon::ThreadPool,
+    input: Option<&Path>,
+    output: Option<&Path>,
+) -> Res<()> {
     let (reader, source): (Box<dyn BufRead>, String) = match input {
         Some(p) => (
             Box::new(std::io::BufReader::new(
@@ -49,7 +57,7 @@ pub fn run(predictor: &Predictor<f32>, pool: &rayon::ThreadPool, input: Option<&
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{source}: {e}"))?;
     for chunk in lines.chunks(ANSWER_BATCH) {
-        let parsed: Vec<(usize, Result<(Value, String, String), String>)> = chunk
+        let parsed: Vec<(usize, Line)> = chunk
             .iter()
             .filter(|(_, l)| !l.trim().is_empty())
             .map(|(n, l)| (*n, parse_line(l)))
@@ -63,7 +71,9 @@ pub fn run(predictor: &Predictor<f32>, pool: &rayon::ThreadPool, input: Option<&
         for (lineno, p) in parsed {
             let line = match p {
                 Ok((id, _, _)) => match answers.next().expect("one answer a pair") {
-                    Some(a) => json!({"id": id, "answer": a.answer, "start": a.start, "end": a.end, "score": a.score}),
+                    Some(a) => {
+                        json!({"id": id, "answer": a.answer, "start": a.start, "end": a.end, "score": a.score})
+                    }
                     None => json!({"id": id, "answer": null, "start": null, "end": null, "score": null}),
                 },
                 Err(what) => {

@@ -72,7 +72,12 @@ impl Progress {
                 if let Some(bar) = self.bar.take() {
                     bar.finish_and_clear();
                 }
-                let dev = match (record.dev_precision, record.dev_recall, record.dev_f1, record.dev_em) {
+                let dev = match (
+                    record.dev_precision,
+                    record.dev_recall,
+                    record.dev_f1,
+                    record.dev_em,
+                ) {
                     (Some(p), Some(r), Some(f), _) => {
                         format!(" dev P {:.2} R {:.2} F1 {:.2}", 100.0 * p, 100.0 * r, 100.0 * f)
                     }

@@ -56,7 +56,11 @@ pub fn run(predictor: &Predictor<f32>, pool: &rayon::ThreadPool, data: &Dataset,
         println!("{obj}");
     } else {
         println!("{:<24} {:>7} {:>7} {:>9}", "questions", "EM", "F1", "count");
-        for (g, s) in by_length.iter().map(|&(g, s)| (name(g), s)).chain([("all".to_string(), all)]) {
+        for (g, s) in by_length
+            .iter()
+            .map(|&(g, s)| (name(g), s))
+            .chain([("all".to_string(), all)])
+        {
             println!("{g:<24} {:>7.2} {:>7.2} {:>9}", s.em, s.f1, s.questions);
         }
     }
