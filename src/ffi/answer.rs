@@ -33,18 +33,8 @@ impl From<AnswerError> for CError {
 impl GpModel {
     /// The answer to `question` about `context`, in the model's pool with a reused workspace.
     fn answer(&self, question: &str, context: &str) -> Res<GpAnswer> {
-        let mut ws = self
-            .workspaces
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .unwrap_or_default();
         let (model, tokenizer) = (&self.predictor.model, &self.predictor.tokenizer);
-        let found = self
-            .workers
-            .pool()
-            .install(|| answer(model, tokenizer, &[(question, context)], &mut ws))?;
-        self.workspaces.lock().unwrap_or_else(|p| p.into_inner()).push(ws);
+        let found = self.with_workspace(|ws| answer(model, tokenizer, &[(question, context)], ws))?;
         let Some(a) = found.into_iter().next().flatten() else {
             return Ok(GpAnswer::default());
         };

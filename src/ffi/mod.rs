@@ -96,20 +96,23 @@ fn predict_options(opts: Option<&GpPredictOptions>) -> PredictOptions {
 }
 
 impl GpModel {
-    /// Entities of each text, in the model's pool with a reused workspace.
-    fn predict(&self, texts: &[&str], opts: &PredictOptions) -> Res<Vec<Vec<PredEntity>>> {
+    /// `f` run in the model's pool with a workspace of a finished call (or a new one), given
+    /// back to the model afterwards.
+    fn with_workspace<R: Send>(&self, f: impl FnOnce(&mut Workspace) -> R + Send) -> R {
         let mut ws = self
             .workspaces
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pop()
             .unwrap_or_default();
-        let preds = self
-            .workers
-            .pool()
-            .install(|| self.predictor.predict(texts, opts, &mut ws))?;
+        let r = self.workers.pool().install(|| f(&mut ws));
         self.workspaces.lock().unwrap_or_else(|p| p.into_inner()).push(ws);
-        Ok(preds)
+        r
+    }
+
+    /// Entities of each text, in the model's pool with a reused workspace.
+    fn predict(&self, texts: &[&str], opts: &PredictOptions) -> Res<Vec<Vec<PredEntity>>> {
+        Ok(self.with_workspace(|ws| self.predictor.predict(texts, opts, ws))?)
     }
 }
 
