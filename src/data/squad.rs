@@ -210,7 +210,7 @@ pub fn locate(context: &[char], answer: &[char], start: i64) -> Option<usize> {
     }
     (0..=context.len() - answer.len())
         .filter(|&s| context[s..s + answer.len()] == *answer)
-        .min_by_key(|&s| (s as i64 - start).unsigned_abs())
+        .min_by_key(|&s| (s as i128 - i128::from(start)).unsigned_abs())
 }
 
 #[cfg(test)]
@@ -265,6 +265,35 @@ mod tests {
             }
         );
         assert_eq!(d.labels, vec![ANSWER_LABEL]);
+    }
+
+    #[test]
+    fn extreme_answers_are_counted_not_fatal() {
+        let doc = |text: &str, start: &str| {
+            format!(
+                "{{\"data\": [{{\"paragraphs\": [{{\"context\": \"a😀b\", \"qas\": [{{\"id\": \"x\", \"question\": \"q\", \"answers\": [{{\"text\": {text}, \"answer_start\": {start}}}]}}]}}]}}]}}"
+            )
+        };
+        for (text, start, found) in [
+            ("\"😀\"", "-9223372036854775808", Some((1, 2))),
+            ("\"b\"", "9223372036854775807", Some((2, 3))),
+            ("\"\"", "0", None),
+            ("\"a😀bc\"", "0", None),
+            ("\"z\"", "-1", None),
+        ] {
+            let d = parse(Path::new("f.json"), &doc(text, start)).unwrap();
+            let span = d.examples[0].entities.first().map(|e| (e.start, e.end));
+            assert_eq!(span, found, "{text} at {start}");
+            let a = d.answers.unwrap();
+            assert_eq!(a.kept + a.repaired + a.skipped, 1);
+        }
+        // Answers absent or null: a question without references.
+        let none = "{\"data\": [{\"paragraphs\": [{\"context\": \"ab\", \"qas\": [{\"id\": \"x\", \"question\": \"q\", \"answers\": null}]}]}]}";
+        let d = parse(Path::new("f.json"), none).unwrap();
+        assert!(d.examples[0].question.as_ref().unwrap().answers.is_empty());
+        // A start beyond i64 is a typed error, not a panic.
+        let e = parse(Path::new("f.json"), &doc("\"a\"", "1e30")).unwrap_err().to_string();
+        assert!(e.contains("answer_start` must be an integer"), "{e}");
     }
 
     #[test]
