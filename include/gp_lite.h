@@ -111,6 +111,19 @@ typedef struct GpEntity {
   double score;
 } GpEntity;
 
+// An answer: the bytes `[start, end)` of the context and the span's score; `found` is false
+// (and the rest 0) when the context has no span to answer with (an empty context).
+typedef struct GpAnswer {
+  // Whether there is an answer.
+  bool found;
+  // The byte offset of the answer's first byte in the context.
+  size_t start;
+  // The byte offset just past its last byte.
+  size_t end;
+  // The reader's score of the span (a logit).
+  double score;
+} GpAnswer;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -242,6 +255,27 @@ const struct GpEntity *gp_entities_get(const struct GpEntities *e, size_t i);
 // # Safety
 // `e` is NULL or a list from `gp_predict*` not freed before.
 void gp_entities_free(struct GpEntities *e);
+
+// Answers `question` (`question_len` bytes of UTF-8) about `context` (`context_len` bytes) with
+// a reader model (trained with `--head reader`): the best span of the context over all its
+// windows, as byte offsets into `context`.
+//
+// Returns `GP_OK` and writes `*out`, or returns `GP_ERR` and sets `*err` (when not NULL), whose
+// `gp_error_code` is `GP_ERR_ARGUMENT` (a NULL argument, an impossible length), `GP_ERR_INPUT`
+// (invalid UTF-8), `GP_ERR_MODEL` (not a reader, or the model cannot run the text) or
+// `GP_ERR_PANIC`; `*out` is then left as it was. Safe to call from many threads at once on the
+// same model.
+//
+// # Safety
+// `model` is NULL or a live model; `question` and `context` are NULL or valid for reads of
+// their lengths; `out` and `err` are NULL or valid for writes (they need not be initialised).
+int gp_answer(const struct GpModel *model,
+              const char *question,
+              size_t question_len,
+              const char *context,
+              size_t context_len,
+              struct GpAnswer *out,
+              struct GpError **err);
 
 // The message of an error (NUL-terminated, valid until `gp_error_free(err)`); NULL when `err` is
 // NULL.

@@ -180,6 +180,25 @@ static void test_load_errors(const char *corrupt_dir) {
     CHECK(gp_error_code(NULL) == GP_OK);
 }
 
+/* gp_answer on this NER model: refused as not a reader (GP_ERR_MODEL), after the argument
+ * checks (GP_ERR_ARGUMENT); `*out` is left as it was. */
+static void test_answer_needs_a_reader(const GpModel *m) {
+    GpError *err = NULL;
+    GpAnswer a = {true, 7, 9, 1.5};
+    CHECK(gp_answer(m, "q", 1, "context", 7, &a, &err) == GP_ERR);
+    expect_error(err, GP_ERR_MODEL, "not a reader", "gp_answer on an NER model");
+    CHECK(a.found && a.start == 7 && a.end == 9);
+    err = NULL;
+    CHECK(gp_answer(NULL, "q", 1, "c", 1, &a, &err) == GP_ERR);
+    expect_error(err, GP_ERR_ARGUMENT, "model", "gp_answer NULL model");
+    err = NULL;
+    CHECK(gp_answer(m, "q", 1, "c", 1, NULL, &err) == GP_ERR);
+    expect_error(err, GP_ERR_ARGUMENT, "out", "gp_answer NULL out");
+    err = NULL;
+    CHECK(gp_answer(m, "q", 1, "\xff", 1, &a, &err) == GP_ERR);
+    expect_error(err, GP_ERR_INPUT, "context", "gp_answer invalid UTF-8");
+}
+
 static void test_null_arguments(const GpModel *m) {
     GpError *err = NULL;
     GpEntities *e = (GpEntities *)&err; /* any non-NULL value: must be reset to NULL */
@@ -439,6 +458,7 @@ int main(int argc, char **argv) {
     printf("ok loaded: gp-lite %s, %zu labels, max_len %zu\n", version, gp_model_num_labels(m),
            gp_model_max_len(m));
     test_null_arguments(m);
+    test_answer_needs_a_reader(m);
     test_invalid_utf8(m);
     test_empty_and_unterminated(m);
     double threshold = threshold_for(m, 20);

@@ -176,6 +176,7 @@ impl Sentence {
             example: Example {
                 entities: decode(&self.tags, &spans),
                 text,
+                question: None,
             },
             spans,
             lines: self.lines,

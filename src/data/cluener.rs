@@ -53,6 +53,7 @@ fn example(at: At, line: &str) -> Result<Example, DataError> {
     Ok(Example {
         text: text.to_string(),
         entities,
+        question: None,
     })
 }
 

@@ -81,6 +81,7 @@ fn example(at: At, obj: &Map<String, Value>) -> Result<Example, DataError> {
     Ok(Example {
         text: text.to_string(),
         entities,
+        question: None,
     })
 }
 

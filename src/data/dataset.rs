@@ -16,13 +16,42 @@ pub struct Entity {
     pub label: String,
 }
 
-/// A text and its entities (empty for unlabeled data), sorted by (start, end, label).
+/// A text and its entities (empty for unlabeled data), sorted by (start, end, label). A
+/// reading-comprehension example is a context (`text`), its [`Question`] and the answers located
+/// in the context as entities.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Example {
-    /// The raw text.
+    /// The raw text (a reading-comprehension example's context).
     pub text: String,
     /// Its entities, sorted by (start, end, label); empty for unlabeled data.
     pub entities: Vec<Entity>,
+    /// The question asked of the text (reading comprehension only).
+    pub question: Option<Question>,
+}
+
+/// A reading-comprehension question about an example's text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Question {
+    /// The question's id in its file.
+    pub id: String,
+    /// The question.
+    pub text: String,
+    /// Every reference answer's text as published (also those not found in the context): what
+    /// the metric compares a prediction with.
+    pub answers: Vec<String>,
+}
+
+/// What a reading-comprehension reader did with the published answers: each is kept where its
+/// `answer_start` points at its text, moved to the occurrence of its text nearest to
+/// `answer_start` (repaired), or left out when its text is not in the context (skipped).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AnswerCounts {
+    /// Answers whose `answer_start` is right.
+    pub kept: usize,
+    /// Answers moved to the nearest occurrence of their text.
+    pub repaired: usize,
+    /// Answers whose text is not in the context (or empty).
+    pub skipped: usize,
 }
 
 /// The examples of one file.
@@ -36,6 +65,8 @@ pub struct Dataset {
     pub lines: Vec<usize>,
     /// Every entity label used, sorted.
     pub labels: Vec<String>,
+    /// Reading comprehension: what was done with the published answers (None for NER data).
+    pub answers: Option<AnswerCounts>,
 }
 
 impl Dataset {
@@ -56,7 +87,34 @@ impl Dataset {
             labels: labels.into_iter().map(String::from).collect(),
             examples,
             lines,
+            answers: None,
         })
+    }
+
+    /// The examples of several files as one data set (e.g. repeated `--train`): the path names
+    /// them all (`A + B`), `lines` stay each file's own, answer counts add up.
+    pub fn concat(parts: Vec<Dataset>) -> Result<Dataset, DataError> {
+        let path = parts
+            .iter()
+            .map(|d| d.path.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" + ");
+        let answers = parts
+            .iter()
+            .filter_map(|d| d.answers)
+            .reduce(|a, b| AnswerCounts {
+                kept: a.kept + b.kept,
+                repaired: a.repaired + b.repaired,
+                skipped: a.skipped + b.skipped,
+            });
+        let (mut examples, mut lines) = (Vec::new(), Vec::new());
+        for d in parts {
+            examples.extend(d.examples);
+            lines.extend(d.lines);
+        }
+        let mut out = Dataset::new(Path::new(&path), examples, lines)?;
+        out.answers = answers;
+        Ok(out)
     }
 
     /// Total number of entities.

@@ -20,7 +20,7 @@ pub fn kind() -> FormatKind {
                 Some(e) if e.contains_key("start") => Verdict::Yes,
                 _ => Verdict::Maybe,
             },
-            Sample::FirstLine(_) => Verdict::No,
+            Sample::FirstLine(_) | Sample::Document(_) => Verdict::No,
         },
         read: |path, text, _| parse(path, text),
     }
@@ -56,6 +56,7 @@ fn example(at: At, line: &str) -> Result<Example, DataError> {
     Ok(Example {
         text: text.to_string(),
         entities,
+        question: None,
     })
 }
 

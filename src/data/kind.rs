@@ -31,6 +31,9 @@ pub enum Sample<'a> {
     /// One line of a JSON-lines file (a file whose first non-blank line starts with `{`), parsed.
     /// Each line is shown in turn until a format says [`Verdict::Yes`].
     JsonLine(&'a Map<String, Value>),
+    /// A file that is one JSON object spread over several lines (its first line is not a
+    /// complete object), parsed whole.
+    Document(&'a Map<String, Value>),
 }
 
 /// What a sniffer says of a sample. Formats are asked in the registry's order: the first `Yes`

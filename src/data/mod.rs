@@ -14,7 +14,7 @@ mod json;
 mod kind;
 
 pub(crate) use dataset::read_text;
-pub use dataset::{Dataset, Entity, Example};
+pub use dataset::{AnswerCounts, Dataset, Entity, Example, Question};
 pub use error::{DataError, Problem};
 pub use kind::{FormatKind, Join, Sample, Verdict};
 
@@ -52,7 +52,7 @@ macro_rules! formats {
 }
 
 // The registry: one `Variant => module` a format, in the order detection asks them.
-formats!(Cluener => cluener, Cmeee => cmeee, Conll => bio, Jsonl => jsonl);
+formats!(Squad => squad, Cluener => cluener, Cmeee => cmeee, Conll => bio, Jsonl => jsonl);
 
 impl FromStr for Format {
     type Err = DataError;
@@ -140,6 +140,14 @@ fn detect_text(path: &Path, text: &str) -> Result<Format, DataError> {
     };
     let first = first.trim_start();
     let mut maybe = None;
+    if first.starts_with('{') && serde_json::from_str::<serde_json::Value>(first).is_err() {
+        // Not a complete object on its first line: one JSON document over the whole file.
+        if let Ok(serde_json::Value::Object(doc)) = serde_json::from_str(text) {
+            if let (Some(f), _) | (None, Some(f)) = ask(&Sample::Document(&doc)) {
+                return Ok(f);
+            }
+        }
+    }
     if first.starts_with('{') {
         for (line, s) in json::numbered_lines(text) {
             let obj = json::parse_object_line(json::At { path, line }, s)?;
@@ -193,7 +201,10 @@ mod tests {
                 assert_eq!(n.to_uppercase().parse::<Format>().unwrap(), f);
             }
         }
-        assert_eq!(known_names(), "cluener, cmeee, conll, bio, jsonl or gp");
+        assert_eq!(
+            known_names(),
+            "squad, mrc, cluener, cmeee, conll, bio, jsonl or gp"
+        );
     }
 
     #[test]
@@ -213,6 +224,10 @@ mod tests {
         assert!(detect(bad).unwrap_err().starts_with("f:2: "));
         assert_eq!(detect("\n  [\n]"), Ok(Format::Cmeee));
         assert_eq!(detect("EU B-ORG\n"), Ok(Format::Conll));
+        // A JSON document over several lines: shown whole (SQuAD), or a line at a time.
+        assert_eq!(detect("{\n \"data\": []\n}\n"), Ok(Format::Squad));
+        assert_eq!(detect("{\"data\": [], \"version\": 1}\n"), Ok(Format::Squad));
+        assert!(detect("{\n \"other\": []\n}\n").unwrap_err().starts_with("f:1: "));
         let one_column = detect("\nword\n").unwrap_err();
         assert!(one_column.starts_with("f:2: "), "{one_column}");
         assert!(

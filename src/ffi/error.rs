@@ -106,6 +106,8 @@ impl From<ModelDirError> for CError {
                 | TokenizeError::NotPretrained { .. }
                 | TokenizeError::Mismatch { .. }
                 | TokenizeError::BadWindow { .. }
+                | TokenizeError::NoRoomForContext { .. }
+                | TokenizeError::NoQuestion
                 | TokenizeError::NoSpecials => Kind::Model,
             },
         };

@@ -1,4 +1,5 @@
-//! The C interface: load a model directory and extract entities from UTF-8 text.
+//! The C interface: load a model directory and extract entities from UTF-8 text (or, with a
+//! reader model, answer a question about a context: `answer.rs`).
 //!
 //! include/gp_lite.h is generated from this file and `error.rs` by cbindgen (tests/it/header.rs
 //! checks that the committed header is current; `GP_LITE_BLESS=1 cargo test --release --test it
@@ -8,6 +9,7 @@
 //! a code (`gp_error_code`: the kind of failure, from the typed Rust error, see `error.rs`) and
 //! a message.
 
+pub mod answer;
 mod args;
 mod error;
 
@@ -94,20 +96,23 @@ fn predict_options(opts: Option<&GpPredictOptions>) -> PredictOptions {
 }
 
 impl GpModel {
-    /// Entities of each text, in the model's pool with a reused workspace.
-    fn predict(&self, texts: &[&str], opts: &PredictOptions) -> Res<Vec<Vec<PredEntity>>> {
+    /// `f` run in the model's pool with a workspace of a finished call (or a new one), given
+    /// back to the model afterwards.
+    fn with_workspace<R: Send>(&self, f: impl FnOnce(&mut Workspace) -> R + Send) -> R {
         let mut ws = self
             .workspaces
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pop()
             .unwrap_or_default();
-        let preds = self
-            .workers
-            .pool()
-            .install(|| self.predictor.predict(texts, opts, &mut ws))?;
+        let r = self.workers.pool().install(|| f(&mut ws));
         self.workspaces.lock().unwrap_or_else(|p| p.into_inner()).push(ws);
-        Ok(preds)
+        r
+    }
+
+    /// Entities of each text, in the model's pool with a reused workspace.
+    fn predict(&self, texts: &[&str], opts: &PredictOptions) -> Res<Vec<Vec<PredEntity>>> {
+        Ok(self.with_workspace(|ws| self.predictor.predict(texts, opts, ws))?)
     }
 }
 

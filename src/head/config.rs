@@ -27,15 +27,25 @@ pub struct HeadOptions {
     pub rope: bool,
     /// The CRF transitions' learning rate over the model's.
     pub crf_lr_multiplier: f64,
+    /// Reader: the loss, `ce` or `expected-f1`.
+    pub loss: String,
+    /// Reader: the entropy weight of the expected-F1 loss.
+    pub lambda: f64,
+    /// Reader: the longest answer, in characters.
+    pub max_answer_len: usize,
 }
 
 impl Default for HeadOptions {
-    /// The command line's defaults: head size 64, RoPE on, transitions at 100x.
+    /// The command line's defaults: head size 64, RoPE on, transitions at 100x; the reader's
+    /// cross-entropy, lambda 0, answers up to 64 characters.
     fn default() -> Self {
         HeadOptions {
             head_size: 64,
             rope: true,
             crf_lr_multiplier: 100.0,
+            loss: "ce".into(),
+            lambda: 0.0,
+            max_answer_len: 64,
         }
     }
 }

@@ -39,7 +39,7 @@ macro_rules! heads {
 }
 
 // The registry: one name a head.
-heads!(global_pointer, efficient, additive, crf);
+heads!(global_pointer, efficient, additive, crf, reader);
 
 pub use crf::{Crf, CrfConfig};
 pub use efficient::EfficientGlobalPointer;
@@ -224,19 +224,25 @@ mod tests {
 
     #[test]
     fn registry_names_every_head_once_and_refuses_what_it_does_not_know() {
-        assert_eq!(names(), vec!["gp", "egp", "additive", "crf"]);
+        assert_eq!(names(), vec!["gp", "egp", "additive", "crf", "reader"]);
         let shape = HeadShape {
             hidden: 8,
             types: 3,
             std: 0.02,
         };
         let mut rng = rand::rngs::mock::StepRng::new(1, 1);
+        // The reader has one type, the answer, and refuses more.
+        let reader = from_options("reader", &HeadOptions::default()).unwrap();
+        let e = check(&reader, shape).unwrap_err().to_string();
+        assert!(e.contains("one label"), "{e}");
         for name in names() {
+            let types = if name == "reader" { 1 } else { 3 };
+            let shape = HeadShape { types, ..shape };
             let config = from_options(name, &HeadOptions::default()).unwrap();
             assert_eq!(config.kind, name);
             let head = build::<f64>(&config, shape, &mut rng).unwrap();
             assert_eq!(head.config(), config, "{name}: config round trip");
-            assert_eq!(head.num_types(), 3);
+            assert_eq!(head.num_types(), types);
             let mut count = 0u128;
             head.visit("", &mut |_, v| {
                 if v.ndim() == 2 {
@@ -252,7 +258,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("unknown head `nope`") && e.contains("gp, egp, additive, crf"),
+            e.contains("unknown head `nope`") && e.contains("gp, egp, additive, crf, reader"),
             "{e}"
         );
         let unknown_field: HeadConfig =

@@ -92,4 +92,16 @@ pub enum TokenizeError {
     /// An encoding to be windowed does not start and end with special tokens (`[CLS]`/`[SEP]`).
     #[error("the encoding does not start and end with special tokens")]
     NoSpecials,
+    /// A question and context pair leaves no room for the context in a window.
+    #[error("a window of {max_len} tokens leaves no room for a context after a question of {question} tokens, [CLS] and two [SEP]")]
+    NoRoomForContext {
+        /// Tokens per window, specials included.
+        max_len: usize,
+        /// The question's tokens (after truncation).
+        question: usize,
+    },
+    /// A reader was given an example without a question (NER data instead of reading
+    /// comprehension).
+    #[error("the reader needs a question with each text (reading-comprehension data, SQuAD format)")]
+    NoQuestion,
 }

@@ -10,6 +10,7 @@ mod align;
 mod encoding;
 mod error;
 mod hf;
+mod pair;
 mod tokenizer;
 mod window;
 
@@ -18,6 +19,7 @@ pub use char_vocab::CharVocab;
 pub use encoding::Encoding;
 pub use error::TokenizeError;
 pub use hf::HfTokenizer;
+pub use pair::{pair_windows, PairWindow};
 pub use per_char::{is_cjk, mostly_cjk, PerChar};
 pub use tokenizer::{TextTokenizer, Tokenization, Tokenizer, TokenizerKind};
 pub use window::{window, window_ranges, windows, Window};

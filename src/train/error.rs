@@ -58,6 +58,9 @@ pub enum TrainError {
     /// Evaluating on the dev data.
     #[error(transparent)]
     Predict(#[from] PredictError),
+    /// Answering the dev questions (a reader) failed.
+    #[error(transparent)]
+    Answer(#[from] crate::answer::AnswerError),
     /// Reading `--resume`'s optimizer state file.
     #[error(transparent)]
     ResumeTensors(#[from] TensorFileError),

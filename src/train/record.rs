@@ -19,8 +19,11 @@ pub struct EpochRecord {
     pub dev_precision: Option<f64>,
     /// Micro recall on the dev data (None without dev data).
     pub dev_recall: Option<f64>,
-    /// Micro F1 on the dev data (None without dev data).
+    /// Micro F1 on the dev data (None without dev data); a reader's CMRC 2018 F1 (0-1).
     pub dev_f1: Option<f64>,
+    /// A reader's CMRC 2018 exact match on the dev data (0-1; None for NER).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_em: Option<f64>,
 }
 
 /// training.json: how the model was made.
@@ -45,6 +48,12 @@ pub struct TrainingRecord {
     /// Gold spans the head cannot learn (overlapping spans for a tagger).
     #[serde(default)]
     pub head_left_out_spans: usize,
+    /// Reading comprehension: published answers moved to the nearest occurrence of their text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers_repaired: Option<usize>,
+    /// Reading comprehension: published answers not found in their context (left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers_skipped: Option<usize>,
     /// One record per epoch done, resumed runs included.
     pub epochs: Vec<EpochRecord>,
     /// 1-based epoch of the saved model: best dev F1, or the last without dev data.

@@ -8,10 +8,10 @@ use super::options::{Event, TrainOptions};
 use super::prepare::prepare;
 use super::record::{EpochRecord, TrainingRecord};
 use super::resume::{restore, save_resume, ResumeState};
+use crate::answer::evaluate_reader;
 use crate::batch::{bucketed_batches, make_batch};
 use crate::data::Dataset;
 use crate::evaluate::evaluate_dataset;
-use crate::metrics::Report;
 use crate::model_dir;
 use crate::optim::adamw::AdamWConfig;
 use crate::optim::schedule::LinearSchedule;
@@ -82,6 +82,15 @@ fn check_inputs(opts: &TrainOptions, train: &Dataset, dev: Option<&Dataset>) -> 
     Ok(())
 }
 
+/// The dev figures of an epoch (0-1): entity precision, recall and F1, or a reader's CMRC
+/// 2018 F1 and exact match.
+struct Dev {
+    precision: Option<f64>,
+    recall: Option<f64>,
+    f1: f64,
+    em: Option<f64>,
+}
+
 /// A run in progress: the trainer, its data and schedule, and where it stands.
 struct Run<'a> {
     opts: &'a TrainOptions,
@@ -128,6 +137,14 @@ impl<'a> Run<'a> {
         record.train_windows = prepared.samples.len();
         record.unaligned_spans = prepared.unaligned;
         record.head_left_out_spans = prepared.left_out;
+        if let Some(a) = train.answers {
+            on_event(Event::Info(format!(
+                "answers: {} as published, {} repaired (answer_start moved to the nearest occurrence of the text), {} skipped (text not in the context)",
+                a.kept, a.repaired, a.skipped
+            )));
+            record.answers_repaired = Some(a.repaired);
+            record.answers_skipped = Some(a.skipped);
+        }
         let adamw = AdamWConfig {
             lr: opts.lr,
             weight_decay: opts.weight_decay,
@@ -230,11 +247,29 @@ impl<'a> Run<'a> {
         ))
     }
 
-    /// Dev P/R/F1 of the current model (None without dev data).
-    fn evaluate(&self, dev: Option<&Dataset>) -> Result<Option<Report>, TrainError> {
-        let opts = PredictOptions::default();
-        let report = dev.map(|d| evaluate_dataset(&self.trainer.model, &self.tokenizer, d, &opts));
-        Ok(report.transpose()?)
+    /// Dev figures of the current model (None without dev data): entity P/R/F1, or a reader's
+    /// CMRC 2018 EM/F1.
+    fn evaluate(&self, dev: Option<&Dataset>) -> Result<Option<Dev>, TrainError> {
+        let Some(d) = dev else {
+            return Ok(None);
+        };
+        let model = &self.trainer.model;
+        if model.config.head.kind == "reader" {
+            let (s, _) = evaluate_reader(model, &self.tokenizer, d)?;
+            return Ok(Some(Dev {
+                precision: None,
+                recall: None,
+                f1: s.f1 / 100.0,
+                em: Some(s.em / 100.0),
+            }));
+        }
+        let r = evaluate_dataset(model, &self.tokenizer, d, &PredictOptions::default())?;
+        Ok(Some(Dev {
+            precision: Some(r.micro.precision),
+            recall: Some(r.micro.recall),
+            f1: r.micro.f1,
+            em: None,
+        }))
     }
 
     /// Records the epoch, keeps the model when it is the best so far (by dev F1; the last one
@@ -243,10 +278,10 @@ impl<'a> Run<'a> {
         &mut self,
         epoch: usize,
         (loss, tokens, seconds): (f64, usize, f64),
-        dev: Option<Report>,
+        dev: Option<Dev>,
         on_event: &mut dyn FnMut(Event),
     ) -> Result<(), TrainError> {
-        let f1 = dev.as_ref().map(|r| r.micro.f1);
+        let f1 = dev.as_ref().map(|r| r.f1);
         let better = match (f1, self.best_f1) {
             (Some(f), Some(b)) => f > b,
             _ => true,
@@ -257,9 +292,10 @@ impl<'a> Run<'a> {
             train_tokens: tokens,
             seconds,
             tokens_per_s: tokens as f64 / seconds,
-            dev_precision: dev.as_ref().map(|r| r.micro.precision),
-            dev_recall: dev.as_ref().map(|r| r.micro.recall),
+            dev_precision: dev.as_ref().and_then(|r| r.precision),
+            dev_recall: dev.as_ref().and_then(|r| r.recall),
             dev_f1: f1,
+            dev_em: dev.as_ref().and_then(|r| r.em),
         };
         self.record.epochs.push(rec.clone());
         if better {

@@ -124,7 +124,7 @@ fn explicit_format_overrides_detection() {
     assert_eq!("GP".parse::<Format>().unwrap(), Format::Jsonl);
     assert_eq!(
         "xml".parse::<Format>().unwrap_err().to_string(),
-        "unknown data format `xml` (expected cluener, cmeee, conll, bio, jsonl or gp)"
+        "unknown data format `xml` (expected squad, mrc, cluener, cmeee, conll, bio, jsonl or gp)"
     );
 }
 

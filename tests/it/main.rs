@@ -16,6 +16,7 @@ mod header;
 mod heads_e2e;
 mod python;
 mod quantize;
+mod reader;
 mod spark;
 mod tokenizer_parity;
 mod train_e2e;

@@ -1,4 +1,5 @@
-//! `gp-lite eval`: precision, recall and F1 of a model on labelled data, as a table or JSON.
+//! `gp-lite eval`: precision, recall and F1 of a model on labelled data, as a table or JSON (a
+//! reader's EM and F1: `reader_eval.rs`).
 
 use crate::args::{DataArgs, ModeArgs, PrecisionArgs, WindowArgs};
 use crate::{pool, Res};
@@ -35,6 +36,9 @@ pub fn run(a: EvalArgs) -> Res<()> {
     let mut predictor: Predictor<f32> = gp_lite::model_dir::load_model(&a.model)?;
     a.precision.apply(&mut predictor);
     let data = read_dataset_with(&a.data, read)?;
+    if predictor.model.config.head.kind == "reader" {
+        return crate::reader_eval::run(&predictor, &pool, &data, a.json);
+    }
     data.check_labels(&predictor.model.config.labels)?;
     let opts = PredictOptions {
         mode: a.mode.mode(),

@@ -2,12 +2,14 @@
 //! shared by several in `args.rs`). The work is the library's; this turns arguments into its
 //! options and its results and errors into output and exit codes.
 
+mod answer;
 mod args;
 mod bench;
 mod eval;
 mod predict;
 mod progress;
 mod quantize;
+mod reader_eval;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -30,9 +32,11 @@ struct Cli {
 enum Command {
     /// Train a model. With no --train, trains a tiny model on the bundled CLUENER sample.
     Train(train::TrainArgs),
-    /// Entity-level precision, recall and F1 of a model on labelled data.
+    /// Entity-level precision, recall and F1 of a model on labelled data (a reader: CMRC 2018 EM
+    /// and F1 on SQuAD-format data).
     Eval(eval::EvalArgs),
-    /// Extract entities from texts (JSON lines {"text"} or plain lines) as JSON lines.
+    /// Extract entities from texts (JSON lines {"text"} or plain lines) as JSON lines (a reader:
+    /// answer JSON lines {"id", "question", "context"} with {"id", "answer", "start", "end", "score"}).
     #[command(after_help = predict::PREDICT_HELP)]
     Predict(predict::PredictArgs),
     /// The PyTorch baseline's workload (../shared/bench/bench_torch.py), one JSON line per run.

@@ -195,6 +195,9 @@ pub fn run(a: PredictArgs) -> Res<()> {
     let pool = pool(a.threads)?;
     let mut predictor: Predictor<f32> = gp_lite::model_dir::load_model(&a.model)?;
     a.precision.apply(&mut predictor);
+    if predictor.model.config.head.kind == "reader" {
+        return crate::answer::run(&predictor, &pool, a.input.as_deref(), a.output.as_deref());
+    }
     let (reader, source): (Box<dyn BufRead>, String) = match &a.input {
         Some(p) => (
             Box::new(std::io::BufReader::new(

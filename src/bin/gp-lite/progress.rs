@@ -72,10 +72,16 @@ impl Progress {
                 if let Some(bar) = self.bar.take() {
                     bar.finish_and_clear();
                 }
-                let dev = match (record.dev_precision, record.dev_recall, record.dev_f1) {
-                    (Some(p), Some(r), Some(f)) => {
+                let dev = match (
+                    record.dev_precision,
+                    record.dev_recall,
+                    record.dev_f1,
+                    record.dev_em,
+                ) {
+                    (Some(p), Some(r), Some(f), _) => {
                         format!(" dev P {:.2} R {:.2} F1 {:.2}", 100.0 * p, 100.0 * r, 100.0 * f)
                     }
+                    (_, _, Some(f), Some(em)) => format!(" dev EM {:.2} F1 {:.2}", 100.0 * em, 100.0 * f),
                     _ => String::new(),
                 };
                 self.line(&format!(

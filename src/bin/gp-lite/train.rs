@@ -28,9 +28,10 @@ fn head_names() -> clap::builder::PossibleValuesParser {
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Training data (format detected from the content unless --format is given).
+    /// Training data (format detected from the content unless --format is given); repeat it to
+    /// train on several files (read as one data set).
     #[arg(long)]
-    train: Option<PathBuf>,
+    train: Vec<PathBuf>,
     /// Dev data, evaluated after each epoch; the best epoch's model is kept.
     #[arg(long)]
     dev: Option<PathBuf>,
@@ -60,6 +61,16 @@ pub struct TrainArgs {
     /// CRF head: the transitions' learning rate over the model's (bert4keras uses 1000 at lr 2e-5).
     #[arg(long, default_value_t = HeadOptions::default().crf_lr_multiplier)]
     crf_lr_multiplier: f64,
+    /// Reader: the loss, softmax cross-entropy of the gold span (ce) or minus the expected F1
+    /// plus --lambda times sum p log p (expected-f1).
+    #[arg(long, default_value = "ce", value_parser = ["ce", "expected-f1"])]
+    loss: String,
+    /// Reader: the weight of sum p log p in the expected-F1 loss.
+    #[arg(long, default_value_t = HeadOptions::default().lambda, allow_negative_numbers = true)]
+    lambda: f64,
+    /// Reader: the longest answer, in characters.
+    #[arg(long, default_value_t = HeadOptions::default().max_answer_len)]
+    max_answer_len: usize,
     /// How texts are tokenized for a pretrained encoder (--init, or --vocab from scratch).
     #[arg(long, default_value = "auto", value_parser = tokenization_values())]
     tokenization: String,
@@ -118,7 +129,7 @@ pub struct TrainArgs {
 /// `gp-lite train`.
 pub fn run(a: TrainArgs) -> Res<()> {
     let read = a.data.options()?;
-    let sample = a.train.is_none();
+    let sample = a.train.is_empty();
     if sample && a.dev.is_some() {
         return Err("--dev needs --train".into());
     }
@@ -127,7 +138,16 @@ pub fn run(a: TrainArgs) -> Res<()> {
         let d = cluener::parse(Path::new("<bundled>/cluener-sample/dev.json"), SAMPLE_DEV)?;
         (t, Some(d))
     } else {
-        let t = read_dataset_with(a.train.as_ref().unwrap(), read)?;
+        let parts = a
+            .train
+            .iter()
+            .map(|p| read_dataset_with(p, read))
+            .collect::<Result<Vec<_>, _>>()?;
+        let t = if parts.len() == 1 {
+            parts.into_iter().next().expect("one")
+        } else {
+            Dataset::concat(parts)?
+        };
         let d = match &a.dev {
             Some(p) => Some(read_dataset_with(p, read)?),
             None => None,
@@ -166,6 +186,9 @@ pub fn run(a: TrainArgs) -> Res<()> {
         head_size: a.head_size,
         rope: !a.no_rope,
         crf_lr_multiplier: a.crf_lr_multiplier,
+        loss: a.loss.clone(),
+        lambda: a.lambda,
+        max_answer_len: a.max_answer_len,
     };
     let opts = TrainOptions {
         encoder: match &a.init {
