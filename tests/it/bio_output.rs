@@ -2,8 +2,8 @@
 //! output, and (with CoNLL-2003 and a Python with seqeval) seqeval's F1 equal to `eval --flat`.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
 use gp_lite::data::bio;
 use gp_lite::data::Join;
@@ -210,26 +210,9 @@ fn seqeval_f1_equals_eval_flat_on_conll() {
     ) else {
         return;
     };
-    let py: PathBuf = std::env::var_os("GP_LITE_PYTHON_PACKAGE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "python3".into());
-    let has_seqeval = Command::new(&py)
-        .args(["-c", "import seqeval"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_seqeval {
-        assert!(
-            std::env::var("GP_LITE_REQUIRE_PYTHON_PACKAGE").as_deref() != Ok("1"),
-            "{} cannot import seqeval, and GP_LITE_REQUIRE_PYTHON_PACKAGE=1",
-            py.display()
-        );
-        eprintln!(
-            "SKIPPED {test}: {} cannot import seqeval (pip install seqeval)",
-            py.display()
-        );
+    let Some(py) = crate::common::python_with("seqeval", test) else {
         return;
-    }
+    };
     let dir = TempDir::new("seqeval");
     let head = |from: &Path, sentences: usize, to: &Path| {
         let text = std::fs::read_to_string(from).unwrap();

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use crate::common::cli::{json_file, ok, run, run_stdin, s, stdout, train_args};
-use crate::common::{dev_file, fixture, TempDir, BIN};
+use crate::common::{copy_dir, dev_file, fixture, TempDir, BIN};
 
 /// Fails with a message on stderr starting with `error: {prefix}` and containing `what`.
 fn fails(out: Output, prefix: &str, what: &str) {
@@ -55,16 +55,6 @@ fn without_tensor(src: &Path, dst: &Path, drop: &str) {
         st.tensors().into_iter().filter(|(n, _)| n != drop).collect();
     assert_eq!(kept.len() + 1, st.len(), "{drop} is not in {}", src.display());
     std::fs::write(dst, safetensors::serialize(kept, &None).unwrap()).unwrap();
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 #[test]

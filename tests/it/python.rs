@@ -6,36 +6,16 @@
 //! (`GP_LITE_PYTHON_PACKAGE`, default `python3`). Without one the test prints SKIPPED; with
 //! `GP_LITE_REQUIRE_PYTHON_PACKAGE=1` (set by .ci/run, which installs it) it fails instead.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
 use crate::common::BIN;
 
 #[test]
 fn python_package_tests_pass() {
-    let py: PathBuf = std::env::var_os("GP_LITE_PYTHON_PACKAGE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "python3".into());
-    let importable = Command::new(&py)
-        .args(["-c", "import gp_lite, pytest"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !importable {
-        assert!(
-            std::env::var("GP_LITE_REQUIRE_PYTHON_PACKAGE").as_deref() != Ok("1"),
-            "{} cannot import gp_lite and pytest, and GP_LITE_REQUIRE_PYTHON_PACKAGE=1",
-            py.display()
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED python_package_tests_pass: {} cannot import gp_lite and pytest (pip install ./python pytest)",
-            py.display()
-        );
+    let Some(py) = crate::common::python_with("gp_lite, pytest", "python_package_tests_pass") else {
         return;
-    }
+    };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(&py)
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "python/tests"])

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::common::cli::{json_file, json_lines, ok, run, run_stdin, s, succeeded, train_args};
-use crate::common::{dev_file, TempDir};
+use crate::common::{copy_dir, dev_file, TempDir};
 
 const TEXTS: &str =
     "浙商银行企业信贷部叶老桂博士则从另一个角度对五道门槛进行了解读。\n生生不息CSOL生化狂潮让你填弹狂扫\n";
@@ -48,16 +48,6 @@ fn rewrite(path: &Path, edit: impl Fn(&str, &mut safetensors::Dtype, &mut Vec<us
         })
         .collect();
     std::fs::write(path, safetensors::serialize(views, &None).unwrap()).unwrap();
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 #[test]

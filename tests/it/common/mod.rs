@@ -43,3 +43,39 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Copies the files (not the subdirectories) of `src` into `dst`, created if needed.
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// The Python of `GP_LITE_PYTHON_PACKAGE` (default `python3`) if it imports every one of
+/// `modules`; otherwise `None` after printing SKIPPED for `test`, or a panic under
+/// `GP_LITE_REQUIRE_PYTHON_PACKAGE=1` (set by .ci/run, which installs them).
+pub fn python_with(modules: &str, test: &str) -> Option<PathBuf> {
+    let py: PathBuf = std::env::var_os("GP_LITE_PYTHON_PACKAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "python3".into());
+    let importable = std::process::Command::new(&py)
+        .args(["-c", &format!("import {modules}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if importable {
+        return Some(py);
+    }
+    assert!(
+        std::env::var("GP_LITE_REQUIRE_PYTHON_PACKAGE").as_deref() != Ok("1"),
+        "{test}: {} cannot import {modules}, and GP_LITE_REQUIRE_PYTHON_PACKAGE=1",
+        py.display()
+    );
+    eprintln!("SKIPPED {test}: {} cannot import {modules}", py.display());
+    None
+}
