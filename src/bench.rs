@@ -37,6 +37,8 @@ pub struct BenchResult {
     pub threads: usize,
     /// The precision of the inference products (`f32` or `int8`); training is f32.
     pub precision: String,
+    /// The product kernel that ran them ([`crate::matmul::kernel_name`]).
+    pub kernel: String,
     /// Median wall time of one training step on batch 16 x 64, in milliseconds.
     pub train_step_ms: f64,
     /// Training throughput: 16 * 64 tokens per median step, in tokens per second.
@@ -183,6 +185,7 @@ pub fn run(config: &str, threads: usize, steps: usize, precisions: &[Precision])
             config: config.into(),
             threads,
             precision: precision.name().into(),
+            kernel: crate::matmul::kernel_name(precision).into(),
             train_step_ms: round(train_ms, 2),
             train_tokens_per_s: round(16.0 * 64.0 / train_ms * 1e3, 1),
             infer_b1_n50_ms: round(lat_ms, 3),

@@ -2,30 +2,73 @@
 //!
 //! The default x86-64 build targets SSE2, so loops the compiler vectorises run 4 lanes wide.
 //! The hot paths of inference (the product kernel of `matmul::avx512`, GELU, softmax) have
-//! AVX-512F versions chosen at run time by [`avx512`]; everything else, and every other CPU,
-//! runs the portable code.
+//! AVX-512F versions chosen at run time by [`avx512`]; int8 products run on AMX tiles
+//! ([`amx`]) or AVX512-VNNI ([`vnni`]); everything else, and every other CPU, runs the portable
+//! code.
+//!
+//! `GP_LITE_KERNEL` caps the choice ([`Ceiling`]): `portable` (plain loops everywhere),
+//! `avx512` (AVX-512 and VNNI, no AMX) or `amx` (everything the CPU has; the default), so that
+//! tests and benchmarks run every path a machine can run. `GP_LITE_MATMUL=portable`, the older
+//! name, is `GP_LITE_KERNEL=portable`.
 
 use std::sync::OnceLock;
 
+/// The fastest family of paths `GP_LITE_KERNEL` allows, in increasing order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Ceiling {
+    /// Plain loops (and matrixmultiply) only.
+    Portable,
+    /// AVX-512F, with AVX512-VNNI for int8 products; no AMX.
+    Avx512,
+    /// Everything, AMX tiles included.
+    Amx,
+}
+
+impl Ceiling {
+    /// `GP_LITE_KERNEL` (and the older `GP_LITE_MATMUL=portable`) as set in the environment;
+    /// unset is [`Ceiling::Amx`]. An unknown value is an error naming the values there are.
+    pub fn from_env() -> Result<Ceiling, String> {
+        if std::env::var("GP_LITE_MATMUL").is_ok_and(|v| v == "portable") {
+            return Ok(Ceiling::Portable);
+        }
+        match std::env::var("GP_LITE_KERNEL") {
+            Err(_) => Ok(Ceiling::Amx),
+            Ok(v) => match v.as_str() {
+                "portable" => Ok(Ceiling::Portable),
+                "avx512" => Ok(Ceiling::Avx512),
+                "amx" | "" => Ok(Ceiling::Amx),
+                other => Err(format!(
+                    "GP_LITE_KERNEL={other}: expected portable, avx512 or amx"
+                )),
+            },
+        }
+    }
+}
+
+/// The ceiling in force (an unknown `GP_LITE_KERNEL` counts as unset here; the CLI refuses it
+/// before anything runs).
+fn ceiling() -> Ceiling {
+    static C: OnceLock<Ceiling> = OnceLock::new();
+    *C.get_or_init(|| Ceiling::from_env().unwrap_or(Ceiling::Amx))
+}
+
 /// True when the AVX-512F paths run: an x86-64 CPU with AVX-512F, not under valgrind (which does
-/// not emulate AVX-512), and `GP_LITE_MATMUL` is not `portable` (which keeps every path portable,
-/// to compare the two).
+/// not emulate AVX-512), and `GP_LITE_KERNEL` allows it.
 pub fn avx512() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| {
-        let portable = std::env::var("GP_LITE_MATMUL").is_ok_and(|v| v == "portable");
         #[cfg(target_arch = "x86_64")]
-        if !portable && !crate::valgrind::running() && is_x86_feature_detected!("avx512f") {
+        if ceiling() >= Ceiling::Avx512 && !crate::valgrind::running() && is_x86_feature_detected!("avx512f")
+        {
             return true;
         }
-        let _ = portable;
         false
     })
 }
 
-/// True when int8 products run on AVX512-VNNI ([`crate::matmul::int8`]): where the AVX-512 paths
-/// run ([`avx512`]) and the CPU has AVX512-VNNI; elsewhere they run on plain loops (the same
-/// results, bit for bit).
+/// True when int8 products can run on AVX512-VNNI ([`crate::matmul::int8`]): where the AVX-512
+/// paths run ([`avx512`]) and the CPU has AVX512-VNNI; elsewhere they run on plain loops (the
+/// same results, bit for bit).
 pub fn vnni() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| {
@@ -35,4 +78,54 @@ pub fn vnni() -> bool {
         }
         false
     })
+}
+
+/// True when int8 products run on AMX tiles ([`crate::matmul::amx`]): where VNNI runs
+/// ([`vnni`]), `GP_LITE_KERNEL` allows AMX, the CPU has AMX-TILE and AMX-INT8, and Linux grants
+/// this process the tile state (asked for here, once).
+pub fn amx() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        if vnni() && ceiling() >= Ceiling::Amx && amx_cpuid() {
+            return request_tile_state();
+        }
+        false
+    })
+}
+
+/// CPUID leaf 7: AMX-TILE (EDX bit 24) and AMX-INT8 (bit 25).
+#[cfg(target_arch = "x86_64")]
+fn amx_cpuid() -> bool {
+    use std::arch::x86_64::{__cpuid, __cpuid_count};
+    // leaf 7 is read only where the CPU has it (leaf 0's EAX is the highest leaf)
+    if __cpuid(0).eax < 7 {
+        return false;
+    }
+    let edx = __cpuid_count(7, 0).edx;
+    edx & (1 << 24) != 0 && edx & (1 << 25) != 0
+}
+
+/// Asks Linux for the AMX tile data state: `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`.
+/// Before this a tile instruction faults; the permission holds for every thread of the process.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn request_tile_state() -> bool {
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    let ret: i64;
+    // SAFETY: a plain Linux system call with two integer arguments; it reads and writes no
+    // memory of ours, and the kernel clobbers only rax (the result), rcx and r11.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL => ret,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret == 0
 }

@@ -21,6 +21,8 @@ use ndarray::{Array2, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut2, ArrayVi
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
+pub mod amx;
+#[cfg(target_arch = "x86_64")]
 pub mod avx512;
 pub mod int8;
 mod portable;
@@ -140,6 +142,20 @@ pub fn gemm<T: Scalar>(alpha: T, a: ArrayView2<T>, b: ArrayView2<T>, beta: T, mu
 /// ([`crate::cpu::avx512`]).
 pub fn packed_kernel() -> bool {
     crate::cpu::avx512()
+}
+
+/// The kernel products in `precision` run on here: `avx512` or `matrixmultiply` for f32;
+/// `amx`, `vnni` or `portable` for int8 (see [`crate::cpu`] and `GP_LITE_KERNEL`).
+pub fn kernel_name(precision: Precision) -> &'static str {
+    match precision {
+        Precision::F32 if packed_kernel() => "avx512",
+        Precision::F32 => "matrixmultiply",
+        Precision::Int8 => match int8::Kernel::best() {
+            int8::Kernel::Amx => "amx",
+            int8::Kernel::Vnni => "vnni",
+            int8::Kernel::Portable => "portable",
+        },
+    }
 }
 
 /// A right operand `B` (`k x n`, a frozen weight's `Wᵀ`) packed once for inference: into the
@@ -325,6 +341,8 @@ fn int8_parallel(
             .zip(a.axis_chunks_iter(Axis(0), rows).into_par_iter())
             .for_each(|(cb, ab)| int8::gemm_serial(kernel, alpha, ab, b, 0, beta, bias, cb));
     } else {
+        // A's rows are quantised once, here, and shared by the column blocks.
+        let rows = int8::QuantA::new(kernel, a, b.kp());
         let cols = n.div_ceil(threads).next_multiple_of(4 * int8::LANES);
         c.axis_chunks_iter_mut(Axis(1), cols)
             .into_par_iter()
@@ -332,7 +350,7 @@ fn int8_parallel(
             .for_each(|(q, cb)| {
                 let j0 = q * cols;
                 let bias = bias.map(|v| &v[j0..j0 + cb.ncols()]);
-                int8::gemm_serial(kernel, alpha, a, b, j0, beta, bias, cb)
+                int8::gemm_quantized(kernel, alpha, &rows, b, j0, beta, bias, cb)
             });
     }
 }

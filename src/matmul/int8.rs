@@ -5,8 +5,8 @@
 //! A column `b` of B has scale `s_b = max|b| / 127` and values `q_b = round(b / s_b)` in
 //! [-127, 127] (symmetric). A row `a` of A is quantised asymmetrically onto the unsigned bytes
 //! VPDPBUSD multiplies by signed ones: its range `[lo, hi]` (0 included) in 255 steps
-//! `s_a = (hi − lo) / 255`, a zero point `z_a = round(−lo / s_a)` and `u_a = round(a / s_a) + z_a`
-//! in 0..=255, so `a ≈ s_a (u_a − z_a)`: a row of GELU outputs (almost all ≥ 0) keeps twice the
+//! `s_a = (hi − lo) / 255`, a zero point `z_a = round(−lo / s_a)` and `u_a = round(a / s_a + z_a)`
+//! in 0..=255 (ties to even), so `a ≈ s_a (u_a − z_a)`: a row of GELU outputs (almost all ≥ 0) keeps twice the
 //! resolution a symmetric scale would give it. The zero point is taken back with the column sums
 //! kept next to the weight:
 //!
@@ -18,10 +18,15 @@
 //! multiple of 4 and n to a multiple of 16 with zeros (a zero weight adds nothing, whatever A's
 //! padding holds).
 //!
-//! Two kernels read this layout: AVX512-VNNI ([`crate::cpu::vnni`]) and plain loops (every other
-//! CPU, valgrind, `GP_LITE_MATMUL=portable`). Both sum the same integers exactly and share the
-//! epilogue, so they write the same bits.
+//! Three kernels read this layout: AMX tiles ([`crate::cpu::amx`], [`super::amx`]: B's tiles
+//! load straight from the panels), AVX512-VNNI ([`crate::cpu::vnni`]) and plain loops (every
+//! other CPU, valgrind, `GP_LITE_KERNEL=portable`). All sum the same integers exactly and share
+//! the quantisation of A ([`activations`]) and the epilogue, so they write the same bits.
+//! `GP_LITE_KERNEL=avx512` keeps AMX off.
 
+mod activations;
+
+pub use activations::QuantA;
 use ndarray::{ArrayView2, ArrayViewMut2};
 use std::cell::RefCell;
 
@@ -29,6 +34,11 @@ use std::cell::RefCell;
 pub const LANES: usize = 16;
 /// Consecutive k values one lane multiplies and sums in one step.
 pub const GROUP: usize = 4;
+/// Zero bytes after the last panel ([`super::amx::B_SLACK`] where the AMX kernel exists).
+#[cfg(target_arch = "x86_64")]
+const SLACK: usize = super::amx::B_SLACK;
+#[cfg(not(target_arch = "x86_64"))]
+const SLACK: usize = 0;
 /// Rows of A a micro-tile takes.
 const MR: usize = 4;
 /// Panels a micro-tile takes (64 columns).
@@ -75,7 +85,8 @@ impl QuantB {
     pub fn new(b: ArrayView2<f32>) -> QuantB {
         let (k, n) = b.dim();
         let kp = k.next_multiple_of(GROUP);
-        let mut panels = vec![0i8; n.div_ceil(LANES) * kp * LANES];
+        // the AMX kernel's last tile step may read past the last panel (super::amx::B_SLACK)
+        let mut panels = vec![0i8; n.div_ceil(LANES) * kp * LANES + SLACK];
         let (mut scales, mut colsum) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for (j, col) in b.columns().into_iter().enumerate() {
             let (scale, q) = quantize_symmetric(col.iter().copied());
@@ -97,50 +108,20 @@ impl QuantB {
         }
     }
 
+    /// k rounded up to a multiple of [`GROUP`]: the row length A is quantised to.
+    pub fn kp(&self) -> usize {
+        self.kp
+    }
+
     /// Bytes the packed weight takes (values, scales and column sums).
     pub fn bytes(&self) -> usize {
         self.panels.len() + 8 * self.scales.len()
     }
 }
 
-/// The rows of A quantised: `u_a` (`m x kp`, row-major), and `s_a` and `z_a` of each row.
-#[derive(Default)]
-struct QuantRows {
-    values: Vec<u8>,
-    scales: Vec<f32>,
-    zeros: Vec<i32>,
-}
-
-impl QuantRows {
-    fn fill(&mut self, a: ArrayView2<f32>, kp: usize) {
-        let m = a.nrows();
-        self.values.clear();
-        // padding k with anything: the weights there are 0
-        self.values.resize(m * kp, 0);
-        self.scales.clear();
-        self.zeros.clear();
-        for (i, row) in a.rows().into_iter().enumerate() {
-            let (lo, hi) = row
-                .iter()
-                .fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-            let (scale, inv, zero) = if hi > lo && (hi - lo).is_finite() {
-                let scale = (hi - lo) / 255.0;
-                (scale, 1.0 / scale, (-lo / scale).round().clamp(0.0, 255.0))
-            } else {
-                (0.0, 0.0, 0.0)
-            };
-            for (dst, &v) in self.values[i * kp..].iter_mut().zip(row) {
-                *dst = (v * inv + zero).round().clamp(0.0, 255.0) as u8;
-            }
-            self.scales.push(scale);
-            self.zeros.push(zero as i32);
-        }
-    }
-}
-
 thread_local! {
     /// Each thread's quantised rows of A, reused from call to call (no allocation per product).
-    static ROWS: RefCell<QuantRows> = RefCell::new(QuantRows::default());
+    static ROWS: RefCell<QuantA> = RefCell::new(QuantA::default());
 }
 
 /// The epilogue's inputs that do not change within one product.
@@ -156,6 +137,16 @@ impl Epilogue<'_> {
     /// `out[j] = alpha s_a s_b (acc − z_a colsum) + beta out[j] + bias[j]` for the columns
     /// `j0..j0 + out.len()` (of this product's columns); `out` is not read when beta = 0.
     fn write(&self, acc: &[i32], row_scale: f32, row_zero: i32, j0: usize, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::cpu::avx512() {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { self.write_avx512(acc, row_scale, row_zero, j0, out) };
+        }
+        self.write_portable(acc, row_scale, row_zero, j0, out)
+    }
+
+    /// [`Epilogue::write`] in plain loops.
+    fn write_portable(&self, acc: &[i32], row_scale: f32, row_zero: i32, j0: usize, out: &mut [f32]) {
         for (j, (o, &sum)) in out.iter_mut().zip(acc).enumerate() {
             let j = j0 + j;
             let exact = sum - row_zero * self.colsum[j];
@@ -169,6 +160,52 @@ impl Epilogue<'_> {
             *o = v;
         }
     }
+
+    /// [`Epilogue::write`] 16 columns at a time, the same operations in the same order (so the
+    /// same bits).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn write_avx512(&self, acc: &[i32], row_scale: f32, row_zero: i32, j0: usize, out: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let n = out.len();
+        assert!(acc.len() >= n && j0 + n <= self.scales.len() && j0 + n <= self.colsum.len());
+        if let Some(b) = self.bias {
+            assert!(j0 + n <= b.len());
+        }
+        let (scales, colsum) = (&self.scales[j0..], &self.colsum[j0..]);
+        let (t, zero, beta) = (
+            _mm512_set1_ps(self.alpha * row_scale),
+            _mm512_set1_epi32(row_zero),
+            _mm512_set1_ps(self.beta),
+        );
+        for j in (0..n).step_by(16) {
+            let mask = if j + 16 <= n {
+                u16::MAX
+            } else {
+                ((1u32 << (n - j)) - 1) as u16
+            };
+            // SAFETY: (the loads and the store) the mask covers only indices j..n, inside acc,
+            // out, scales, colsum and the bias (asserted above).
+            unsafe {
+                let sum = _mm512_maskz_loadu_epi32(mask, acc.as_ptr().add(j));
+                let cs = _mm512_maskz_loadu_epi32(mask, colsum.as_ptr().add(j));
+                let exact = _mm512_sub_epi32(sum, _mm512_mullo_epi32(zero, cs));
+                let sb = _mm512_maskz_loadu_ps(mask, scales.as_ptr().add(j));
+                let mut v = _mm512_mul_ps(_mm512_mul_ps(t, sb), _mm512_cvtepi32_ps(exact));
+                if self.beta != 0.0 {
+                    let o = _mm512_maskz_loadu_ps(mask, out.as_ptr().add(j));
+                    v = _mm512_add_ps(v, _mm512_mul_ps(beta, o));
+                }
+                if let Some(b) = self.bias {
+                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, b.as_ptr().add(j0 + j)));
+                }
+                _mm512_mask_storeu_ps(out.as_mut_ptr().add(j), mask, v);
+            }
+        }
+    }
 }
 
 /// Which kernel sums the tiles.
@@ -178,12 +215,16 @@ pub enum Kernel {
     Portable,
     /// AVX512-VNNI (VPDPBUSD).
     Vnni,
+    /// AMX tiles (TDPBUSD, [`super::amx`]).
+    Amx,
 }
 
 impl Kernel {
-    /// The fastest kernel this CPU runs ([`crate::cpu::vnni`]).
+    /// The fastest kernel this CPU runs ([`crate::cpu::amx`], [`crate::cpu::vnni`]).
     pub fn best() -> Kernel {
-        if crate::cpu::vnni() {
+        if crate::cpu::amx() {
+            Kernel::Amx
+        } else if crate::cpu::vnni() {
             Kernel::Vnni
         } else {
             Kernel::Portable
@@ -193,7 +234,7 @@ impl Kernel {
 
 /// `c = alpha a·B + beta c (+ bias)` where `c` holds B's columns `j0..j0 + c.ncols()` (`j0` a
 /// multiple of [`LANES`]; `bias` and the epilogue's scales are indexed from `j0`). `c`'s rows
-/// must be contiguous; with beta = 0 `c` is not read.
+/// must be contiguous; with beta = 0 `c` is not read. A is quantised into this thread's buffer.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_serial(
     kernel: Kernel,
@@ -203,20 +244,39 @@ pub fn gemm_serial(
     j0: usize,
     beta: f32,
     bias: Option<&[f32]>,
+    c: ArrayViewMut2<f32>,
+) {
+    assert!(a.ncols() <= b.kp && b.kp - a.ncols() < GROUP);
+    ROWS.with_borrow_mut(|rows| {
+        rows.fill(kernel, a, b.kp);
+        gemm_quantized(kernel, alpha, rows, b, j0, beta, bias, c)
+    })
+}
+
+/// [`gemm_serial`] on rows of A already quantised for `kernel` ([`QuantA::new`]), so that
+/// threads sharing A's rows (a split by columns) quantise them once.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_quantized(
+    kernel: Kernel,
+    alpha: f32,
+    rows: &QuantA,
+    b: &QuantB,
+    j0: usize,
+    beta: f32,
+    bias: Option<&[f32]>,
     mut c: ArrayViewMut2<f32>,
 ) {
     let (m, n) = c.dim();
     assert_eq!(j0 % LANES, 0, "int8 gemm: columns start on a panel");
-    assert!(j0 + n <= b.scales.len() && a.ncols() <= b.kp && b.kp - a.ncols() < GROUP);
+    assert!(j0 + n <= b.scales.len() && rows.scales.len() == m);
     assert!(
         n <= 1 || c.strides()[1] == 1,
         "int8 gemm: the output's rows must be contiguous"
     );
-    if kernel == Kernel::Vnni {
-        assert!(
-            crate::cpu::vnni(),
-            "int8 gemm: the VNNI kernel on a CPU without it"
-        );
+    match kernel {
+        Kernel::Vnni => assert!(crate::cpu::vnni(), "int8 gemm: VNNI on a CPU without it"),
+        Kernel::Amx => assert!(crate::cpu::amx(), "int8 gemm: AMX on a CPU without it"),
+        Kernel::Portable => {}
     }
     let ep = Epilogue {
         alpha,
@@ -227,35 +287,92 @@ pub fn gemm_serial(
     };
     let panel_bytes = b.kp * LANES;
     let panels = &b.panels[(j0 / LANES) * panel_bytes..];
-    ROWS.with_borrow_mut(|rows| {
-        rows.fill(a, b.kp);
-        let mut acc = [[0i32; NP * LANES]; MR];
-        // B's tile (64 columns, 24 KiB at k = 384) stays in L1 while every row of A passes it.
-        for jt in (0..n).step_by(NP * LANES) {
-            let cols = (NP * LANES).min(n - jt);
-            let np = cols.div_ceil(LANES);
-            let b_tile = &panels[(jt / LANES) * panel_bytes..(jt / LANES + np) * panel_bytes];
-            for i0 in (0..m).step_by(MR) {
-                let r = MR.min(m - i0);
-                let a_tile = &rows.values[i0 * b.kp..(i0 + r) * b.kp];
-                match kernel {
-                    Kernel::Portable => tile_portable(a_tile, b.kp, r, b_tile, np, &mut acc),
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: the CPU has AVX512-VNNI (asserted above); the tile holds r rows of
-                    // kp bytes and np panels of kp * 16 bytes (sliced above).
-                    Kernel::Vnni => unsafe { tile_vnni(a_tile, b.kp, r, b_tile, np, &mut acc) },
-                    #[cfg(not(target_arch = "x86_64"))]
-                    Kernel::Vnni => unreachable!("cpu::vnni() is false off x86-64"),
-                }
-                for (ri, sums) in acc.iter().take(r).enumerate() {
-                    let mut row = c.row_mut(i0 + ri);
-                    let out = row.as_slice_mut().expect("contiguous rows");
-                    let (scale, zero) = (rows.scales[i0 + ri], rows.zeros[i0 + ri]);
-                    ep.write(&sums[..cols], scale, zero, jt, &mut out[jt..jt + cols]);
-                }
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Amx {
+        return gemm_amx(&ep, rows, b.kp, panels, c);
+    }
+    assert_eq!(rows.stride, b.kp, "int8 gemm: A quantised for another kernel");
+    let mut acc = [[0i32; NP * LANES]; MR];
+    // B's tile (64 columns, 24 KiB at k = 384) stays in L1 while every row of A passes it.
+    for jt in (0..n).step_by(NP * LANES) {
+        let cols = (NP * LANES).min(n - jt);
+        let np = cols.div_ceil(LANES);
+        let b_tile = &panels[(jt / LANES) * panel_bytes..(jt / LANES + np) * panel_bytes];
+        for i0 in (0..m).step_by(MR) {
+            let r = MR.min(m - i0);
+            let a_tile = &rows.values[i0 * b.kp..(i0 + r) * b.kp];
+            match kernel {
+                Kernel::Portable => tile_portable(a_tile, b.kp, r, b_tile, np, &mut acc),
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU has AVX512-VNNI (asserted above); the tile holds r rows of
+                // kp bytes and np panels of kp * 16 bytes (sliced above).
+                Kernel::Vnni => unsafe { tile_vnni(a_tile, b.kp, r, b_tile, np, &mut acc) },
+                #[cfg(not(target_arch = "x86_64"))]
+                Kernel::Vnni => unreachable!("cpu::vnni() is false off x86-64"),
+                Kernel::Amx => unreachable!("AMX products return above"),
+            }
+            for (ri, sums) in acc.iter().take(r).enumerate() {
+                let mut row = c.row_mut(i0 + ri);
+                let out = row.as_slice_mut().expect("contiguous rows");
+                let (scale, zero) = (rows.scales[i0 + ri], rows.zeros[i0 + ri]);
+                ep.write(&sums[..cols], scale, zero, jt, &mut out[jt..jt + cols]);
             }
         }
-    });
+    }
+}
+
+/// [`gemm_serial`] on AMX tiles: blocks of 32 columns (2 panels, in L1) by 32 rows, each
+/// block's sums over all of k in four tile registers ([`super::amx::block`]), then the epilogue.
+#[cfg(target_arch = "x86_64")]
+fn gemm_amx(ep: &Epilogue, rows: &QuantA, kp: usize, panels: &[i8], mut c: ArrayViewMut2<f32>) {
+    use super::amx::{self, TILE_K, TILE_ROWS};
+    const BLOCK: usize = 2 * TILE_ROWS;
+    let (m, n) = c.dim();
+    let stride = rows.stride;
+    assert_eq!(
+        stride,
+        kp.next_multiple_of(TILE_K),
+        "AMX: A quantised for another kernel"
+    );
+    assert!(rows.values.len() >= m.next_multiple_of(TILE_ROWS) * stride);
+    let steps = stride / TILE_K;
+    let panel_bytes = kp * LANES;
+    let mut sums = [[0i32; BLOCK]; BLOCK];
+    // SAFETY: gemm_serial asserted cpu::amx() for this kernel.
+    unsafe { amx::configure() };
+    for jt in (0..n).step_by(BLOCK) {
+        let cols = BLOCK.min(n - jt);
+        let b_tile = &panels[(jt / LANES) * panel_bytes..];
+        for i0 in (0..m).step_by(BLOCK) {
+            let r = BLOCK.min(m - i0);
+            let a_tile = &rows.values[i0 * stride..];
+            // SAFETY: the tiles are configured above. `a_tile` holds r.div_ceil(16) tiles of 16
+            // rows of `stride` bytes (rows were padded to a multiple of 16 with zero rows, and
+            // each row is zero past k); `b_tile` holds cols.div_ceil(16) panels of kp * 16
+            // bytes, and every panel is followed by at least amx::B_SLACK readable bytes (the
+            // next panel, or the slack QuantB::new allocates after the last one).
+            unsafe {
+                amx::block(
+                    a_tile.as_ptr(),
+                    stride,
+                    b_tile.as_ptr(),
+                    panel_bytes,
+                    steps,
+                    r.div_ceil(TILE_ROWS),
+                    cols.div_ceil(LANES),
+                    &mut sums,
+                )
+            };
+            for (ri, s) in sums.iter().take(r).enumerate() {
+                let mut row = c.row_mut(i0 + ri);
+                let out = row.as_slice_mut().expect("contiguous rows");
+                let (scale, zero) = (rows.scales[i0 + ri], rows.zeros[i0 + ri]);
+                ep.write(&s[..cols], scale, zero, jt, &mut out[jt..jt + cols]);
+            }
+        }
+    }
+    // SAFETY: as configure above.
+    unsafe { amx::release() };
 }
 
 /// The i32 sums of a tile of `r` rows (`kp` bytes each) by `np` panels, plain loops.
@@ -372,6 +489,9 @@ mod tests {
         if crate::cpu::vnni() {
             k.push(Kernel::Vnni);
         }
+        if crate::cpu::amx() {
+            k.push(Kernel::Amx);
+        }
         k
     }
 
@@ -386,13 +506,15 @@ mod tests {
             (13, 384, 130),
             (4, 30, 64),
             (2, 9, 33),
+            (40, 100, 50),
+            (33, 130, 96),
+            (17, 768, 16),
         ] {
             let a = random(m, k, 1 + m as u64);
             let bt = random(k, n, 100 + n as u64);
             let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.01).collect();
             let q = QuantB::new(bt.view());
-            let mut rows = QuantRows::default();
-            rows.fill(a.view(), q.kp);
+            let rows = QuantA::new(Kernel::Portable, a.view(), q.kp);
             let mut outs = Vec::new();
             for kernel in kernels() {
                 let mut c = Array2::<f32>::from_elem((m, n), f32::NAN);
@@ -448,6 +570,43 @@ mod tests {
                     let want = 2.0 * full[[i, j]] + 1.0;
                     assert!((part[[i, j - 32]] - want).abs() <= 1e-6 * (1.0 + want.abs()));
                 }
+            }
+        }
+    }
+
+    /// The AVX-512 epilogue writes the loop's bits, with and without beta and bias, at every
+    /// tail length.
+    #[test]
+    fn both_epilogues_write_the_same_bits() {
+        if !crate::cpu::avx512() {
+            return;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for n in 1..40 {
+            let scales: Vec<f32> = (0..n + 3).map(|_| rng.gen_range(0.0f32..0.01)).collect();
+            let colsum: Vec<i32> = (0..n + 3).map(|_| rng.gen_range(-5000..5000)).collect();
+            let bias: Vec<f32> = (0..n + 3).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+            let acc: Vec<i32> = (0..n).map(|_| rng.gen_range(-90000..90000)).collect();
+            let init: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+            for (beta, bias) in [(0.0, None), (1.0, Some(&bias[..])), (0.5, None)] {
+                let ep = Epilogue {
+                    alpha: 0.7,
+                    beta,
+                    scales: &scales,
+                    colsum: &colsum,
+                    bias,
+                };
+                let (mut x, mut y) = (init.clone(), init.clone());
+                for (out, vector) in [(&mut x, false), (&mut y, true)] {
+                    if vector {
+                        // SAFETY: the CPU has AVX-512F (checked above).
+                        unsafe { ep.write_avx512(&acc, 0.003, 17, 3, out) };
+                    } else {
+                        ep.write_portable(&acc, 0.003, 17, 3, out);
+                    }
+                }
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&x), bits(&y), "n = {n}, beta = {beta}");
             }
         }
     }

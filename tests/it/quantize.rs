@@ -15,7 +15,12 @@ fn scores(model: &Path, extra: &[&str]) -> Vec<f64> {
     let mut args = vec!["predict", "--model", s(model), "--nested", "--threshold=-1e9"];
     args.extend(extra);
     let out = succeeded(&args, run_stdin(&args, TEXTS));
-    let lines = json_lines(&out.stdout);
+    scores_in(&out.stdout)
+}
+
+/// The scores of predict's JSON lines, in output order.
+fn scores_in(stdout: &[u8]) -> Vec<f64> {
+    let lines = json_lines(stdout);
     let ents = lines
         .iter()
         .flat_map(|v| v["entities"].as_array().unwrap().iter());
@@ -133,6 +138,7 @@ fn an_int8_directory_loads_with_no_flag_and_scores_as_int8() {
     assert!(json_file(&back.join("config.json")).get("precision").is_none());
     assert_eq!(scores(&back, &[]), scores(&int8_dir, &["--precision", "f32"]));
     assert_eq!(scores(&back, &["--precision", "int8"]), from_file);
+    every_kernel_predicts_the_same_bytes(&int8_dir);
     // An existing output directory is refused.
     let out = run(&["quantize", "--model", s(&f32_dir), "--out", s(&int8_dir)]);
     assert_eq!(out.status.code(), Some(1));
@@ -178,4 +184,63 @@ fn an_int8_directory_loads_with_no_flag_and_scores_as_int8() {
             .replace("\"int8\"", "\"int4\"");
         std::fs::write(p, text).unwrap();
     });
+}
+
+/// `predict` on an int8 model with every kernel `GP_LITE_KERNEL` can force (those this CPU lacks
+/// fall back to the next one down): the same output, byte for byte, since every int8 kernel sums
+/// the same integers. `bench` names the kernel it ran; a misspelt kernel is refused.
+fn every_kernel_predicts_the_same_bytes(model: &Path) {
+    let run_with = |kernel: &str, args: &[&str]| {
+        let mut child = std::process::Command::new(crate::common::BIN)
+            .args(args)
+            .env_remove("GP_LITE_MATMUL")
+            .env("GP_LITE_KERNEL", kernel)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(TEXTS.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let predict = ["predict", "--model", s(model), "--nested", "--threshold=-1e9"];
+    let bench = [
+        "bench",
+        "--config",
+        "tiny",
+        "--threads",
+        "1",
+        "--steps",
+        "1",
+        "--precision",
+        "int8",
+    ];
+    let mut outputs = Vec::new();
+    let mut kernels = Vec::new();
+    for kernel in ["portable", "avx512", "amx"] {
+        let out = succeeded(&predict, run_with(kernel, &predict));
+        assert!(!out.stdout.is_empty());
+        outputs.push(out.stdout);
+        let line = json_lines(&succeeded(&bench, run_with(kernel, &bench)).stdout);
+        kernels.push(line[0]["kernel"].as_str().unwrap().to_string());
+    }
+    assert_eq!(kernels[0], "portable");
+    assert!(kernels[1] == "portable" || kernels[1] == "vnni", "{kernels:?}");
+    assert!(kernels[2] != "amx" || kernels[1] == "vnni", "{kernels:?}");
+    println!("int8 kernels run: {kernels:?}");
+    // AMX and VNNI: one f32 path around the same int8 sums, so the same bytes.
+    assert!(
+        outputs[2] == outputs[1],
+        "{} predicts other bytes than {}",
+        kernels[2],
+        kernels[1]
+    );
+    // Plain loops: the int8 sums are the same, the f32 work around them (attention, GELU,
+    // LayerNorm) rounds differently.
+    let off = max_diff(&scores_in(&outputs[0]), &scores_in(&outputs[1]));
+    assert!(off < 1e-3, "portable vs {}: {off}", kernels[1]);
+    let out = run_with("avx1024", &predict);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GP_LITE_KERNEL=avx1024"));
 }

@@ -53,6 +53,11 @@ static ALLOC: gp_lite::alloc::CachingAlloc = gp_lite::alloc::CachingAlloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = gp_lite::cpu::Ceiling::from_env() {
+        // a misspelt kernel would otherwise run the default paths unnoticed
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
