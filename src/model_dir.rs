@@ -90,6 +90,17 @@ pub fn save_model<T: Scalar>(
 ) -> Result<(), ModelDirError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     save_weights(&dir.join(WEIGHTS_FILE), model)?;
+    save_structure(dir, model, tokenizer)
+}
+
+/// Writes what rebuilds the model without its weights, the tokenizer and config.json, into
+/// `dir` (created if needed).
+pub fn save_structure<T: Scalar>(
+    dir: &Path,
+    model: &NerModel<T>,
+    tokenizer: &Tokenizer,
+) -> Result<(), ModelDirError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let staging = dir.join(format!(".tokenizer.tmp-{}", std::process::id()));
     std::fs::create_dir_all(&staging).map_err(io_err(&staging))?;
     tokenizer
@@ -148,6 +159,18 @@ pub fn load_weights<T: Scalar>(path: &Path, model: &mut NerModel<T>) -> Result<(
 
 /// Loads a model directory for inference.
 pub fn load_model<T: Scalar>(dir: &Path) -> Result<Predictor<T>, ModelDirError> {
+    let mut predictor = load_unpacked(dir, &dir.join(WEIGHTS_FILE))?;
+    // A loaded model is only run: its weights are packed once for the products, in the precision
+    // its directory says.
+    let precision = predictor.model.config.precision;
+    predictor.model.prepack_as(precision);
+    Ok(predictor)
+}
+
+/// The model of the directory `dir` (config.json, the tokenizer) with the weights of the file
+/// `weights`, as training uses it: no weight packed for inference (training runs the same
+/// products as a model built from scratch, so that a resumed run continues bit for bit).
+pub fn load_unpacked<T: Scalar>(dir: &Path, weights: &Path) -> Result<Predictor<T>, ModelDirError> {
     if !dir.is_dir() {
         return Err(ModelDirError::NotADirectory {
             path: dir.to_path_buf(),
@@ -155,7 +178,7 @@ pub fn load_model<T: Scalar>(dir: &Path) -> Result<Predictor<T>, ModelDirError> 
     }
     let config = load_config(dir)?;
     // Sizes are checked against the weights file before the model is allocated.
-    let weights = dir.join(WEIGHTS_FILE);
+    let weights = weights.to_path_buf();
     let weights_len = std::fs::metadata(&weights).map_err(io_err(&weights))?.len();
     crate::model_limits::check(&config, weights_len).map_err(|e| ModelDirError::Invalid {
         // a size that does not fit is the weights file's fault as much as the config's
@@ -170,10 +193,6 @@ pub fn load_model<T: Scalar>(dir: &Path) -> Result<Predictor<T>, ModelDirError> 
         what: e.to_string(),
     })?;
     load_weights(&weights, &mut model)?;
-    // A loaded model is only run: its weights are packed once for the products, in the precision
-    // its directory says.
-    let precision = model.config.precision;
-    model.prepack_as(precision);
     let tokenizer = match &model.config.tokenization {
         Some(t) => Tokenizer::load_as(dir, t.as_str()),
         None => Tokenizer::load(dir),

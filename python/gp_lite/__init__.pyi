@@ -69,6 +69,7 @@ def train(
     rope: bool = True,
     min_char_count: int = 1,
     stop_after: Optional[int] = None,
+    checkpoint_every: Optional[int] = None,
     resume: bool = False,
     overwrite: bool = False,
     progress: Optional[Callable[[Dict[str, Any]], None]] = None,

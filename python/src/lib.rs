@@ -251,6 +251,12 @@ fn event_dict<'py>(py: Python<'py>, e: &Event) -> PyResult<Bound<'py, PyDict>> {
             d.set_item("tokens", tokens)?;
             d.set_item("lr", lr)?;
         }
+        Event::Checkpoint { epoch, step, steps } => {
+            d.set_item("event", "checkpoint")?;
+            d.set_item("epoch", epoch)?;
+            d.set_item("step", step)?;
+            d.set_item("steps", steps)?;
+        }
         Event::EpochEnd { record, best } => {
             d.set_item("event", "epoch_end")?;
             d.set_item("epoch", record.epoch)?;
@@ -267,15 +273,15 @@ fn event_dict<'py>(py: Python<'py>, e: &Event) -> PyResult<Bound<'py, PyDict>> {
 
 /// Trains a model as `gp-lite train` does, with its options as keyword arguments, and writes it
 /// to `out`; returns training.json's record as a dict. `progress`, if given, is called with one
-/// dict per event (`event`: info, epoch_start, step, epoch_end); an exception it raises stops
-/// nothing but is raised again when training ends.
+/// dict per event (`event`: info, epoch_start, step, checkpoint, epoch_end); an exception it
+/// raises stops nothing but is raised again when training ends.
 #[pyfunction]
 #[pyo3(signature = (
     train, out, dev = None, *, init = None, config = None, vocab = None, head = "gp",
     epochs = None, batch_size = None, lr = None, head_lr = None, warmup = 0.1,
     weight_decay = 0.01, max_grad_norm = 1.0, max_len = 256, dropout = None, seed = 42,
     threads = 0, tokenization = "auto", head_size = 64, rope = true, min_char_count = 1,
-    stop_after = None, resume = false, overwrite = false, progress = None
+    stop_after = None, checkpoint_every = None, resume = false, overwrite = false, progress = None
 ))]
 #[allow(clippy::too_many_arguments)]
 fn train<'py>(
@@ -303,6 +309,7 @@ fn train<'py>(
     rope: bool,
     min_char_count: usize,
     stop_after: Option<usize>,
+    checkpoint_every: Option<usize>,
     resume: bool,
     overwrite: bool,
     progress: Option<Py<PyAny>>,
@@ -346,6 +353,7 @@ fn train<'py>(
         seed,
         min_char_count,
         stop_after,
+        checkpoint_every,
         ..defaults
     };
     let pool = pool(threads)?;

@@ -88,6 +88,19 @@ pub enum TrainError {
         /// The training file.
         path: PathBuf,
     },
+    /// `--resume` from inside an epoch that has fewer batches in this run than the interrupted
+    /// run had trained on (other data or another `--batch-size`).
+    #[error("{}: the interrupted run had trained on {done} batches of epoch {epoch}, but the epoch has {steps} here (not the same data or --batch-size?)", path.display())]
+    ResumePosition {
+        /// The resume state file.
+        path: PathBuf,
+        /// 1-based epoch.
+        epoch: usize,
+        /// Batches the state says were done.
+        done: usize,
+        /// Batches of the epoch in this run.
+        steps: usize,
+    },
     /// `--resume` of a run that already has all its epochs.
     #[error("{}: the run already completed {done} of {epochs} epochs", out.display())]
     AlreadyDone {

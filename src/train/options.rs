@@ -70,6 +70,9 @@ pub struct TrainOptions {
     pub min_char_count: usize,
     /// Stop (resumably) after this many epochs of this invocation, `None`: run to `epochs`.
     pub stop_after: Option<usize>,
+    /// Also save the resume state every this many optimizer steps inside an epoch (`None`: at
+    /// epochs' ends only), so that `--resume` continues from there.
+    pub checkpoint_every: Option<usize>,
 }
 
 impl Default for TrainOptions {
@@ -96,6 +99,7 @@ impl Default for TrainOptions {
             seed: 42,
             min_char_count: 1,
             stop_after: None,
+            checkpoint_every: None,
         }
     }
 }
@@ -144,6 +148,16 @@ pub enum Event {
         tokens: usize,
         /// The learning rate used.
         lr: f64,
+    },
+    /// The resume state was saved inside an epoch (`--checkpoint-every`), after its `step`th
+    /// batch: a run killed from here on resumes from this point.
+    Checkpoint {
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based step within the epoch: the batches done.
+        step: usize,
+        /// Steps in the epoch.
+        steps: usize,
     },
     /// An epoch finished (`best`: its model is the best so far and was saved).
     EpochEnd {

@@ -1,13 +1,14 @@
 //! The run, read top to bottom in [`train`]: check the inputs, start (a fresh model or the
 //! interrupted run's, its samples, optimizer and schedule), then per epoch: train on shuffled
-//! length-bucketed batches, evaluate on the dev set, keep the best model and the resume state.
+//! length-bucketed batches (saving the resume state every `checkpoint_every` steps), evaluate on
+//! the dev set, keep the best model and the resume state.
 
 use super::build::build_model;
 use super::error::TrainError;
 use super::options::{Event, TrainOptions};
 use super::prepare::prepare;
 use super::record::{EpochRecord, TrainingRecord};
-use super::resume::{restore, save_resume, ResumeState};
+use super::resume::{restore, restore_optimizer, resume_paths, save_resume, EpochProgress, ResumeState};
 use crate::answer::evaluate_reader;
 use crate::batch::{bucketed_batches, make_batch};
 use crate::data::Dataset;
@@ -26,7 +27,7 @@ use std::time::Instant;
 
 /// Trains a model on `train`, evaluating on `dev` after each epoch and keeping the best model
 /// (by dev F1; the last one without dev data) in `out`. With `resume`, continues the run whose
-/// state is in `out` from its last completed epoch.
+/// state is in `out` from its last completed epoch or checkpoint.
 pub fn train(
     opts: &TrainOptions,
     train: &Dataset,
@@ -64,6 +65,7 @@ fn check_inputs(opts: &TrainOptions, train: &Dataset, dev: Option<&Dataset>) -> 
         ("--batch-size", opts.batch_size),
         ("--epochs", opts.epochs),
         ("--stop-after", opts.stop_after.unwrap_or(1)),
+        ("--checkpoint-every", opts.checkpoint_every.unwrap_or(1)),
     ] {
         if value == 0 {
             return Err(TrainError::option(option, 0, "must be positive"));
@@ -100,13 +102,16 @@ struct Run<'a> {
     samples: Vec<Sample>,
     schedule: LinearSchedule,
     first_epoch: usize,
+    /// The part of `first_epoch` done before an interruption (taken by its [`Run::epoch`]).
+    in_epoch: EpochProgress,
     step: usize,
     best_f1: Option<f64>,
     record: TrainingRecord,
 }
 
 impl<'a> Run<'a> {
-    /// A fresh model (or, with `resume`, the one in `out`), its prepared data and optimizer.
+    /// A fresh model (or, with `resume`, the interrupted one of `out`), its prepared data and
+    /// optimizer.
     fn start(
         opts: &'a TrainOptions,
         train: &Dataset,
@@ -116,11 +121,16 @@ impl<'a> Run<'a> {
         on_event: &mut dyn FnMut(Event),
     ) -> Result<Run<'a>, TrainError> {
         let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-        let (model, tokenizer) = if resume {
-            let predictor = model_dir::load_model::<f32>(out)?;
-            (predictor.model, predictor.tokenizer)
+        let (model, tokenizer, restored) = if resume {
+            let r = restore(out)?;
+            (
+                r.predictor.model,
+                r.predictor.tokenizer,
+                Some((r.state, r.optimizer)),
+            )
         } else {
-            build_model(opts, train, train.labels.clone(), &mut rng, on_event)?
+            let (model, tokenizer) = build_model(opts, train, train.labels.clone(), &mut rng, on_event)?;
+            (model, tokenizer, None)
         };
         let prepared = prepare(train, &model, &tokenizer)?;
         on_event(Event::Info(format!(
@@ -165,34 +175,41 @@ impl<'a> Run<'a> {
             samples: prepared.samples,
             schedule,
             first_epoch: 0,
+            in_epoch: EpochProgress::default(),
             step: 0,
             best_f1: None,
             record,
         };
-        if resume {
-            let state = restore(out, &mut run.trainer)?;
+        if let Some((state, optimizer)) = restored {
+            restore_optimizer(&mut run.trainer, &optimizer)?;
             run.continue_from(state, on_event)?;
         }
         Ok(run)
     }
 
-    /// Takes over the progress of the interrupted run (`state`, restored by [`restore`]).
+    /// Takes over the progress of the interrupted run (`state`, restored by [`restore`]): the
+    /// epochs done, and the batches done of the next one.
     fn continue_from(
         &mut self,
         state: ResumeState,
         on_event: &mut dyn FnMut(Event),
     ) -> Result<(), TrainError> {
         (self.first_epoch, self.step, self.best_f1) = (state.epochs_done, state.step, state.best_f1);
+        self.in_epoch = state.in_epoch;
         // The figures of the epochs already done, so that training.json and the final
         // "best dev F1" line describe the whole run, not only the resumed part.
         self.record.epochs = state.record.epochs;
         self.record.best_epoch = state.record.best_epoch;
         self.record.best_dev_f1 = state.record.best_dev_f1;
         self.record.total_seconds = state.record.total_seconds;
-        on_event(Event::Info(format!(
-            "resuming after epoch {} (step {})",
-            self.first_epoch, self.step
-        )));
+        on_event(Event::Info(match self.in_epoch.batches {
+            0 => format!("resuming after epoch {} (step {})", self.first_epoch, self.step),
+            b => format!(
+                "resuming epoch {} after its step {b} (step {} of the run)",
+                self.first_epoch + 1,
+                self.step
+            ),
+        }));
         if self.first_epoch >= self.opts.epochs {
             return Err(TrainError::AlreadyDone {
                 out: self.out.to_path_buf(),
@@ -203,7 +220,8 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// One pass over the shuffled, length-bucketed training samples: (mean loss, tokens, seconds).
+    /// One pass over the shuffled, length-bucketed training samples (the rest of it, in a run
+    /// resumed inside the epoch): (mean loss, tokens, seconds) of the whole epoch.
     fn epoch(
         &mut self,
         epoch: usize,
@@ -214,12 +232,23 @@ impl<'a> Run<'a> {
         let lengths: Vec<usize> = self.samples.iter().map(|s| s.enc.len()).collect();
         let mut order_rng = ChaCha8Rng::seed_from_u64(opts.seed ^ (0x5eed_0000 + epoch as u64));
         let batches = bucketed_batches(&lengths, opts.batch_size, &mut order_rng);
+        // A run resumed inside this epoch skips the batches done before the interruption (the
+        // order is the same: it depends on the seed and the epoch alone) and carries their sums.
+        let done = std::mem::take(&mut self.in_epoch);
+        if done.batches > 0 && done.batches >= batches.len() {
+            return Err(TrainError::ResumePosition {
+                path: resume_paths(self.out, epoch, &done).0,
+                epoch: epoch + 1,
+                done: done.batches,
+                steps: batches.len(),
+            });
+        }
         on_event(Event::EpochStart {
             epoch: epoch + 1,
             steps: batches.len(),
         });
-        let (mut loss_sum, mut tokens) = (0.0, 0);
-        for (i, idx) in batches.iter().enumerate() {
+        let (mut loss_sum, mut tokens) = (done.loss_sum, done.tokens);
+        for (i, idx) in batches.iter().enumerate().skip(done.batches) {
             let batch = make_batch(
                 idx.iter()
                     .map(|&k| (&self.samples[k].enc, &self.samples[k].gold[..])),
@@ -239,12 +268,41 @@ impl<'a> Run<'a> {
                 tokens: batch.tokens(),
                 lr,
             });
+            // The last batch's state is the epoch's end, saved by `save` after the dev figures.
+            let due = opts.checkpoint_every.is_some_and(|n| self.step.is_multiple_of(n));
+            if due && i + 1 < batches.len() {
+                let progress = EpochProgress {
+                    batches: i + 1,
+                    loss_sum,
+                    tokens,
+                    seconds: done.seconds + start.elapsed().as_secs_f64(),
+                };
+                self.checkpoint(epoch, progress)?;
+                on_event(Event::Checkpoint {
+                    epoch: epoch + 1,
+                    step: i + 1,
+                    steps: batches.len(),
+                });
+            }
         }
         Ok((
             loss_sum / batches.len() as f64,
             tokens,
-            start.elapsed().as_secs_f64(),
+            done.seconds + start.elapsed().as_secs_f64(),
         ))
+    }
+
+    /// Saves the resume state inside the epoch `epoch` (0-based), `in_epoch` of it done. The
+    /// record and best F1 are those of the epochs completed; OUT's model is left as it is.
+    fn checkpoint(&self, epoch: usize, in_epoch: EpochProgress) -> Result<(), TrainError> {
+        let state = ResumeState {
+            epochs_done: epoch,
+            step: self.step,
+            best_f1: self.best_f1,
+            record: self.record.clone(),
+            in_epoch,
+        };
+        save_resume(self.out, &self.trainer, &self.tokenizer, &state)
     }
 
     /// Dev figures of the current model (None without dev data): entity P/R/F1, or a reader's
@@ -310,8 +368,9 @@ impl<'a> Run<'a> {
             step: self.step,
             best_f1: self.best_f1,
             record: self.record.clone(),
+            in_epoch: EpochProgress::default(),
         };
-        save_resume(self.out, &self.trainer, &state)?;
+        save_resume(self.out, &self.trainer, &self.tokenizer, &state)?;
         model_dir::write_atomic(
             &self.out.join(model_dir::RECORD_FILE),
             &serde_json::to_vec_pretty(&self.record).expect("the record serialises"),

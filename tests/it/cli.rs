@@ -143,6 +143,42 @@ fn existing_out_is_refused_without_overwrite_or_resume() {
     );
 }
 
+/// `--checkpoint-every 0` is refused before anything is written, and a resume state inside an
+/// epoch that the run's own epoch does not reach (another `--batch-size`) is named as such.
+#[test]
+fn bad_checkpoint_options_are_refused() {
+    let dir = TempDir::new("checkpoint-options");
+    let out = dir.join("model");
+    let dev = dev_file();
+    let mut args = train_cmd(&dev, None, &out);
+    args.extend(["--checkpoint-every", "0"]);
+    fails(run(&args), "--checkpoint-every = 0", "must be positive");
+    assert!(!out.exists());
+    // A resume state 40 batches into epoch 2 at batch size 4 (50 batches an epoch), resumed at
+    // batch size 16 (13 batches).
+    let mut args = train_args(&dev, None, &out, "2");
+    args.extend(["--max-len", "64", "--batch-size", "4", "--stop-after", "1"]);
+    ok(&args);
+    let resume = out.join("resume");
+    let mut state = json_file(&resume.join("state.json"));
+    state["in_epoch"]["batches"] = 40.into();
+    std::fs::write(resume.join("state.json"), state.to_string()).unwrap();
+    for f in ["model", "optimizer"] {
+        std::fs::rename(
+            resume.join(format!("{f}-1.safetensors")),
+            resume.join(format!("{f}-1+40.safetensors")),
+        )
+        .unwrap();
+    }
+    let mut args = train_args(&dev, None, &out, "2");
+    args.extend(["--max-len", "64", "--batch-size", "16", "--resume"]);
+    fails(
+        run(&args),
+        &resume.join("state.json").display().to_string(),
+        "trained on 40 batches of epoch 2, but the epoch has 13 here",
+    );
+}
+
 #[test]
 fn damaged_model_directories_and_bad_inputs_are_reported() {
     let dir = TempDir::new("modeldir");

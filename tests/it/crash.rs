@@ -3,10 +3,12 @@
 //! fail with EFBIG as on a full disk).
 //!
 //! After every kill the model directory must hold no model yet, or a complete one (it loads and
-//! predicts), and `--resume` (or a fresh run when no epoch had finished) must end with the same
-//! model, bit for bit, as an uninterrupted run. Points are chosen by time and by watching for the
-//! temporary files of the model, of the resume state and of training.json. A failing write
-//! must name the file and leave the previous model as it was.
+//! predicts), and `--resume` (or a fresh run when no resume state had been saved) must end with
+//! the same model, bit for bit, as an uninterrupted run (which saves no checkpoint). The killed
+//! runs save the resume state every 3 steps (`--checkpoint-every`), so most kills land inside an
+//! epoch after a checkpoint. Points are chosen by time and by watching for the temporary files of
+//! the model, of the resume state (and its structure directory) and of training.json. A failing
+//! write must name the file and leave the previous model as it was.
 
 use crate::common::{fixture, TempDir, BIN};
 use std::path::{Path, PathBuf};
@@ -247,6 +249,7 @@ fn train_killed_anywhere_resumes_to_the_same_model() {
         ("resume", ".model-"),
         ("resume", ".optimizer-"),
         ("resume", ".state.json.tmp"),
+        ("resume", ".structure.tmp"),
     ] {
         points.push(KillAt::File(sub, prefix));
     }
@@ -255,7 +258,8 @@ fn train_killed_anywhere_resumes_to_the_same_model() {
     let mut kills = vec![0usize; points.len()];
     for (i, at) in points.iter().enumerate() {
         let out = s.dir.join(&format!("run-{i}"));
-        let args = train_args(&s.config, &out);
+        let mut args = train_args(&s.config, &out);
+        args.extend(["--checkpoint-every", "3"].map(String::from));
         // Two kills in a row at the same kind of point, then a run to the end.
         for _ in 0..2 {
             if !kill_at(&args, &out, at) {

@@ -1,6 +1,7 @@
 //! End to end through the gp-lite binary on the bundled CLUENER sample: train -> eval -> predict
 //! agree with each other and with the gold data, and training is bit-reproducible (same seed
-//! twice, and a run interrupted after its first epoch then continued with --resume).
+//! twice, a run interrupted after its first epoch then continued with --resume, and one killed
+//! inside an epoch after a `--checkpoint-every` checkpoint).
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -9,6 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::cli::json_file;
 use crate::common::{dev_file, fixture, TempDir, BIN};
 
 /// Entities in fixtures/cluener-sample/dev.json.
@@ -450,6 +452,126 @@ fn interrupted_after_first_epoch(args: &[String], out: &Path) {
     );
 }
 
+/// Trains with `args` until `OUT/resume/state.json` shows a checkpoint at least 10 batches into
+/// the epoch after `epochs_done` epochs, then kills the process. True when the state it was
+/// killed at is inside that epoch (false when the epoch ended between the look and the kill: try
+/// again elsewhere).
+fn killed_inside_epoch(args: &[String], out: &Path, epochs_done: u64) -> bool {
+    let batches = |state: &Value| {
+        if state["epochs_done"] == epochs_done {
+            state["in_epoch"]["batches"].as_u64().unwrap_or(0)
+        } else {
+            0
+        }
+    };
+    let mut child = gp_lite(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let state_p = out.join("resume/state.json");
+    loop {
+        // state.json is replaced by a rename: a read sees a whole file, old or new.
+        let state = std::fs::read(&state_p)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if state.as_ref().is_some_and(|s| batches(s) >= 10) {
+            child.kill().unwrap();
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before it could be interrupted");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint after 2 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.wait().unwrap();
+    batches(&json_file(&state_p)) > 0
+}
+
+/// `--checkpoint-every 2`: a run killed inside its first epoch (before OUT has a model) or its
+/// second, continued with `--resume` (the first also through `--stop-after 1`, which ends with
+/// the rest of the interrupted epoch), ends with the model, optimizer state and per-epoch
+/// figures of an uninterrupted run without checkpoints.
+#[test]
+fn mid_epoch_checkpoints_resume_bit_for_bit() {
+    let dir = TempDir::new("checkpoint");
+    let data = dev_file();
+    // Batch size 4: 50 steps an epoch, a checkpoint every 2 of them.
+    let args = |out: &Path| {
+        let mut a = train_args(&data, out, 2, 7, 4);
+        a.extend(["--checkpoint-every", "2"].map(String::from));
+        a
+    };
+    let whole = dir.join("whole");
+    ok(gp_lite(&train_args(&data, &whole, 2, 7, 4)));
+    for epochs_done in [0, 1] {
+        let out = (0..5)
+            .map(|k| dir.join(&format!("killed-in-{}-{k}", epochs_done + 1)))
+            .find(|out| killed_inside_epoch(&args(out), out, epochs_done))
+            .unwrap_or_else(|| panic!("5 runs killed outside epoch {}", epochs_done + 1));
+        let state = json_file(&out.join("resume/state.json"));
+        let batches = state["in_epoch"]["batches"].as_u64().unwrap();
+        let position = format!("{epochs_done}+{batches}");
+        for f in ["model", "optimizer"] {
+            let p = out.join(format!("resume/{f}-{position}.safetensors"));
+            assert!(p.is_file(), "{} is missing", p.display());
+        }
+        assert!(out.join("resume/structure/config.json").is_file());
+        // OUT's model is the best epoch's: none before the first epoch ends.
+        assert_eq!(out.join("model.safetensors").exists(), epochs_done == 1);
+        let mut resume = args(&out);
+        resume.retain(|a| a != "--quiet");
+        resume.push("--resume".into());
+        let from = format!("resuming epoch {} after its step {batches} ", epochs_done + 1);
+        let mut logs = Vec::new();
+        if epochs_done == 0 {
+            let mut one = resume.clone();
+            one.extend(["--stop-after", "1"].map(String::from));
+            logs.push(ok(gp_lite(&one)).stderr);
+            let state = json_file(&out.join("resume/state.json"));
+            assert_eq!(
+                state["epochs_done"], 1,
+                "--stop-after 1 ends the interrupted epoch"
+            );
+            assert_eq!(state["in_epoch"]["batches"], 0);
+        }
+        logs.push(ok(gp_lite(&resume)).stderr);
+        let first = String::from_utf8_lossy(&logs[0]);
+        assert!(first.contains(&from), "no {from:?} in:\n{first}");
+        let last = String::from_utf8_lossy(logs.last().unwrap());
+        assert!(
+            last.contains("checkpoint saved"),
+            "no checkpoint line in:\n{last}"
+        );
+        for f in [
+            "model.safetensors",
+            "resume/model-2.safetensors",
+            "resume/optimizer-2.safetensors",
+        ] {
+            assert!(
+                bytes(&whole.join(f)) == bytes(&out.join(f)),
+                "{f}: killed at {position} + --resume differs from one run"
+            );
+        }
+        assert_eq!(epoch_figures(&whole), epoch_figures(&out), "killed at {position}");
+        assert_eq!(epoch_figures(&out).len(), 2);
+        let left: Vec<_> = std::fs::read_dir(out.join("resume"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(
+            left.len(),
+            4,
+            "resume/ holds only the last position's files: {left:?}"
+        );
+    }
+}
+
 /// The thread count changes the schedule, not the numbers: an epoch at 1 and at 3 threads
 /// writes the same model, bit for bit (every parallel pass splits work so that each value is
 /// computed in the same order whatever the split).
@@ -489,15 +611,20 @@ fn resume_and_seeds_are_bit_reproducible() {
     ok(gp_lite(&first));
     let state: Value = serde_json::from_slice(&bytes(&e.join("resume/state.json"))).unwrap();
     assert_eq!(state["epochs_done"], 1);
-    // Resume state in the layout of earlier versions (no epoch in the file names) still resumes.
+    // Resume state in the layout of earlier versions still resumes: no epoch in the file names,
+    // no position inside the epoch in state.json, no structure in resume/ (read from OUT).
+    let r = e.join("resume");
     for f in ["model", "optimizer"] {
-        let r = e.join("resume");
         std::fs::rename(
             r.join(format!("{f}-1.safetensors")),
             r.join(format!("{f}.safetensors")),
         )
         .unwrap();
     }
+    let mut old_state = json_file(&r.join("state.json"));
+    assert!(old_state.as_object_mut().unwrap().remove("in_epoch").is_some());
+    std::fs::write(r.join("state.json"), old_state.to_string()).unwrap();
+    std::fs::remove_dir_all(r.join("structure")).unwrap();
     first.push("--resume".into());
     ok(gp_lite(&first));
 

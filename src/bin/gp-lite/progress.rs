@@ -14,6 +14,8 @@ pub struct Progress {
     tokens: usize,
     loss: f64,
     steps_done: usize,
+    /// The bar's note of the last checkpoint of the epoch (empty before one).
+    saved: String,
 }
 
 impl Progress {
@@ -26,6 +28,7 @@ impl Progress {
             tokens: 0,
             loss: 0.0,
             steps_done: 0,
+            saved: String::new(),
         }
     }
 
@@ -37,6 +40,7 @@ impl Progress {
             Event::Info(s) => self.line(&s),
             Event::EpochStart { epoch, steps } => {
                 (self.epoch_start, self.tokens, self.loss, self.steps_done) = (Instant::now(), 0, 0.0, 0);
+                self.saved.clear();
                 if self.tty {
                     let bar = ProgressBar::new(steps as u64);
                     bar.set_style(
@@ -62,10 +66,22 @@ impl Progress {
                 let tps = self.tokens as f64 / self.epoch_start.elapsed().as_secs_f64();
                 let mean = self.loss / self.steps_done as f64;
                 if let Some(bar) = &self.bar {
-                    bar.set_message(format!("loss {mean:.4} {tps:.0} tok/s lr {lr:.2e}"));
+                    bar.set_message(format!("loss {mean:.4} {tps:.0} tok/s lr {lr:.2e}{}", self.saved));
+                    if bar.position() + 1 < step as u64 {
+                        // A run resumed inside the epoch starts after the batches done before.
+                        bar.set_position(step as u64 - 1);
+                        bar.reset_eta();
+                    }
                     bar.inc(1);
                 } else if step % 100 == 0 || step == steps {
                     eprintln!("epoch {epoch} step {step}/{steps} loss {mean:.4} {tps:.0} tok/s lr {lr:.2e}");
+                }
+            }
+            Event::Checkpoint { epoch, step, steps } => {
+                if self.bar.is_some() {
+                    self.saved = format!(" (saved at {step})");
+                } else {
+                    eprintln!("epoch {epoch} step {step}/{steps} checkpoint saved");
                 }
             }
             Event::EpochEnd { record, best } => {

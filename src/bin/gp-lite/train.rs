@@ -111,13 +111,18 @@ pub struct TrainArgs {
     threads: usize,
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Continue the interrupted run in --out from its last completed epoch (same arguments).
+    /// Continue the interrupted run in --out from its last completed epoch or checkpoint (same
+    /// arguments).
     #[arg(long)]
     resume: bool,
     /// Stop after this many epochs of this invocation, to be continued with --resume (e.g. one
     /// epoch at a time across several runs on a shared machine).
     #[arg(long)]
     stop_after: Option<usize>,
+    /// Also save the resume state every STEPS optimizer steps inside an epoch, so that --resume
+    /// continues from there (a copy of the weights and optimizer state, replaced each time).
+    #[arg(long, value_name = "STEPS")]
+    checkpoint_every: Option<usize>,
     /// Replace an existing --out directory.
     #[arg(long)]
     overwrite: bool,
@@ -213,6 +218,7 @@ pub fn run(a: TrainArgs) -> Res<()> {
         seed: a.seed,
         min_char_count: a.min_char_count,
         stop_after: a.stop_after,
+        checkpoint_every: a.checkpoint_every,
     };
     let pool = pool(a.threads)?;
     let record = TrainingRecord {
