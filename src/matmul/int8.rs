@@ -21,7 +21,7 @@
 //! Three kernels read this layout: AMX tiles ([`crate::cpu::amx`], [`super::amx`]: B's tiles
 //! load straight from the panels), AVX512-VNNI ([`crate::cpu::vnni`]) and plain loops (every
 //! other CPU, valgrind, `GP_LITE_KERNEL=portable`). All sum the same integers exactly and share
-//! the quantisation of A ([`activations`]) and the epilogue, so they write the same bits.
+//! the quantisation of A ([`QuantA`]) and the epilogue, so they write the same bits.
 //! `GP_LITE_KERNEL=avx512` keeps AMX off.
 
 mod activations;
