@@ -25,8 +25,10 @@
 //! `GP_LITE_KERNEL=avx512` keeps AMX off.
 
 mod activations;
+mod kernel;
 
 pub use activations::QuantA;
+pub use kernel::Kernel;
 use ndarray::{ArrayView2, ArrayViewMut2};
 use std::cell::RefCell;
 
@@ -204,30 +206,6 @@ impl Epilogue<'_> {
                 }
                 _mm512_mask_storeu_ps(out.as_mut_ptr().add(j), mask, v);
             }
-        }
-    }
-}
-
-/// Which kernel sums the tiles.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kernel {
-    /// Plain loops, on any CPU.
-    Portable,
-    /// AVX512-VNNI (VPDPBUSD).
-    Vnni,
-    /// AMX tiles (TDPBUSD, [`super::amx`]).
-    Amx,
-}
-
-impl Kernel {
-    /// The fastest kernel this CPU runs ([`crate::cpu::amx`], [`crate::cpu::vnni`]).
-    pub fn best() -> Kernel {
-        if crate::cpu::amx() {
-            Kernel::Amx
-        } else if crate::cpu::vnni() {
-            Kernel::Vnni
-        } else {
-            Kernel::Portable
         }
     }
 }

@@ -6,7 +6,7 @@
 //! [`crate::cpu::avx512`]). Both multiply and then add (no fused multiply-add), round ties to
 //! even, and send NaN to 0.
 
-use super::Kernel;
+use super::kernel::Kernel;
 use ndarray::ArrayView2;
 
 /// Quantised rows of A: `values` row-major, `stride` bytes a row (zero past k), followed by zero
@@ -49,7 +49,7 @@ impl QuantA {
             let (scale, zero) = match row.as_slice() {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the CPU has AVX-512F (cpu::avx512); dst and row have one length.
-                Some(r) if crate::cpu::avx512() => unsafe { avx512::quantize_row(r, dst) },
+                Some(r) if crate::cpu::avx512() => unsafe { quantize_row_avx512(r, dst) },
                 _ => quantize_row(row.iter().copied(), dst),
             };
             self.scales.push(scale);
@@ -86,47 +86,44 @@ fn quantize_row(row: impl Iterator<Item = f32> + Clone, dst: &mut [u8]) -> (f32,
     (scale, zero as i32)
 }
 
+/// [`quantize_row`] 16 values at a time.
+///
+/// # Safety
+/// The CPU must have AVX-512F; `dst.len() == row.len()`.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+#[target_feature(enable = "avx512f")]
+unsafe fn quantize_row_avx512(row: &[f32], dst: &mut [u8]) -> (f32, i32) {
     use std::arch::x86_64::*;
-
-    /// [`super::quantize_row`] 16 values at a time.
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512F; `dst.len() == row.len()`.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn quantize_row(row: &[f32], dst: &mut [u8]) -> (f32, i32) {
-        assert_eq!(row.len(), dst.len());
-        let n = row.len();
-        let tail = (1u32 << (n % 16)) as u16 - 1;
-        let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        for j in (0..n).step_by(16) {
-            let mask = if j + 16 <= n { u16::MAX } else { tail };
-            // SAFETY: the mask covers only values j..n of row.
-            let x = unsafe { _mm512_maskz_loadu_ps(mask, row.as_ptr().add(j)) };
-            // MINPS returns its second operand when the first is NaN: NaN is skipped, as
-            // f32::min skips it; masked-off lanes are 0, inside [lo, hi] already.
-            lo = _mm512_min_ps(x, lo);
-            hi = _mm512_max_ps(x, hi);
-        }
-        let (lo, hi) = (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
-        let (scale, inv, zero) = super::row_scale(lo, hi);
-        let (inv, zero_v) = (_mm512_set1_ps(inv), _mm512_set1_ps(zero));
-        let (floor, ceil) = (_mm512_setzero_ps(), _mm512_set1_ps(255.0));
-        for j in (0..n).step_by(16) {
-            let mask = if j + 16 <= n { u16::MAX } else { tail };
-            // SAFETY: as above.
-            let x = unsafe { _mm512_maskz_loadu_ps(mask, row.as_ptr().add(j)) };
-            let v = _mm512_add_ps(_mm512_mul_ps(x, inv), zero_v);
-            let v = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
-            // MAXPS / MINPS return the second operand for NaN: NaN becomes 0, as in the loop.
-            let v = _mm512_min_ps(_mm512_max_ps(v, floor), ceil);
-            let bytes = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v));
-            // SAFETY: the mask covers only bytes j..n of dst.
-            unsafe { _mm_mask_storeu_epi8(dst.as_mut_ptr().add(j).cast(), mask, bytes) };
-        }
-        (scale, zero as i32)
+    assert_eq!(row.len(), dst.len());
+    let n = row.len();
+    let tail = (1u32 << (n % 16)) as u16 - 1;
+    let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    for j in (0..n).step_by(16) {
+        let mask = if j + 16 <= n { u16::MAX } else { tail };
+        // SAFETY: the mask covers only values j..n of row.
+        let x = unsafe { _mm512_maskz_loadu_ps(mask, row.as_ptr().add(j)) };
+        // MINPS returns its second operand when the first is NaN: NaN is skipped, as
+        // f32::min skips it; masked-off lanes are 0, inside [lo, hi] already.
+        lo = _mm512_min_ps(x, lo);
+        hi = _mm512_max_ps(x, hi);
     }
+    let (lo, hi) = (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
+    let (scale, inv, zero) = row_scale(lo, hi);
+    let (inv, zero_v) = (_mm512_set1_ps(inv), _mm512_set1_ps(zero));
+    let (floor, ceil) = (_mm512_setzero_ps(), _mm512_set1_ps(255.0));
+    for j in (0..n).step_by(16) {
+        let mask = if j + 16 <= n { u16::MAX } else { tail };
+        // SAFETY: as above.
+        let x = unsafe { _mm512_maskz_loadu_ps(mask, row.as_ptr().add(j)) };
+        let v = _mm512_add_ps(_mm512_mul_ps(x, inv), zero_v);
+        let v = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+        // MAXPS / MINPS return the second operand for NaN: NaN becomes 0, as in the loop.
+        let v = _mm512_min_ps(_mm512_max_ps(v, floor), ceil);
+        let bytes = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v));
+        // SAFETY: the mask covers only bytes j..n of dst.
+        unsafe { _mm_mask_storeu_epi8(dst.as_mut_ptr().add(j).cast(), mask, bytes) };
+    }
+    (scale, zero as i32)
 }
 
 #[cfg(test)]
@@ -154,7 +151,7 @@ mod tests {
             let (mut a, mut b) = (vec![7u8; row.len()], vec![9u8; row.len()]);
             let pa = quantize_row(row.iter().copied(), &mut a);
             // SAFETY: the CPU has AVX-512F (checked above); one length.
-            let pb = unsafe { avx512::quantize_row(&row, &mut b) };
+            let pb = unsafe { quantize_row_avx512(&row, &mut b) };
             assert_eq!(pa.0.to_bits(), pb.0.to_bits(), "{row:?}");
             assert_eq!((pa.1, &a), (pb.1, &b), "{row:?}");
         }
