@@ -108,17 +108,55 @@ impl Bf16A {
         self.values.resize(rows * kp, 0);
         for (row, dst) in a.rows().into_iter().zip(self.values.chunks_exact_mut(kp)) {
             match row.as_slice() {
-                Some(r) => {
-                    for (d, &v) in dst.iter_mut().zip(r) {
-                        *d = crate::bf16::from_f32(v);
-                    }
-                }
-                None => {
-                    for (d, &v) in dst.iter_mut().zip(row.iter()) {
-                        *d = crate::bf16::from_f32(v);
-                    }
-                }
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU has AVX-512F (cpu::avx512); dst holds kp >= k values.
+                Some(r) if crate::cpu::avx512() => unsafe { round_avx512(r, &mut dst[..k]) },
+                Some(r) => round_portable(r.iter().copied(), dst),
+                None => round_portable(row.iter().copied(), dst),
             }
+        }
+    }
+}
+
+/// `src` rounded to bf16 into `dst` ([`crate::bf16::from_f32`]), plain loops.
+fn round_portable(src: impl Iterator<Item = f32>, dst: &mut [u16]) {
+    for (d, v) in dst.iter_mut().zip(src) {
+        *d = crate::bf16::from_f32(v);
+    }
+}
+
+/// [`round_portable`] 16 values an instruction, the same integer operations (so the same bits,
+/// NaN included).
+///
+/// # Safety
+/// The CPU must have AVX-512F; `dst` and `src` have one length.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn round_avx512(src: &[f32], dst: &mut [u16]) {
+    use std::arch::x86_64::*;
+    let n = src.len();
+    assert_eq!(dst.len(), n);
+    let (one, half, quiet) = (
+        _mm512_set1_epi32(1),
+        _mm512_set1_epi32(0x7fff),
+        _mm512_set1_epi32(0x40),
+    );
+    for i in (0..n).step_by(16) {
+        let mask = if i + 16 <= n {
+            u16::MAX
+        } else {
+            ((1u32 << (n - i)) - 1) as u16
+        };
+        // SAFETY: the mask covers only indices i..n, inside src and dst (asserted above).
+        unsafe {
+            let x = _mm512_maskz_loadu_ps(mask, src.as_ptr().add(i));
+            let bits = _mm512_castps_si512(x);
+            let top = _mm512_srli_epi32::<16>(bits);
+            let round = _mm512_add_epi32(half, _mm512_and_si512(top, one));
+            let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, round));
+            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+            let h = _mm512_mask_blend_epi32(nan, rounded, _mm512_or_si512(top, quiet));
+            _mm512_mask_cvtepi32_storeu_epi16(dst.as_mut_ptr().add(i).cast(), mask, h);
         }
     }
 }

@@ -201,3 +201,30 @@ fn packed_products_split_over_threads() {
         }
     }
 }
+
+/// The AVX-512 rounding of A's rows writes the bits of [`crate::bf16::from_f32`]: random bit
+/// patterns (NaN, infinities and subnormals among them), ties, every tail length.
+#[test]
+fn both_roundings_of_a_write_the_same_bits() {
+    if !crate::cpu::avx512() {
+        return;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let mut values: Vec<f32> = (0..4000).map(|_| f32::from_bits(rng.gen())).collect();
+    values.extend([
+        f32::NAN,
+        -f32::NAN,
+        f32::INFINITY,
+        f32::MAX,
+        f32::from_bits(0x3f81_8000),
+        1e-40,
+    ]);
+    for n in (1..40).chain([values.len()]) {
+        let src = &values[values.len() - n..];
+        let (mut x, mut y) = (vec![0u16; n], vec![0u16; n]);
+        round_portable(src.iter().copied(), &mut x);
+        // SAFETY: the CPU has AVX-512F (checked above); x and y have src's length.
+        unsafe { round_avx512(src, &mut y) };
+        assert_eq!(x, y, "n = {n}");
+    }
+}
