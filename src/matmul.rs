@@ -305,7 +305,7 @@ pub fn gemm_packed<T: Scalar>(
     let panels = match &b.panels {
         Panels::F32(p) => p,
         Panels::Int8(q) => return int8_parallel(alpha, a, q, beta, bias, c),
-        Panels::Bf16(h) => return bf16_parallel(alpha, a, h, beta, bias, c),
+        Panels::Bf16(h) => return bf16::split::gemm_parallel(alpha, a, h, beta, bias, c, PARALLEL_MIN_MACS),
     };
     let threads = rayon::current_num_threads();
     if threads <= 1 || m * n * k < PARALLEL_MIN_MACS {
@@ -370,44 +370,6 @@ fn int8_parallel(
                 let j0 = q * cols;
                 let bias = bias.map(|v| &v[j0..j0 + cb.ncols()]);
                 int8::gemm_quantized(kernel, alpha, &rows, b, j0, beta, bias, cb)
-            });
-    }
-}
-
-/// [`gemm_packed`] on a bf16 weight, split over threads like the int8 one: blocks of rows, or of
-/// whole panels of columns when `c` has more columns than rows.
-fn bf16_parallel(
-    alpha: f32,
-    a: ArrayView2<f32>,
-    b: &bf16::Bf16B,
-    beta: f32,
-    bias: Option<&[f32]>,
-    mut c: ArrayViewMut2<f32>,
-) {
-    let kernel = bf16::Kernel::best();
-    let (m, n) = c.dim();
-    let threads = rayon::current_num_threads();
-    if threads <= 1 || m * n * a.ncols() < PARALLEL_MIN_MACS {
-        return bf16::gemm_serial(kernel, alpha, a, b, 0, beta, bias, c);
-    }
-    if m >= n {
-        // whole AMX tiles of rows where the rows allow it
-        let rows = m.div_ceil(threads).next_multiple_of(16).min(m);
-        c.axis_chunks_iter_mut(Axis(0), rows)
-            .into_par_iter()
-            .zip(a.axis_chunks_iter(Axis(0), rows).into_par_iter())
-            .for_each(|(cb, ab)| bf16::gemm_serial(kernel, alpha, ab, b, 0, beta, bias, cb));
-    } else {
-        // A's rows are rounded once, here, and shared by the column blocks.
-        let rows = bf16::Bf16A::new(a, b.kp());
-        let cols = n.div_ceil(threads).next_multiple_of(4 * bf16::LANES);
-        c.axis_chunks_iter_mut(Axis(1), cols)
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(q, cb)| {
-                let j0 = q * cols;
-                let bias = bias.map(|v| &v[j0..j0 + cb.ncols()]);
-                bf16::gemm_rounded(kernel, alpha, &rows, b, j0, beta, bias, cb)
             });
     }
 }

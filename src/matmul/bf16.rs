@@ -19,6 +19,7 @@
 
 #[cfg(target_arch = "x86_64")]
 pub mod amx;
+pub mod split;
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 use std::cell::RefCell;
