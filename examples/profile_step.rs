@@ -1,5 +1,6 @@
 //! Runs the bench workload's pieces in a loop for profilers (callgrind, perf):
-//! `profile_step CONFIG MODE BATCH LEN ITERS [THREADS]`, MODE = train | infer | infer-int8.
+//! `profile_step CONFIG MODE BATCH LEN ITERS [THREADS]`, MODE = train | infer | infer-int8 |
+//! infer-bf16.
 //! E.g. `valgrind --tool=callgrind --toggle-collect='gp_lite::bench::ScoreOnly::run*' \
 //!   target/release/examples/profile_step small infer 1 50 3`.
 
@@ -14,7 +15,7 @@ static ALLOC: gp_lite::alloc::CachingAlloc = gp_lite::alloc::CachingAlloc;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: profile_step CONFIG train|infer|infer-int8 BATCH LEN ITERS [THREADS]";
+    let usage = "usage: profile_step CONFIG train|infer|infer-int8|infer-bf16 BATCH LEN ITERS [THREADS]";
     assert!(args.len() >= 6, "{usage}");
     let (config, mode) = (args[1].as_str(), args[2].as_str());
     let num = |i: usize| args[i].parse::<usize>().expect(usage);
@@ -37,10 +38,11 @@ fn main() {
                 start.elapsed().as_secs_f64() * 1e3 / iters as f64
             );
         }
-        "infer" | "infer-int8" => {
+        "infer" | "infer-int8" | "infer-bf16" => {
             let precision = match mode {
                 "infer" => gp_lite::precision::Precision::F32,
-                _ => gp_lite::precision::Precision::Int8,
+                "infer-int8" => gp_lite::precision::Precision::Int8,
+                _ => gp_lite::precision::Precision::Bf16,
             };
             let mut infer = ScoreOnly::new(model.config.encoder.hidden_size, &mut rng);
             let mut model = model;

@@ -35,7 +35,7 @@ pub struct BenchResult {
     pub config: String,
     /// Threads the run used (recorded, not set, by [`run`]).
     pub threads: usize,
-    /// The precision of the inference products (`f32` or `int8`); training is f32.
+    /// The precision of the inference products (`f32`, `int8` or `bf16`); training is f32.
     pub precision: String,
     /// The product kernel that ran them ([`crate::matmul::kernel_name`]).
     pub kernel: String,

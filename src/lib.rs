@@ -33,6 +33,7 @@ pub mod answer;
 pub mod batch;
 pub mod bench;
 pub mod bert;
+pub mod bf16;
 pub mod cmrc;
 pub mod cpu;
 pub mod data;

@@ -24,6 +24,7 @@ use rayon::prelude::*;
 pub mod amx;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+pub mod bf16;
 pub mod int8;
 mod portable;
 
@@ -145,7 +146,8 @@ pub fn packed_kernel() -> bool {
 }
 
 /// The kernel products in `precision` run on here: `avx512` or `matrixmultiply` for f32;
-/// `amx`, `vnni` or `portable` for int8 (see [`crate::cpu`] and `GP_LITE_KERNEL`).
+/// `amx`, `vnni` or `portable` for int8; `amx-bf16`, `avx512-bf16` or `portable` for bf16 (see
+/// [`crate::cpu`] and `GP_LITE_KERNEL`).
 pub fn kernel_name(precision: Precision) -> &'static str {
     match precision {
         Precision::F32 if packed_kernel() => "avx512",
@@ -155,12 +157,17 @@ pub fn kernel_name(precision: Precision) -> &'static str {
             int8::Kernel::Vnni => "vnni",
             int8::Kernel::Portable => "portable",
         },
+        Precision::Bf16 => match bf16::Kernel::best() {
+            bf16::Kernel::Amx => "amx-bf16",
+            bf16::Kernel::Avx512 => "avx512-bf16",
+            bf16::Kernel::Portable => "portable",
+        },
     }
 }
 
 /// A right operand `B` (`k x n`, a frozen weight's `Wᵀ`) packed once for inference: into the
 /// column panels the AVX-512 kernel reads (one more copy of the weight, so that no product packs
-/// it again), or quantised to int8 ([`int8::QuantB`]).
+/// it again), quantised to int8 ([`int8::QuantB`]) or rounded to bf16 ([`bf16::Bf16B`]).
 #[derive(Clone)]
 pub struct PackedB {
     k: usize,
@@ -172,6 +179,7 @@ pub struct PackedB {
 enum Panels {
     F32(Vec<f32>),
     Int8(int8::QuantB),
+    Bf16(bf16::Bf16B),
 }
 
 impl std::fmt::Debug for PackedB {
@@ -201,8 +209,8 @@ impl PackedB {
         None
     }
 
-    /// `b` packed for inference in `precision`: as [`PackedB::new`] for f32; int8 on every CPU
-    /// (f32 `T` only; `None` for f64).
+    /// `b` packed for inference in `precision`: as [`PackedB::new`] for f32; int8 and bf16 on
+    /// every CPU (f32 `T` only; `None` for f64).
     pub fn for_inference<T: Scalar>(b: ArrayView2<T>, precision: Precision) -> Option<PackedB> {
         match precision {
             Precision::F32 => PackedB::new(b),
@@ -215,6 +223,15 @@ impl PackedB {
                     panels: Panels::Int8(int8::QuantB::new(b)),
                 })
             }
+            Precision::Bf16 => {
+                let b = T::view_f32(b)?;
+                let (k, n) = b.dim();
+                Some(PackedB {
+                    k,
+                    n,
+                    panels: Panels::Bf16(bf16::Bf16B::new(b)),
+                })
+            }
         }
     }
 
@@ -223,6 +240,7 @@ impl PackedB {
         match self.panels {
             Panels::F32(_) => Precision::F32,
             Panels::Int8(_) => Precision::Int8,
+            Panels::Bf16(_) => Precision::Bf16,
         }
     }
 
@@ -287,6 +305,7 @@ pub fn gemm_packed<T: Scalar>(
     let panels = match &b.panels {
         Panels::F32(p) => p,
         Panels::Int8(q) => return int8_parallel(alpha, a, q, beta, bias, c),
+        Panels::Bf16(h) => return bf16::split::gemm_parallel(alpha, a, h, beta, bias, c, PARALLEL_MIN_MACS),
     };
     let threads = rayon::current_num_threads();
     if threads <= 1 || m * n * k < PARALLEL_MIN_MACS {

@@ -102,11 +102,11 @@ impl<T: Scalar> NerModel<T> {
         self.head.prepack();
     }
 
-    /// Whether the parameter `name` (a matrix) is stored in int8 in an int8 model directory: the
-    /// word embeddings (a lookup reads its rows) and the weights of the encoder's dense layers
-    /// (the ones [`NerModel::prepack_as`] runs in int8); position and token-type tables,
-    /// LayerNorm, biases and the head stay f32.
-    pub fn stored_in_int8(name: &str) -> bool {
+    /// Whether the parameter `name` (a matrix) is stored in the model's precision in an int8 or
+    /// bf16 model directory: the word embeddings (a lookup reads its rows) and the weights of the
+    /// encoder's dense layers (the ones [`NerModel::prepack_as`] runs in that precision);
+    /// position and token-type tables, LayerNorm, biases and the head stay f32.
+    pub fn stored_narrow(name: &str) -> bool {
         name == "embeddings.word_embeddings.weight"
             || name == "embeddings_project.weight"
             || (name.starts_with("encoder.layer.")

@@ -2,7 +2,9 @@
 //! tokenizer (tokenizer.json or the character vocab.txt) and training.json. Every file is written
 //! atomically (a temporary file in the same directory, then a rename).
 
-use crate::bert::checkpoint::{load_params_from_bytes, params_to_bytes, params_to_bytes_as, CheckpointError};
+use crate::bert::checkpoint::{
+    load_params_from_bytes_as, params_to_bytes, params_to_bytes_as, CheckpointError,
+};
 use crate::model::{ModelConfig, NerModel};
 use crate::precision::Precision;
 use crate::predict::Predictor;
@@ -120,13 +122,18 @@ pub fn save_structure<T: Scalar>(
 }
 
 /// Writes the model's parameters (encoder HF names, head under `head.`).
-/// In an int8 model (`config.precision`), the matrices [`NerModel::stored_in_int8`] picks are
-/// written in int8 with a scale per row (docs/model-format.md).
+/// In an int8 model (`config.precision`), the matrices [`NerModel::stored_narrow`] picks are
+/// written in int8 with a scale per row; in a bf16 model, in bf16 (docs/model-format.md).
 pub fn save_weights<T: Scalar>(path: &Path, model: &NerModel<T>) -> Result<(), ModelDirError> {
     let family = crate::family::of(&model.config.encoder).map_err(CheckpointError::from)?;
     let bytes = match model.config.precision {
         Precision::F32 => params_to_bytes(model, &family),
-        Precision::Int8 => params_to_bytes_as(model, &family, NerModel::<T>::stored_in_int8),
+        Precision::Int8 | Precision::Bf16 => params_to_bytes_as(
+            model,
+            &family,
+            model.config.precision,
+            NerModel::<T>::stored_narrow,
+        ),
     };
     write_atomic(path, &bytes)
 }
@@ -149,11 +156,19 @@ pub fn load_config(dir: &Path) -> Result<ModelConfig, ModelDirError> {
 }
 
 /// Fills `model`'s parameters from a safetensors file written by [`save_weights`]: every
-/// parameter must be there with its shape, and nothing else may be.
+/// parameter must be there with its shape, and nothing else may be. In a bf16 model every
+/// tensor must be stored as [`save_weights`] writes it (BF16 where
+/// [`NerModel::stored_narrow`] says, F32 elsewhere) and the BF16 ones finite.
 pub fn load_weights<T: Scalar>(path: &Path, model: &mut NerModel<T>) -> Result<(), ModelDirError> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
     let family = crate::family::of(&model.config.encoder).map_err(CheckpointError::from)?;
-    load_params_from_bytes(model, &bytes, path, &family, |_| false)?;
+    let precision = model.config.precision;
+    let stored = |name: &str| match precision {
+        Precision::Bf16 if NerModel::<T>::stored_narrow(name) => Some(safetensors::Dtype::BF16),
+        Precision::Bf16 => Some(safetensors::Dtype::F32),
+        Precision::F32 | Precision::Int8 => None,
+    };
+    load_params_from_bytes_as(model, &bytes, path, &family, |_| false, stored)?;
     Ok(())
 }
 

@@ -38,11 +38,13 @@ pub enum LimitError {
     Head(#[from] HeadError),
 }
 
-/// Narrowest stored parameter: f16 / bf16, or int8 in an int8 model directory.
+/// Narrowest stored parameter: f16 / bf16 (an f32 directory may hold either; a bf16 one holds
+/// its matrices in bf16), or int8 in an int8 model directory.
 fn min_bytes_per_param(config: &ModelConfig) -> u128 {
     match config.precision {
         crate::precision::Precision::F32 => 2,
         crate::precision::Precision::Int8 => 1,
+        crate::precision::Precision::Bf16 => 2,
     }
 }
 

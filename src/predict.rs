@@ -151,8 +151,8 @@ impl<T: Scalar> Predictor<T> {
         self.model.config.max_len
     }
 
-    /// Runs the encoder's products in `precision` from now on (int8: quantised from the f32
-    /// weights, which are kept; see `matmul::int8`). An f64 model stays f64 whatever it is asked.
+    /// Runs the encoder's products in `precision` from now on (int8, bf16: rounded from the f32
+    /// weights, which are kept; see `matmul::int8`, `matmul::bf16`). An f64 model stays f64 whatever it is asked.
     pub fn set_precision(&mut self, precision: Precision) {
         self.model.prepack_as(precision);
     }

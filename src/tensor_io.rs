@@ -33,6 +33,28 @@ pub enum TensorReadError {
         /// The shape the reader needs.
         expected: Vec<usize>,
     },
+    /// A tensor is stored in another dtype than its model directory's precision stores it in.
+    #[error(
+        "tensor `{name}` is stored as {found:?}, expected {expected:?} (the model's precision stores it so)"
+    )]
+    Stored {
+        /// The tensor's name.
+        name: String,
+        /// Its dtype in the file.
+        found: Dtype,
+        /// The dtype the model's precision stores it in.
+        expected: Dtype,
+    },
+    /// A bf16 weight holds an infinity or a NaN.
+    #[error("tensor `{name}` holds {value} at index {index} (bf16 weights are finite)")]
+    NotFinite {
+        /// The tensor's name.
+        name: String,
+        /// The first non-finite value.
+        value: f32,
+        /// Its index in the tensor (row-major).
+        index: usize,
+    },
     /// An int8 tensor's scales are not finite non-negative values, one per row.
     #[error("tensor `{name}`: {what}")]
     Int8 {
@@ -99,7 +121,7 @@ pub fn to_array<T: Scalar>(name: &str, view: &TensorView<'_>) -> Result<ArrayD<T
             .collect(),
         Dtype::BF16 => b
             .chunks_exact(2)
-            .map(|c| T::c(f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16) as f64))
+            .map(|c| T::c(crate::bf16::to_f32(u16::from_le_bytes([c[0], c[1]])) as f64))
             .collect(),
         Dtype::I64 => b
             .chunks_exact(8)
@@ -198,6 +220,40 @@ pub fn int8_rows(a: ndarray::ArrayView2<'_, f32>) -> (Vec<u8>, Vec<f32>) {
         scales.push(scale);
     }
     (bytes, scales)
+}
+
+/// A 2-D f32 array as BF16 bytes (row-major, little-endian), each value rounded to nearest even
+/// ([`crate::bf16::from_f32`]).
+pub fn bf16_bytes(a: ndarray::ArrayView2<'_, f32>) -> Vec<u8> {
+    a.iter()
+        .flat_map(|&v| crate::bf16::from_f32(v).to_le_bytes())
+        .collect()
+}
+
+/// Checks that the tensor `name` is stored as `expected` and, when that is BF16, holds finite
+/// values only (a bf16 model directory's weights).
+pub fn check_stored(name: &str, view: &TensorView<'_>, expected: Dtype) -> Result<(), TensorReadError> {
+    if view.dtype() != expected {
+        return Err(TensorReadError::Stored {
+            name: name.to_string(),
+            found: view.dtype(),
+            expected,
+        });
+    }
+    if expected == Dtype::BF16 {
+        let values = view
+            .data()
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]));
+        if let Some((index, h)) = values.enumerate().find(|(_, h)| !crate::bf16::is_finite(*h)) {
+            return Err(TensorReadError::NotFinite {
+                name: name.to_string(),
+                value: crate::bf16::to_f32(h),
+                index,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Little-endian bytes of an array in `T`'s own dtype (row-major), for writing.

@@ -85,8 +85,8 @@ struct Model {
 #[pymethods]
 impl Model {
     /// Loads a model directory written by `gp-lite train` (or `gp_lite.train`, or `gp-lite
-    /// quantize`); `threads` = 0 uses every core; `precision` "f32" or "int8" runs the encoder's
-    /// products in that precision (None: the directory's own).
+    /// quantize`); `threads` = 0 uses every core; `precision` "f32", "int8" or "bf16" runs the
+    /// encoder's products in that precision (None: the directory's own).
     #[staticmethod]
     #[pyo3(signature = (path, threads = 0, precision = None))]
     fn load(py: Python<'_>, path: PathBuf, threads: usize, precision: Option<&str>) -> PyResult<Model> {

@@ -74,8 +74,8 @@ def test_int8_precision_matches_the_command_line(model_dir):
     for a, b in zip(ours, theirs):
         assert [(e.start, e.end, e.label, round(e.score, 4)) for e in a] == \
             [(e["start"], e["end"], e["type"], round(e["score"], 4)) for e in b]
-    with pytest.raises(ValueError, match="f32 or int8"):
-        gp_lite.Model.load(model_dir, precision="bf16")
+    with pytest.raises(ValueError, match="f32, int8 or bf16"):
+        gp_lite.Model.load(model_dir, precision="fp16")
 
 
 def test_evaluate_matches_the_command_line(model_dir):

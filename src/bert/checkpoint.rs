@@ -11,6 +11,7 @@ use crate::bert::config::ConfigError;
 use crate::bert::encoder::{BertEncoder, EncoderError};
 use crate::family::{self, EncoderFamily};
 use crate::param::Params;
+use crate::precision::Precision;
 use crate::scalar::Scalar;
 use crate::tensor_io::{self, TensorFileError, TensorReadError};
 use safetensors::tensor::TensorView;
@@ -141,6 +142,20 @@ pub fn load_params_from_bytes<T: Scalar, M: Params<T> + ?Sized>(
     family: &EncoderFamily,
     skippable: impl Fn(&str) -> bool,
 ) -> Result<LoadReport, CheckpointError> {
+    load_params_from_bytes_as(model, bytes, path, family, skippable, |_| None)
+}
+
+/// [`load_params_from_bytes`], with the dtype each parameter must be stored in where
+/// `stored(parameter name)` names one (a bf16 model directory's): another dtype is an error
+/// naming the tensor, and a BF16 tensor must hold finite values only.
+pub fn load_params_from_bytes_as<T: Scalar, M: Params<T> + ?Sized>(
+    model: &mut M,
+    bytes: &[u8],
+    path: &Path,
+    family: &EncoderFamily,
+    skippable: impl Fn(&str) -> bool,
+    stored: impl Fn(&str) -> Option<Dtype>,
+) -> Result<LoadReport, CheckpointError> {
     let err_path = || path.to_path_buf();
     let tensor_err = |source| CheckpointError::Tensors(TensorFileError::new(path, source));
     let st = SafeTensors::deserialize(bytes).map_err(|e| tensor_err(TensorReadError::Format(e)))?;
@@ -157,11 +172,18 @@ pub fn load_params_from_bytes<T: Scalar, M: Params<T> + ?Sized>(
         if result.is_err() {
             return;
         }
+        let expected = stored(name);
         let name = (family.file_name)(name);
         let Some(file_name) = file_names.get(&name) else {
             result = Err(tensor_err(TensorReadError::Missing(name)));
             return;
         };
+        if let (Some(expected), Ok(view)) = (expected, st.tensor(file_name)) {
+            if let Err(e) = tensor_io::check_stored(file_name, &view, expected) {
+                result = Err(tensor_err(e));
+                return;
+            }
+        }
         if st.tensor(file_name).is_ok_and(|t| t.dtype() == Dtype::I8) {
             // its scales are read with it
             used.insert(tensor_io::scale_name(&name));
@@ -216,22 +238,27 @@ pub fn encoder_to_bytes<T: Scalar>(enc: &BertEncoder<T>) -> Result<Vec<u8>, Chec
 
 /// Every parameter of `model` as safetensors bytes, by its name in `family`, in `T`'s dtype.
 pub fn params_to_bytes<T: Scalar, M: Params<T> + ?Sized>(model: &M, family: &EncoderFamily) -> Vec<u8> {
-    params_to_bytes_as(model, family, |_| false)
+    params_to_bytes_as(model, family, Precision::F32, |_| false)
 }
 
-/// [`params_to_bytes`], with every 2-D f32 parameter whose name `int8` picks written as int8, a
-/// symmetric scale per row (`tensor_io::int8_rows`): `NAME` in I8 and `NAME_scale` in F32.
+/// [`params_to_bytes`], with every 2-D f32 parameter whose name `narrow` picks written in
+/// `precision`: int8, a symmetric scale per row (`tensor_io::int8_rows`), as `NAME` in I8 and
+/// `NAME_scale` in F32; bf16 as `NAME` in BF16 (`tensor_io::bf16_bytes`); f32 as f32.
 pub fn params_to_bytes_as<T: Scalar, M: Params<T> + ?Sized>(
     model: &M,
     family: &EncoderFamily,
-    int8: impl Fn(&str) -> bool,
+    precision: Precision,
+    narrow: impl Fn(&str) -> bool,
 ) -> Vec<u8> {
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     model.visit("", &mut |name, v| {
         let file_name = (family.file_name)(name);
         let shape = v.shape().to_vec();
         let matrix = T::view_f32(v.view()).and_then(|m| m.into_dimensionality::<ndarray::Ix2>().ok());
-        match matrix.filter(|_| int8(name)) {
+        match matrix.filter(|_| narrow(name) && !precision.is_f32()) {
+            Some(m) if precision == Precision::Bf16 => {
+                tensors.push((file_name, Dtype::BF16, shape, tensor_io::bf16_bytes(m)));
+            }
             Some(m) => {
                 let (bytes, scales) = tensor_io::int8_rows(m);
                 let scale_bytes = scales.iter().flat_map(|s| s.to_le_bytes()).collect();

@@ -470,9 +470,9 @@ fn int8_precision_scores_close_to_f32() {
         "scores differ by up to {worst} (spread {})",
         hi - lo
     );
-    let out = run(&["predict", "--model", m, "--precision", "bf16"]);
+    let out = run(&["predict", "--model", m, "--precision", "fp16"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("f32 or int8"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("f32, int8 or bf16"));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The integration tests, one binary (the crate links once), one module a theme.
 
 mod architecture;
+mod bf16;
 mod bio_output;
 mod c_api;
 mod cli;

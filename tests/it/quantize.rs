@@ -7,11 +7,11 @@ use std::path::Path;
 use crate::common::cli::{json_file, json_lines, ok, run, run_stdin, s, succeeded, train_args};
 use crate::common::{copy_dir, dev_file, TempDir};
 
-const TEXTS: &str =
+pub(crate) const TEXTS: &str =
     "浙商银行企业信贷部叶老桂博士则从另一个角度对五道门槛进行了解读。\n生生不息CSOL生化狂潮让你填弹狂扫\n";
 
 /// Every span's score, in output order (the same spans at every precision: threshold -1e9).
-fn scores(model: &Path, extra: &[&str]) -> Vec<f64> {
+pub(crate) fn scores(model: &Path, extra: &[&str]) -> Vec<f64> {
     let mut args = vec!["predict", "--model", s(model), "--nested", "--threshold=-1e9"];
     args.extend(extra);
     let out = succeeded(&args, run_stdin(&args, TEXTS));
@@ -19,7 +19,7 @@ fn scores(model: &Path, extra: &[&str]) -> Vec<f64> {
 }
 
 /// The scores of predict's JSON lines, in output order.
-fn scores_in(stdout: &[u8]) -> Vec<f64> {
+pub(crate) fn scores_in(stdout: &[u8]) -> Vec<f64> {
     let lines = json_lines(stdout);
     let ents = lines
         .iter()
@@ -27,13 +27,16 @@ fn scores_in(stdout: &[u8]) -> Vec<f64> {
     ents.map(|e| e["score"].as_f64().unwrap()).collect()
 }
 
-fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+pub(crate) fn max_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
 }
 
 /// The tensors of a safetensors file, each rewritten by `edit` (name, dtype, shape, bytes).
-fn rewrite(path: &Path, edit: impl Fn(&str, &mut safetensors::Dtype, &mut Vec<usize>, &mut Vec<u8>) -> bool) {
+pub(crate) fn rewrite(
+    path: &Path,
+    edit: impl Fn(&str, &mut safetensors::Dtype, &mut Vec<usize>, &mut Vec<u8>) -> bool,
+) {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut owned = Vec::new();

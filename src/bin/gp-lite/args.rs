@@ -76,9 +76,9 @@ impl ModeArgs {
 /// The precision a loaded model runs in.
 #[derive(Args)]
 pub struct PrecisionArgs {
-    /// Number format of the encoder's products: f32, or int8 (weights quantised per output
-    /// channel, activations per row, sums in i32) [default: the model's: int8 for a directory
-    /// written by `quantize`, else f32]
+    /// Number format of the encoder's products: f32, int8 (weights quantised per output
+    /// channel, activations per row, sums in i32) or bf16 (both operands rounded to bf16, sums
+    /// in f32) [default: the model's: that of a directory written by `quantize`, else f32]
     #[arg(long)]
     pub precision: Option<gp_lite::precision::Precision>,
 }

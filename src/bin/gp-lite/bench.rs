@@ -15,7 +15,7 @@ pub struct BenchArgs {
     /// Timed training steps (inference: 3x as many batch-1 calls).
     #[arg(long, default_value_t = 10)]
     steps: usize,
-    /// Precisions of the inference products to run (f32, int8), each after the same training
+    /// Precisions of the inference products to run (f32, int8, bf16), each after the same training
     /// steps; a JSON line each.
     #[arg(long, num_args = 1.., default_values = ["f32"])]
     precision: Vec<Precision>,

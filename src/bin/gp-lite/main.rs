@@ -41,7 +41,8 @@ enum Command {
     Predict(predict::PredictArgs),
     /// The PyTorch baseline's workload (../shared/bench/bench_torch.py), one JSON line per run.
     Bench(bench::BenchArgs),
-    /// Rewrite a model directory with int8 weights (a scale per row), which runs in int8 when loaded.
+    /// Rewrite a model directory with int8 (a scale per row) or bf16 weights, which runs in that
+    /// precision when loaded.
     Quantize(quantize::QuantizeArgs),
 }
 

@@ -1,5 +1,6 @@
 //! `gp-lite quantize`: a model directory rewritten in another precision (int8: the encoder's
-//! dense weights and word embeddings in int8 with a scale per row), which `predict`, `eval`, the
+//! dense weights and word embeddings in int8 with a scale per row; bf16: the same matrices in
+//! bf16), which `predict`, `eval`, the
 //! C API and Python load as they load any model, running its products in that precision.
 
 use crate::Res;
@@ -16,7 +17,8 @@ pub struct QuantizeArgs {
     /// The directory to write; an existing non-empty one is refused
     #[arg(long)]
     out: PathBuf,
-    /// The precision to write: int8 (or f32, which writes an int8 model's weights back in f32)
+    /// The precision to write: int8, bf16 (or f32, which writes an int8 or bf16 model's weights
+    /// back in f32)
     #[arg(long, default_value = "int8")]
     precision: Precision,
 }

@@ -1,0 +1,480 @@
+//! Bf16 products for inference: a frozen weight rounded once to bf16 ([`crate::bf16`], nearest
+//! even), the rows of A rounded to bf16 on every product, each product of two bf16 values exact
+//! in f32 and summed in f32; an epilogue then adds alpha, beta and the bias as the f32 packed
+//! path does.
+//!
+//! Layout: B's columns in panels of [`LANES`] = 16; inside a panel, k in pairs, each pair one
+//! 64-byte row holding column j's 2 values at `u16` indices `2j, 2j + 1` — what one VDPBF16PS
+//! multiplies against a pair of A's row broadcast to every lane, and AMX-BF16's B tile format
+//! (16 pairs of one panel are one tile). k is padded with zeros to a multiple of [`K_STEP`] = 32
+//! (one AMX tile step) and n to a multiple of 16, and A's rows are zero past k, so the padding
+//! adds `0 · 0`.
+//!
+//! Three kernels read this layout: AMX tiles ([`crate::cpu::amx_bf16`], [`amx`]), AVX512-BF16
+//! ([`crate::cpu::avx512_bf16`]) and plain loops (every other CPU, valgrind,
+//! `GP_LITE_KERNEL=portable`). They multiply the same bf16 operands but sum them in different
+//! orders (AMX and VDPBF16PS also flush subnormal inputs and results to zero), so their bits may
+//! differ by the f32 rounding of the sums; each kernel is deterministic. `GP_LITE_KERNEL=avx512`
+//! keeps AMX off.
+
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
+pub mod split;
+
+use ndarray::{ArrayView2, ArrayViewMut2};
+use std::cell::RefCell;
+
+/// Columns of a panel (one 16-lane register of f32 sums).
+pub const LANES: usize = 16;
+/// Consecutive k values one lane multiplies and sums in one step.
+pub const PAIR: usize = 2;
+/// k is padded to a multiple of this: one AMX tile step (64 bytes of a row of A).
+pub const K_STEP: usize = 32;
+/// Rows of A padded to a multiple of this (whole AMX tiles).
+const ROW_STEP: usize = 16;
+/// Rows of A a micro-tile takes.
+const MR: usize = 4;
+/// Panels a micro-tile takes (64 columns).
+const NP: usize = 4;
+
+/// B (`k x n`, a frozen weight's `Wᵀ`) rounded to bf16 and packed (see the module docs).
+#[derive(Clone)]
+pub struct Bf16B {
+    /// k rounded up to a multiple of [`K_STEP`].
+    kp: usize,
+    /// B's columns.
+    n: usize,
+    /// `n / 16` (rounded up) panels of `kp * 16` values.
+    panels: Vec<u16>,
+}
+
+impl Bf16B {
+    /// Rounds and packs `b` (`k x n`).
+    pub fn new(b: ArrayView2<f32>) -> Bf16B {
+        let (k, n) = b.dim();
+        let kp = k.next_multiple_of(K_STEP);
+        let mut panels = vec![0u16; n.div_ceil(LANES) * kp * LANES];
+        for (j, col) in b.columns().into_iter().enumerate() {
+            let panel = &mut panels[(j / LANES) * kp * LANES..];
+            for (p, &v) in col.iter().enumerate() {
+                // pair p / 2, lane j % 16, value p % 2 of the lane
+                panel[(p / PAIR) * PAIR * LANES + (j % LANES) * PAIR + p % PAIR] = crate::bf16::from_f32(v);
+            }
+        }
+        Bf16B { kp, n, panels }
+    }
+
+    /// k rounded up to a multiple of [`K_STEP`]: the row length A is rounded to.
+    pub fn kp(&self) -> usize {
+        self.kp
+    }
+
+    /// Bytes the packed weight takes.
+    pub fn bytes(&self) -> usize {
+        2 * self.panels.len()
+    }
+
+    /// B's value at row `p`, column `j` (as f32, exactly the bf16 it holds).
+    pub fn get(&self, p: usize, j: usize) -> f32 {
+        let i = (j / LANES) * self.kp * LANES + (p / PAIR) * PAIR * LANES + (j % LANES) * PAIR + p % PAIR;
+        crate::bf16::to_f32(self.panels[i])
+    }
+}
+
+/// Rows of A rounded to bf16: row-major, `stride` (B's kp) values a row, zero past k, followed
+/// by zero rows up to a multiple of 16 (whole AMX tiles).
+#[derive(Default)]
+pub struct Bf16A {
+    values: Vec<u16>,
+    stride: usize,
+    rows: usize,
+}
+
+impl Bf16A {
+    /// `a`'s rows rounded for a weight of `kp` (padded) rows.
+    pub fn new(a: ArrayView2<f32>, kp: usize) -> Bf16A {
+        let mut r = Bf16A::default();
+        r.fill(a, kp);
+        r
+    }
+
+    /// Rounds `a`'s rows into `self`, reusing its buffer.
+    pub fn fill(&mut self, a: ArrayView2<f32>, kp: usize) {
+        let (m, k) = a.dim();
+        assert!(k <= kp, "bf16: a row of {k} values for a weight of {kp} rows");
+        let rows = m.next_multiple_of(ROW_STEP);
+        self.stride = kp;
+        self.rows = m;
+        self.values.clear();
+        self.values.resize(rows * kp, 0);
+        for (row, dst) in a.rows().into_iter().zip(self.values.chunks_exact_mut(kp)) {
+            match row.as_slice() {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU has AVX-512F (cpu::avx512); dst holds kp >= k values.
+                Some(r) if crate::cpu::avx512() => unsafe { round_avx512(r, &mut dst[..k]) },
+                Some(r) => round_portable(r.iter().copied(), dst),
+                None => round_portable(row.iter().copied(), dst),
+            }
+        }
+    }
+}
+
+/// `src` rounded to bf16 into `dst` ([`crate::bf16::from_f32`]), plain loops.
+fn round_portable(src: impl Iterator<Item = f32>, dst: &mut [u16]) {
+    for (d, v) in dst.iter_mut().zip(src) {
+        *d = crate::bf16::from_f32(v);
+    }
+}
+
+/// [`round_portable`] 16 values an instruction, the same integer operations (so the same bits,
+/// NaN included).
+///
+/// # Safety
+/// The CPU must have AVX-512F; `dst` and `src` have one length.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn round_avx512(src: &[f32], dst: &mut [u16]) {
+    use std::arch::x86_64::*;
+    let n = src.len();
+    assert_eq!(dst.len(), n);
+    let (one, half, quiet) = (
+        _mm512_set1_epi32(1),
+        _mm512_set1_epi32(0x7fff),
+        _mm512_set1_epi32(0x40),
+    );
+    for i in (0..n).step_by(16) {
+        let mask = if i + 16 <= n {
+            u16::MAX
+        } else {
+            ((1u32 << (n - i)) - 1) as u16
+        };
+        // SAFETY: the mask covers only indices i..n, inside src and dst (asserted above).
+        unsafe {
+            let x = _mm512_maskz_loadu_ps(mask, src.as_ptr().add(i));
+            let bits = _mm512_castps_si512(x);
+            let top = _mm512_srli_epi32::<16>(bits);
+            let round = _mm512_add_epi32(half, _mm512_and_si512(top, one));
+            let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, round));
+            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+            let h = _mm512_mask_blend_epi32(nan, rounded, _mm512_or_si512(top, quiet));
+            _mm512_mask_cvtepi32_storeu_epi16(dst.as_mut_ptr().add(i).cast(), mask, h);
+        }
+    }
+}
+
+thread_local! {
+    /// Each thread's rounded rows of A, reused from call to call (no allocation per product).
+    static ROWS: RefCell<Bf16A> = RefCell::new(Bf16A::default());
+}
+
+/// Which kernel sums the tiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// Plain loops, on any CPU.
+    Portable,
+    /// AVX512-BF16 (VDPBF16PS).
+    Avx512,
+    /// AMX tiles (TDPBF16PS, [`amx`]).
+    Amx,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs ([`crate::cpu::amx_bf16`], [`crate::cpu::avx512_bf16`]).
+    pub fn best() -> Kernel {
+        if crate::cpu::amx_bf16() {
+            Kernel::Amx
+        } else if crate::cpu::avx512_bf16() {
+            Kernel::Avx512
+        } else {
+            Kernel::Portable
+        }
+    }
+}
+
+/// The epilogue's inputs that do not change within one product.
+struct Epilogue<'a> {
+    alpha: f32,
+    beta: f32,
+    bias: Option<&'a [f32]>,
+}
+
+impl Epilogue<'_> {
+    /// `out[j] = alpha acc[j] + beta out[j] + bias[j0 + j]`; `out` is not read when beta = 0.
+    fn write(&self, acc: &[f32], j0: usize, out: &mut [f32]) {
+        for (j, (o, &sum)) in out.iter_mut().zip(acc).enumerate() {
+            let mut v = self.alpha * sum;
+            if self.beta != 0.0 {
+                v += self.beta * *o;
+            }
+            if let Some(b) = self.bias {
+                v += b[j0 + j];
+            }
+            *o = v;
+        }
+    }
+}
+
+/// `c = alpha a·B + beta c (+ bias)` where `c` holds B's columns `j0..j0 + c.ncols()` (`j0` a
+/// multiple of [`LANES`]; `bias` holds `c`'s columns). `c`'s rows must be contiguous; with
+/// beta = 0 `c` is not read. A is rounded into this thread's buffer.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_serial(
+    kernel: Kernel,
+    alpha: f32,
+    a: ArrayView2<f32>,
+    b: &Bf16B,
+    j0: usize,
+    beta: f32,
+    bias: Option<&[f32]>,
+    c: ArrayViewMut2<f32>,
+) {
+    assert!(a.ncols() <= b.kp && b.kp - a.ncols() < K_STEP);
+    ROWS.with_borrow_mut(|rows| {
+        rows.fill(a, b.kp);
+        gemm_rounded(kernel, alpha, rows, b, j0, beta, bias, c)
+    })
+}
+
+/// [`gemm_serial`] on rows of A already rounded ([`Bf16A::new`]), so that threads sharing A's
+/// rows (a split by columns) round them once.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_rounded(
+    kernel: Kernel,
+    alpha: f32,
+    rows: &Bf16A,
+    b: &Bf16B,
+    j0: usize,
+    beta: f32,
+    bias: Option<&[f32]>,
+    mut c: ArrayViewMut2<f32>,
+) {
+    let (m, n) = c.dim();
+    assert_eq!(j0 % LANES, 0, "bf16 gemm: columns start on a panel");
+    assert!(j0 + n <= b.n && rows.rows == m && rows.stride == b.kp);
+    assert!(
+        n <= 1 || c.strides()[1] == 1,
+        "bf16 gemm: the output's rows must be contiguous"
+    );
+    if let Some(v) = bias {
+        assert_eq!(
+            v.len(),
+            n,
+            "bf16 gemm: a bias of {} values for {n} columns",
+            v.len()
+        );
+    }
+    match kernel {
+        Kernel::Avx512 => assert!(
+            crate::cpu::avx512_bf16(),
+            "bf16 gemm: AVX512-BF16 on a CPU without it"
+        ),
+        Kernel::Amx => assert!(crate::cpu::amx_bf16(), "bf16 gemm: AMX-BF16 on a CPU without it"),
+        Kernel::Portable => {}
+    }
+    let ep = Epilogue { alpha, beta, bias };
+    let kp = b.kp;
+    let panel_len = kp * LANES;
+    let panels = &b.panels[(j0 / LANES) * panel_len..];
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Amx {
+        return gemm_amx(&ep, rows, kp, panels, c);
+    }
+    let mut acc = [[0f32; NP * LANES]; MR];
+    // B's tile (64 columns, 48 KiB at k = 384) stays in L2 while every row of A passes it.
+    for jt in (0..n).step_by(NP * LANES) {
+        let cols = (NP * LANES).min(n - jt);
+        let np = cols.div_ceil(LANES);
+        let b_tile = &panels[(jt / LANES) * panel_len..(jt / LANES + np) * panel_len];
+        for i0 in (0..m).step_by(MR) {
+            let r = MR.min(m - i0);
+            let a_tile = &rows.values[i0 * kp..(i0 + r) * kp];
+            match kernel {
+                Kernel::Portable => tile_portable(a_tile, kp, r, b_tile, np, &mut acc),
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU has AVX512-BF16 (asserted above); the tile holds r rows of
+                // kp values and np panels of kp * 16 values (sliced above).
+                Kernel::Avx512 => unsafe { tile_avx512(a_tile, kp, r, b_tile, np, &mut acc) },
+                #[cfg(not(target_arch = "x86_64"))]
+                Kernel::Avx512 => unreachable!("cpu::avx512_bf16() is false off x86-64"),
+                Kernel::Amx => unreachable!("AMX products return above"),
+            }
+            for (ri, sums) in acc.iter().take(r).enumerate() {
+                let mut row = c.row_mut(i0 + ri);
+                let out = row.as_slice_mut().expect("contiguous rows");
+                ep.write(&sums[..cols], jt, &mut out[jt..jt + cols]);
+            }
+        }
+    }
+}
+
+/// [`gemm_rounded`] on AMX tiles: blocks of 32 columns (2 panels) by 32 rows, each block's sums
+/// over all of k in four tile registers ([`amx::block`]), then the epilogue.
+#[cfg(target_arch = "x86_64")]
+fn gemm_amx(ep: &Epilogue, rows: &Bf16A, kp: usize, panels: &[u16], mut c: ArrayViewMut2<f32>) {
+    use crate::matmul::amx::TILE_ROWS;
+    const BLOCK: usize = 2 * TILE_ROWS;
+    let (m, n) = c.dim();
+    assert!(rows.values.len() >= m.next_multiple_of(TILE_ROWS) * kp && kp.is_multiple_of(K_STEP));
+    let steps = kp / K_STEP;
+    let panel_len = kp * LANES;
+    let mut sums = [[0f32; BLOCK]; BLOCK];
+    // SAFETY: gemm_rounded asserted cpu::amx_bf16(), which implies the tile state was granted.
+    unsafe { crate::matmul::amx::configure() };
+    for jt in (0..n).step_by(BLOCK) {
+        let cols = BLOCK.min(n - jt);
+        let b_tile = &panels[(jt / LANES) * panel_len..];
+        assert!(b_tile.len() >= cols.div_ceil(LANES) * panel_len);
+        for i0 in (0..m).step_by(BLOCK) {
+            let r = BLOCK.min(m - i0);
+            let a_tile = &rows.values[i0 * kp..];
+            // SAFETY: the tiles are configured above. `a_tile` holds r.div_ceil(16) tiles of 16
+            // rows of kp values (rows are padded to a multiple of 16 with zero rows, asserted
+            // above), kp a multiple of 32 (asserted above); `b_tile` holds cols.div_ceil(16)
+            // whole panels of kp * 16 values (asserted above).
+            unsafe {
+                amx::block(
+                    a_tile.as_ptr(),
+                    2 * kp,
+                    b_tile.as_ptr(),
+                    2 * panel_len,
+                    steps,
+                    r.div_ceil(TILE_ROWS),
+                    cols.div_ceil(LANES),
+                    &mut sums,
+                )
+            };
+            for (ri, s) in sums.iter().take(r).enumerate() {
+                let mut row = c.row_mut(i0 + ri);
+                let out = row.as_slice_mut().expect("contiguous rows");
+                ep.write(&s[..cols], jt, &mut out[jt..jt + cols]);
+            }
+        }
+    }
+    // SAFETY: as configure above.
+    unsafe { crate::matmul::amx::release() };
+}
+
+/// The f32 sums of a tile of `r` rows (`kp` values each) by `np` panels, plain loops: each
+/// product of two bf16 values is exact in f32, summed pair by pair in k order.
+fn tile_portable(a: &[u16], kp: usize, r: usize, b: &[u16], np: usize, acc: &mut [[f32; NP * LANES]; MR]) {
+    use crate::bf16::to_f32;
+    for (ri, sums) in acc.iter_mut().enumerate().take(r) {
+        let row = &a[ri * kp..(ri + 1) * kp];
+        for p in 0..np {
+            let panel = &b[p * kp * LANES..(p + 1) * kp * LANES];
+            let mut s = [0f32; LANES];
+            for (pair, w) in row.chunks_exact(PAIR).zip(panel.chunks_exact(PAIR * LANES)) {
+                let (x0, x1) = (to_f32(pair[0]), to_f32(pair[1]));
+                for (lane, s) in s.iter_mut().enumerate() {
+                    *s += x0 * to_f32(w[PAIR * lane]);
+                    *s += x1 * to_f32(w[PAIR * lane + 1]);
+                }
+            }
+            sums[p * LANES..(p + 1) * LANES].copy_from_slice(&s);
+        }
+    }
+}
+
+/// [`tile_portable`] on AVX512-BF16: one VDPBF16PS per row, panel and pair of k.
+///
+/// # Safety
+/// The CPU must have AVX512F and AVX512-BF16; `a` holds `r` (1..=4) rows of `kp` values and `b`
+/// `np` (1..=4) panels of `kp * 16` values, `kp` even.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn tile_avx512(
+    a: &[u16],
+    kp: usize,
+    r: usize,
+    b: &[u16],
+    np: usize,
+    acc: &mut [[f32; NP * LANES]; MR],
+) {
+    // SAFETY: every arm is the caller's contract, with R = r.
+    unsafe {
+        match r {
+            4 => tiles::<4>(a, kp, b, np, acc),
+            3 => tiles::<3>(a, kp, b, np, acc),
+            2 => tiles::<2>(a, kp, b, np, acc),
+            1 => tiles::<1>(a, kp, b, np, acc),
+            _ => unreachable!("a tile of {r} rows"),
+        }
+    }
+}
+
+/// R rows by `np` panels: all four in one pass, or (the last columns) one panel at a time.
+///
+/// # Safety
+/// As [`tile_avx512`], with r = R.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn tiles<const R: usize>(
+    a: &[u16],
+    kp: usize,
+    b: &[u16],
+    np: usize,
+    acc: &mut [[f32; NP * LANES]; MR],
+) {
+    if np == NP {
+        // SAFETY: the caller's contract.
+        return unsafe { tile::<R, NP>(a, kp, b, 0, acc) };
+    }
+    for p in 0..np {
+        // SAFETY: panel p of b is kp * 16 values (the caller's contract).
+        unsafe { tile::<R, 1>(a, kp, &b[p * kp * LANES..], p, acc) };
+    }
+}
+
+/// The sums of R rows by P panels, in R * P registers, stored from panel `p0` of `acc`.
+///
+/// # Safety
+/// As [`tile_avx512`], with `a` at least R rows and `b` at least P panels.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn tile<const R: usize, const P: usize>(
+    a: &[u16],
+    kp: usize,
+    b: &[u16],
+    p0: usize,
+    acc: &mut [[f32; NP * LANES]; MR],
+) {
+    use std::arch::x86_64::*;
+    assert!(a.len() >= R * kp && b.len() >= P * kp * LANES && kp.is_multiple_of(PAIR) && p0 + P <= NP);
+    let mut sums = [[_mm512_setzero_ps(); P]; R];
+    let (a, b) = (a.as_ptr(), b.as_ptr());
+    for g in 0..kp / PAIR {
+        let mut w = [_mm512_setzero_si512(); P];
+        for (p, w) in w.iter_mut().enumerate() {
+            // SAFETY: pair g of panel p lies inside b (asserted above); loadu has no alignment
+            // requirement.
+            *w = unsafe { _mm512_loadu_si512(b.add(p * kp * LANES + g * PAIR * LANES).cast()) };
+        }
+        for (ri, row) in sums.iter_mut().enumerate() {
+            // SAFETY: values 2g, 2g + 1 of row ri lie inside a (asserted above).
+            let pair = unsafe { a.add(ri * kp + g * PAIR).cast::<i32>().read_unaligned() };
+            let x = bf16_lanes(_mm512_set1_epi32(pair));
+            for (s, &w) in row.iter_mut().zip(&w) {
+                *s = _mm512_dpbf16_ps(*s, x, bf16_lanes(w));
+            }
+        }
+    }
+    for (dst, row) in acc.iter_mut().zip(&sums) {
+        for (p, s) in row.iter().enumerate() {
+            let lanes = &mut dst[(p0 + p) * LANES..(p0 + p + 1) * LANES];
+            // SAFETY: `lanes` is 16 f32 (p0 + P <= NP, asserted above); storeu has no alignment
+            // requirement.
+            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *s) };
+        }
+    }
+}
+
+/// The 32 bf16 values a register of 16 i32 holds, typed for VDPBF16PS.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn bf16_lanes(v: std::arch::x86_64::__m512i) -> std::arch::x86_64::__m512bh {
+    // SAFETY: both are 512-bit vectors of plain bits; every bit pattern is a valid __m512bh.
+    unsafe { std::mem::transmute(v) }
+}
+
+#[cfg(test)]
+mod tests;
