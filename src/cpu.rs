@@ -81,7 +81,8 @@ pub fn vnni() -> bool {
 }
 
 /// True when int8 products run on AMX tiles ([`crate::matmul::amx`]): where VNNI runs
-/// ([`vnni`]), the CPU has AMX-INT8, and AMX tiles may run ([`amx_tiles`]).
+/// ([`vnni`]), the CPU has AMX-INT8, and AMX tiles may run (`GP_LITE_KERNEL` allows AMX, the
+/// CPU has AMX-TILE and Linux grants the tile state, asked for once).
 pub fn amx() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| {
@@ -108,7 +109,8 @@ pub fn avx512_bf16() -> bool {
 }
 
 /// True when bf16 products run on AMX tiles (TDPBF16PS): where AVX512-BF16 runs
-/// ([`avx512_bf16`]), the CPU has AMX-BF16, and AMX tiles may run ([`amx_tiles`]).
+/// ([`avx512_bf16`]), the CPU has AMX-BF16, and AMX tiles may run (`GP_LITE_KERNEL` allows
+/// AMX, the CPU has AMX-TILE and Linux grants the tile state, asked for once).
 pub fn amx_bf16() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| {
