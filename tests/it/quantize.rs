@@ -204,7 +204,8 @@ fn every_kernel_predicts_the_same_bytes(model: &Path) {
             .spawn()
             .unwrap();
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(TEXTS.as_bytes()).unwrap();
+        // bench, and a refused run, exit without reading stdin: a broken pipe is no failure
+        let _ = child.stdin.take().unwrap().write_all(TEXTS.as_bytes());
         child.wait_with_output().unwrap()
     };
     let predict = ["predict", "--model", s(model), "--nested", "--threshold=-1e9"];
