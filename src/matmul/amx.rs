@@ -1,12 +1,15 @@
-//! The int8 product's sums on AMX tiles ([`crate::cpu::amx`]): TDPBUSD multiplies a tile of
-//! 16 rows x 64 unsigned bytes of A by a tile of 16 rows x 64 signed bytes of B and adds the
-//! 16 x 16 i32 sums into a third tile, 16,384 multiply-adds an instruction.
+//! Int8 and bf16 products' sums on AMX tiles ([`crate::cpu::amx`], [`crate::cpu::amx_bf16`]).
+//! TDPBUSD multiplies a tile of 16 rows x 64 unsigned bytes of A by a tile of 16 rows x 64
+//! signed bytes of B and adds the 16 x 16 i32 sums into a third tile, 16,384 multiply-adds an
+//! instruction; TDPBF16PS does the same with 16 rows x 32 bf16 (pairs of k) and f32 sums.
 //!
-//! B's tile is exactly 16 groups of one panel of [`super::int8::QuantB`]: group g's 64-byte row
-//! holds the 4 bytes of k = 4g..4g+4 of each of the panel's 16 columns, which is the layout
-//! TDPBUSD wants (its "VNNI" B format). So the tiles load straight from the packed weight: no
-//! second packing. A block is up to 2 x 2 tiles (32 rows by 32 columns), its sums in four tile
-//! registers across all of k, then stored for the epilogue.
+//! B's tile is exactly 16 rows of one panel of [`super::int8::QuantB`] (group g's 64-byte row
+//! holds the 4 bytes of k = 4g..4g+4 of each of the panel's 16 columns) or of the bf16 panels
+//! (pair p's row holds the 2 values of k = 2p, 2p+1 of each column): the layouts TDPBUSD and
+//! TDPBF16PS want. So the tiles load straight from the packed weight: no second packing. A
+//! block ([`block`], the same code for both, [`TileDot`] picks the instruction) is up to 2 x 2
+//! tiles (32 rows by 32 columns), its sums in four tile registers across all of k, then stored
+//! for the epilogue.
 //!
 //! Tile registers: C in tmm0 (rows 0-15, panel 0), tmm1 (rows 0-15, panel 1), tmm2 (rows 16-31,
 //! panel 0), tmm3 (rows 16-31, panel 1); A in tmm4, tmm5; B in tmm6, tmm7.
@@ -61,30 +64,94 @@ pub unsafe fn release() {
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
 }
 
-/// The i32 sums of a block: `rt` (1 or 2) tiles of 16 rows of A by `pt` (1 or 2) panels of B,
-/// over `steps` steps of 64 bytes of k, into `out` (row r, column c of the block at
-/// `out[r][c]`).
+/// Which tile product [`block`] runs: TDPBUSD (u8 by i8, i32 sums) or TDPBF16PS (pairs of bf16,
+/// f32 sums). Both take 64 bytes of k a row a step, from the same layout of B.
+pub trait TileDot {
+    /// The sums' type (4 bytes).
+    type Sum: Copy;
+    /// `tmm{c} += tmm{a} · tmm{b}` for the three register pairs [`block`] uses.
+    ///
+    /// # Safety
+    /// The tiles are configured and hold loaded operands.
+    unsafe fn dot(which: Pair);
+}
+
+/// The C, A, B tile registers of one product in [`block`].
+#[derive(Clone, Copy)]
+pub enum Pair {
+    /// tmm0 += tmm4 · tmm6
+    R0P0,
+    /// tmm1 += tmm4 · tmm7
+    R0P1,
+    /// tmm2 += tmm5 · tmm6
+    R1P0,
+    /// tmm3 += tmm5 · tmm7
+    R1P1,
+}
+
+/// The dot-product instruction `$op` on the four register triples of [`Pair`].
+macro_rules! tile_dot {
+    ($ty:ident, $sum:ty, $op:literal, $doc:literal) => {
+        #[doc = $doc]
+        pub struct $ty;
+
+        impl TileDot for $ty {
+            type Sum = $sum;
+            unsafe fn dot(which: Pair) {
+                // SAFETY: the caller's contract; the instruction reads and writes tile registers
+                // only.
+                unsafe {
+                    match which {
+                        Pair::R0P0 => asm!(concat!($op, " tmm0, tmm4, tmm6"), options(nostack, nomem)),
+                        Pair::R0P1 => asm!(concat!($op, " tmm1, tmm4, tmm7"), options(nostack, nomem)),
+                        Pair::R1P0 => asm!(concat!($op, " tmm2, tmm5, tmm6"), options(nostack, nomem)),
+                        Pair::R1P1 => asm!(concat!($op, " tmm3, tmm5, tmm7"), options(nostack, nomem)),
+                    }
+                }
+            }
+        }
+    };
+}
+
+tile_dot!(
+    Int8,
+    i32,
+    "tdpbusd",
+    "TDPBUSD: unsigned bytes of A by signed bytes of B, i32 sums."
+);
+tile_dot!(
+    Bf16,
+    f32,
+    "tdpbf16ps",
+    "TDPBF16PS: pairs of bf16 of A by pairs of bf16 of B, f32 sums."
+);
+
+/// The sums of a block: `rt` (1 or 2) tiles of 16 rows of A by `pt` (1 or 2) panels of B, over
+/// `steps` steps of 64 bytes of k, into `out` (row r, column c of the block at `out[r][c]`),
+/// with the tile product `D` ([`Int8`] or [`Bf16`]).
 ///
 /// # Safety
-/// The tiles are configured ([`configure`]) on this thread. `a` points at `16 * rt` rows of
-/// `a_stride` bytes (a multiple of 64, at least `64 * steps`), zero from k onwards; `b` at `pt`
-/// panels `panel_bytes` apart, each readable for `steps * 1024` bytes (the panel and
+/// The tiles are configured ([`configure`]) on this thread, and the CPU runs `D`
+/// ([`crate::cpu::amx`], [`crate::cpu::amx_bf16`]). `a` points at `16 * rt` rows of `a_stride`
+/// bytes (a multiple of 64, at least `64 * steps`), zero from k onwards; `b` at `pt` panels
+/// `panel_bytes` apart, each readable for `steps * 1024` bytes (for int8, the panel and
 /// [`B_SLACK`]).
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn block(
+pub unsafe fn block<D: TileDot>(
     a: *const u8,
     a_stride: usize,
-    b: *const i8,
+    b: *const u8,
     panel_bytes: usize,
     steps: usize,
     rt: usize,
     pt: usize,
-    out: &mut [[i32; 32]; 32],
+    out: &mut [[D::Sum; 32]; 32],
 ) {
+    const { assert!(std::mem::size_of::<D::Sum>() == 4) };
     let b_stride = TILE_K;
-    // SAFETY: (every asm! below) the loads read 16 rows of 64 bytes inside the ranges of the
-    // caller's contract; the stores write 16 rows of 64 bytes inside `out` (32 x 32 i32, 128
-    // bytes a row); the tile registers are not used by compiled Rust code.
+    // SAFETY: (every asm! and dot below) the loads read 16 rows of 64 bytes inside the ranges
+    // of the caller's contract; the stores write 16 rows of 64 bytes inside `out` (32 x 32 sums
+    // of 4 bytes, 128 bytes a row); the tile registers are not used by compiled Rust code.
     unsafe {
         asm!(
             "tilezero tmm0",
@@ -99,31 +166,31 @@ pub unsafe fn block(
             asm!(
                 "tileloadd tmm4, [{a} + {sa}*1]",
                 "tileloadd tmm6, [{b} + {sb}*1]",
-                "tdpbusd tmm0, tmm4, tmm6",
                 a = in(reg) a0, sa = in(reg) a_stride, b = in(reg) b0, sb = in(reg) b_stride,
                 options(nostack, readonly)
             );
+            D::dot(Pair::R0P0);
             if pt == 2 {
                 asm!(
                     "tileloadd tmm7, [{b} + {sb}*1]",
-                    "tdpbusd tmm1, tmm4, tmm7",
                     b = in(reg) b0.add(panel_bytes), sb = in(reg) b_stride,
                     options(nostack, readonly)
                 );
+                D::dot(Pair::R0P1);
             }
             if rt == 2 {
                 asm!(
                     "tileloadd tmm5, [{a} + {sa}*1]",
-                    "tdpbusd tmm2, tmm5, tmm6",
                     a = in(reg) a0.add(TILE_ROWS * a_stride), sa = in(reg) a_stride,
                     options(nostack, readonly)
                 );
+                D::dot(Pair::R1P0);
                 if pt == 2 {
-                    asm!("tdpbusd tmm3, tmm5, tmm7", options(nostack, nomem));
+                    D::dot(Pair::R1P1);
                 }
             }
         }
-        let o = out.as_mut_ptr().cast::<i32>();
+        let o = out.as_mut_ptr().cast::<u32>();
         let so: usize = 32 * 4;
         asm!("tilestored [{o} + {s}*1], tmm0", o = in(reg) o, s = in(reg) so, options(nostack));
         if pt == 2 {

@@ -10,15 +10,13 @@
 //! (one AMX tile step) and n to a multiple of 16, and A's rows are zero past k, so the padding
 //! adds `0 · 0`.
 //!
-//! Three kernels read this layout: AMX tiles ([`crate::cpu::amx_bf16`], [`amx`]), AVX512-BF16
+//! Three kernels read this layout: AMX tiles ([`crate::cpu::amx_bf16`], [`crate::matmul::amx`]), AVX512-BF16
 //! ([`crate::cpu::avx512_bf16`]) and plain loops (every other CPU, valgrind,
 //! `GP_LITE_KERNEL=portable`). They multiply the same bf16 operands but sum them in different
 //! orders (AMX and VDPBF16PS also flush subnormal inputs and results to zero), so their bits may
 //! differ by the f32 rounding of the sums; each kernel is deterministic. `GP_LITE_KERNEL=avx512`
 //! keeps AMX off.
 
-#[cfg(target_arch = "x86_64")]
-pub mod amx;
 pub mod split;
 
 use ndarray::{ArrayView2, ArrayViewMut2};
@@ -174,7 +172,7 @@ pub enum Kernel {
     Portable,
     /// AVX512-BF16 (VDPBF16PS).
     Avx512,
-    /// AMX tiles (TDPBF16PS, [`amx`]).
+    /// AMX tiles (TDPBF16PS, [`crate::matmul::amx`]).
     Amx,
 }
 
@@ -308,10 +306,10 @@ pub fn gemm_rounded(
 }
 
 /// [`gemm_rounded`] on AMX tiles: blocks of 32 columns (2 panels) by 32 rows, each block's sums
-/// over all of k in four tile registers ([`amx::block`]), then the epilogue.
+/// over all of k in four tile registers ([`crate::matmul::amx::block`]), then the epilogue.
 #[cfg(target_arch = "x86_64")]
 fn gemm_amx(ep: &Epilogue, rows: &Bf16A, kp: usize, panels: &[u16], mut c: ArrayViewMut2<f32>) {
-    use crate::matmul::amx::TILE_ROWS;
+    use crate::matmul::amx::{self, TILE_ROWS};
     const BLOCK: usize = 2 * TILE_ROWS;
     let (m, n) = c.dim();
     assert!(rows.values.len() >= m.next_multiple_of(TILE_ROWS) * kp && kp.is_multiple_of(K_STEP));
@@ -332,10 +330,10 @@ fn gemm_amx(ep: &Epilogue, rows: &Bf16A, kp: usize, panels: &[u16], mut c: Array
             // above), kp a multiple of 32 (asserted above); `b_tile` holds cols.div_ceil(16)
             // whole panels of kp * 16 values (asserted above).
             unsafe {
-                amx::block(
-                    a_tile.as_ptr(),
+                amx::block::<amx::Bf16>(
+                    a_tile.as_ptr().cast(),
                     2 * kp,
-                    b_tile.as_ptr(),
+                    b_tile.as_ptr().cast(),
                     2 * panel_len,
                     steps,
                     r.div_ceil(TILE_ROWS),

@@ -330,10 +330,10 @@ fn gemm_amx(ep: &Epilogue, rows: &QuantA, kp: usize, panels: &[i8], mut c: Array
             // bytes, and every panel is followed by at least amx::B_SLACK readable bytes (the
             // next panel, or the slack QuantB::new allocates after the last one).
             unsafe {
-                amx::block(
+                amx::block::<amx::Int8>(
                     a_tile.as_ptr(),
                     stride,
-                    b_tile.as_ptr(),
+                    b_tile.as_ptr().cast(),
                     panel_bytes,
                     steps,
                     r.div_ceil(TILE_ROWS),
