@@ -6,7 +6,7 @@ use std::path::Path;
 
 use safetensors::Dtype;
 
-use crate::common::cli::{json_file, json_lines, ok, run, s, succeeded, train_args};
+use crate::common::cli::{json_file, json_lines, ok, run, run_stdin_with_kernel, s, succeeded, train_args};
 use crate::common::{copy_dir, dev_file, TempDir};
 use crate::quantize::{max_diff, rewrite, scores, scores_in, TEXTS};
 
@@ -152,20 +152,7 @@ fn a_bf16_directory_loads_with_no_flag_and_scores_near_f32() {
 /// fall back to the next one down): each kernel sums the same bf16 products in its own order,
 /// so the scores agree to f32 rounding, not bit for bit. `bench` names the kernel it ran.
 fn every_kernel_predicts_nearly_the_same(model: &Path) {
-    let run_with = |kernel: &str, args: &[&str]| {
-        let mut child = std::process::Command::new(crate::common::BIN)
-            .args(args)
-            .env_remove("GP_LITE_MATMUL")
-            .env("GP_LITE_KERNEL", kernel)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(TEXTS.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let run_with = |kernel: &str, args: &[&str]| run_stdin_with_kernel(args, TEXTS, Some(kernel));
     let predict = ["predict", "--model", s(model), "--nested", "--threshold=-1e9"];
     let bench = [
         "bench",

@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use crate::common::cli::{json_file, json_lines, ok, run, run_stdin, s, succeeded, train_args};
+use crate::common::cli::{
+    json_file, json_lines, ok, run, run_stdin, run_stdin_with_kernel, s, succeeded, train_args,
+};
 use crate::common::{copy_dir, dev_file, TempDir};
 
 pub(crate) const TEXTS: &str =
@@ -193,21 +195,7 @@ fn an_int8_directory_loads_with_no_flag_and_scores_as_int8() {
 /// fall back to the next one down): the same output, byte for byte, since every int8 kernel sums
 /// the same integers. `bench` names the kernel it ran; a misspelt kernel is refused.
 fn every_kernel_predicts_the_same_bytes(model: &Path) {
-    let run_with = |kernel: &str, args: &[&str]| {
-        let mut child = std::process::Command::new(crate::common::BIN)
-            .args(args)
-            .env_remove("GP_LITE_MATMUL")
-            .env("GP_LITE_KERNEL", kernel)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        // bench, and a refused run, exit without reading stdin: a broken pipe is no failure
-        let _ = child.stdin.take().unwrap().write_all(TEXTS.as_bytes());
-        child.wait_with_output().unwrap()
-    };
+    let run_with = |kernel: &str, args: &[&str]| run_stdin_with_kernel(args, TEXTS, Some(kernel));
     let predict = ["predict", "--model", s(model), "--nested", "--threshold=-1e9"];
     let bench = [
         "bench",

@@ -20,7 +20,16 @@ pub fn run(args: &[&str]) -> Output {
 /// gp-lite with `args` and `input` (text or bytes) on stdin, whatever its exit status. The
 /// process may exit before reading all of it: a broken pipe is not the caller's concern.
 pub fn run_stdin(args: &[&str], input: impl AsRef<[u8]>) -> Output {
-    let mut child = Command::new(BIN)
+    run_stdin_with_kernel(args, input, None)
+}
+
+/// [`run_stdin`] with `GP_LITE_KERNEL` set to `kernel` (and `GP_LITE_MATMUL` unset) when given.
+pub fn run_stdin_with_kernel(args: &[&str], input: impl AsRef<[u8]>, kernel: Option<&str>) -> Output {
+    let mut command = Command::new(BIN);
+    if let Some(k) = kernel {
+        command.env_remove("GP_LITE_MATMUL").env("GP_LITE_KERNEL", k);
+    }
+    let mut child = command
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
