@@ -11,8 +11,11 @@ use crate::data::Dataset;
 use crate::decode::DecodeMode;
 use crate::head;
 use crate::model::{ModelConfig, NerModel};
+use crate::model_dir::{load_unpacked, load_weights, CONFIG_FILE, WEIGHTS_FILE};
+use crate::predict::Predictor;
 use crate::tokenize::{CharVocab, Tokenizer};
 use rand_chacha::ChaCha8Rng;
+use std::path::Path;
 
 /// The tokenizer and model a run starts from, with the choices made from the data reported.
 pub fn build_model(
@@ -23,6 +26,9 @@ pub fn build_model(
     info: &mut dyn FnMut(Event),
 ) -> Result<(NerModel<f32>, Tokenizer), TrainError> {
     let (cfg, encoder, tokenizer) = match &opts.encoder {
+        EncoderSource::Pretrained(dir) if is_model_dir(dir) => {
+            return from_trained(opts, dir, train, labels, rng, info);
+        }
         EncoderSource::Pretrained(dir) => {
             let mut cfg = crate::family::read_config(&dir.join("config.json"))?;
             apply_dropout(&mut cfg, opts.dropout);
@@ -79,6 +85,88 @@ pub fn build_model(
         }
     };
     check_max_len(opts.max_len, &cfg)?;
+    let config = model_config(opts, train, cfg, labels, &tokenizer, info)?;
+    let model = match encoder {
+        Some(encoder) => NerModel::with_encoder(config, encoder, rng)?,
+        None => NerModel::new(config, rng)?,
+    };
+    Ok((model, tokenizer))
+}
+
+/// Whether `dir` is a model directory gp-lite wrote (its config.json has an `encoder` and a
+/// `head`), rather than an HF checkpoint.
+fn is_model_dir(dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(dir.join(CONFIG_FILE)) else {
+        return false;
+    };
+    serde_json::from_str::<serde_json::Value>(&text)
+        .is_ok_and(|v| v.get("encoder").is_some() && v.get("head").is_some())
+}
+
+/// A run that starts from a model gp-lite trained (`--init M`, M a model directory): its encoder
+/// and tokenizer, and its head too when `--head` names the same kind and the training data the
+/// same labels (fine-tuning, e.g. a reader trained with `ce` further trained with
+/// `expected-f1`); otherwise a fresh head on its encoder.
+fn from_trained(
+    opts: &TrainOptions,
+    dir: &Path,
+    train: &Dataset,
+    labels: Vec<String>,
+    rng: &mut ChaCha8Rng,
+    info: &mut dyn FnMut(Event),
+) -> Result<(NerModel<f32>, Tokenizer), TrainError> {
+    let weights = dir.join(WEIGHTS_FILE);
+    let Predictor {
+        model: trained,
+        tokenizer,
+    } = load_unpacked::<f32>(dir, &weights)?;
+    if !trained.config.precision.is_f32() {
+        return Err(TrainError::option(
+            "--init",
+            dir.display(),
+            format!(
+                "is a {} model directory; training starts from f32 weights (the directory `gp-lite quantize` read)",
+                trained.config.precision
+            ),
+        ));
+    }
+    let mut cfg = trained.config.encoder.clone();
+    apply_dropout(&mut cfg, opts.dropout);
+    check_max_len(opts.max_len, &cfg)?;
+    let old_head = trained.config.head.kind.clone();
+    let keep_head = old_head == opts.head.kind && trained.config.labels == labels;
+    let old_labels = trained.config.labels.len();
+    let config = model_config(opts, train, cfg, labels, &tokenizer, info)?;
+    if keep_head {
+        // Same head kind and labels: every parameter, the head's included, comes from the file
+        // (settings that change the head's shape, such as --head-size, are refused there).
+        let mut model = NerModel::zeroed(config)?;
+        load_weights(&weights, &mut model)?;
+        info(Event::Info(format!(
+            "fine-tuning {}: its encoder and its `{old_head}` head are kept",
+            dir.display()
+        )));
+        Ok((model, tokenizer))
+    } else {
+        info(Event::Info(format!(
+            "the encoder of {} is kept; its head (`{old_head}`, {old_labels} labels) is not: a fresh `{}` head",
+            dir.display(),
+            opts.head.kind
+        )));
+        let model = NerModel::with_encoder(config, trained.encoder, rng)?;
+        Ok((model, tokenizer))
+    }
+}
+
+/// The configuration of the model a run trains, with the choices made from the data reported.
+fn model_config(
+    opts: &TrainOptions,
+    train: &Dataset,
+    cfg: BertConfig,
+    labels: Vec<String>,
+    tokenizer: &Tokenizer,
+    info: &mut dyn FnMut(Event),
+) -> Result<ModelConfig, TrainError> {
     let boundaries = opts.boundaries.unwrap_or_else(|| choose_boundaries(train));
     let decode = if head::nested(&opts.head)? {
         choose_decode(train)
@@ -97,7 +185,7 @@ pub fn build_model(
             DecodeMode::Nested => "nested",
         }
     )));
-    let config = ModelConfig {
+    Ok(ModelConfig {
         encoder: cfg,
         head: opts.head.clone(),
         labels,
@@ -106,12 +194,7 @@ pub fn build_model(
         boundaries,
         decode,
         precision: Default::default(),
-    };
-    let model = match encoder {
-        Some(encoder) => NerModel::with_encoder(config, encoder, rng)?,
-        None => NerModel::new(config, rng)?,
-    };
-    Ok((model, tokenizer))
+    })
 }
 
 fn apply_dropout(cfg: &mut BertConfig, p: Option<f64>) {

@@ -255,3 +255,48 @@ fn shared_mrc_files_read_with_their_answers_repaired_or_skipped() {
         assert!(data.examples.iter().all(|e| e.question.is_some()));
     }
 }
+
+#[test]
+fn init_from_a_trained_reader_keeps_its_head_and_refuses_another_shape() {
+    let dir = TempDir::new("reader-init");
+    let (train, dev) = (fixture("mrc/train.json"), fixture("mrc/dev.json"));
+    let first = dir.join("first");
+    let mut args = train_args(&train, Some(&dev), &first, "2");
+    args.extend(["--head", "reader", "--lr", "2e-3", "--batch-size", "8"]);
+    ok(&args);
+    let before = eval_json(&first, &dev);
+    assert!(before["f1"].as_f64().unwrap() > 0.0, "{before}");
+    // Fine-tuning with a step too small to move an f32 weight: if the head were not kept the
+    // answers would be a fresh head's.
+    let second = dir.join("second");
+    let mut args = train_args(&train, None, &second, "1");
+    args.extend([
+        "--head",
+        "reader",
+        "--init",
+        s(&first),
+        "--loss",
+        "expected-f1",
+        "--lambda",
+        "0.1",
+        "--lr",
+        "1e-30",
+    ]);
+    args.retain(|a| *a != "--quiet");
+    let out = ok(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("its `reader` head are kept"), "{err}");
+    assert_eq!(eval_json(&second, &dev), before);
+    assert_eq!(
+        json_file(&second.join("config.json"))["head"]["loss"].as_str(),
+        Some("expected-f1")
+    );
+    // A head setting that changes its shape cannot take the trained head's weights.
+    let third = dir.join("third");
+    let mut args = train_args(&train, None, &third, "1");
+    args.extend(["--head", "reader", "--init", s(&first), "--head-size", "16"]);
+    let out = crate::common::cli::run(&args);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("model.safetensors"), "{err}");
+}
