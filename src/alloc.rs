@@ -38,8 +38,8 @@ const CLASSES: usize = 4 * CACHE_LIMIT.trailing_zeros() as usize + 1;
 const ALIGN: usize = 64;
 const _: () = assert!(CACHE_LIMIT.is_power_of_two() && MIN_CACHED.is_power_of_two());
 // Every block size is a multiple of ALIGN (a quarter of a power of two >= MIN_CACHED) and at most
-// CACHE_LIMIT, far below isize::MAX: `Layout::from_size_align_unchecked(block, ALIGN)` is valid
-// for every block (see `block_layout`).
+// CACHE_LIMIT, far below isize::MAX: the system layout of every block is valid (see
+// `system_layout`).
 const _: () = assert!((MIN_CACHED / 4).is_multiple_of(ALIGN) && CACHE_LIMIT < isize::MAX as usize / 2);
 
 /// The caching allocator (zero-sized; the state is global).
@@ -101,11 +101,87 @@ fn class_of(size: usize) -> (usize, usize) {
     (4 * p + q, block)
 }
 
-/// The layout of a cached block of `block` bytes.
-fn block_layout(block: usize) -> Layout {
-    // SAFETY: ALIGN is a power of two and `block` (a class's size, at most CACHE_LIMIT) is a
-    // multiple of it far below isize::MAX (the constants' assertions above).
-    unsafe { Layout::from_size_align_unchecked(block, ALIGN) }
+/// The layout asked of the system for a block of `block` bytes: `2 ALIGN` bytes more, at the
+/// system's own alignment, so that the block can start at an ALIGN boundary with the system's
+/// address stored in the word before it ([`system_block`]).
+///
+/// Why not ask for ALIGN directly: the system allocator clears an over-aligned zeroed request
+/// itself (Rust's `System` calls `posix_memalign` and then writes zeros), which touches every
+/// page, where `calloc` hands out fresh pages untouched. Model parameters' gradients (as large
+/// as the weights) are allocated zeroed and never written when a model is only run, so with
+/// ALIGN-aligned requests an inference process held them all in memory (91 MB of the 338 MB
+/// peak RSS of predicting with minilm).
+fn system_layout(block: usize) -> Layout {
+    // SAFETY: 16 is a power of two and `block + 2 ALIGN` (a class's size is at most CACHE_LIMIT)
+    // is far below isize::MAX (the constants' assertions above).
+    unsafe { Layout::from_size_align_unchecked(block + 2 * ALIGN, 16) }
+}
+
+/// A fresh block of `block` bytes from the system, ALIGN-aligned, all zero when `zeroed`
+/// (null if the system has none).
+///
+/// # Safety
+/// `block` is a class's block size.
+unsafe fn system_block(block: usize, zeroed: bool) -> *mut u8 {
+    // SAFETY: `system_layout` is valid and of nonzero size.
+    let raw = unsafe {
+        if zeroed {
+            System.alloc_zeroed(system_layout(block))
+        } else {
+            System.alloc(system_layout(block))
+        }
+    };
+    if raw.is_null() {
+        return raw;
+    }
+    // The first ALIGN boundary at least a word past `raw`: `raw + 8 <= p` and
+    // `p + block <= raw + 8 + ALIGN - 1 + block < raw + block + 2 ALIGN`, inside the allocation.
+    let p = (raw as usize + size_of::<usize>()).next_multiple_of(ALIGN) as *mut u8;
+    // SAFETY: the word before `p` lies inside the allocation (above) and is word-aligned (`p` is
+    // ALIGN-aligned); no one else has the block yet.
+    unsafe { (p as *mut usize).sub(1).write(raw as usize) };
+    p
+}
+
+/// A block from [`system_block`] moved to one of `new_block` bytes by the system's `realloc`
+/// (which may remap its pages instead of copying them), its first `keep` bytes kept; null, with
+/// `p` still valid, if the system has no room.
+///
+/// # Safety
+/// `p` came from `system_block(block, _)`; `new_block` is a class's block size; `keep <= block`
+/// and `keep <= new_block`.
+unsafe fn grow_system_block(p: *mut u8, block: usize, new_block: usize, keep: usize) -> *mut u8 {
+    // SAFETY: the word before `p` holds the system's address (`system_block`).
+    let raw = unsafe { (p as *const usize).sub(1).read() } as *mut u8;
+    let offset = p as usize - raw as usize;
+    // SAFETY: `raw` is System's allocation of `system_layout(block)`, and the new size is
+    // nonzero and far below isize::MAX.
+    let new_raw = unsafe { System.realloc(raw, system_layout(block), system_layout(new_block).size()) };
+    if new_raw.is_null() {
+        return new_raw;
+    }
+    let new = (new_raw as usize + size_of::<usize>()).next_multiple_of(ALIGN) as *mut u8;
+    // SAFETY: realloc kept the first `offset + keep` bytes (at most the old size), so the data
+    // is at `new_raw + offset`; both ranges lie inside the new allocation (`new + keep` and
+    // `new_raw + offset + keep` are at most `new_raw + 2 ALIGN + keep`), and `copy` allows
+    // overlap. The word before `new` is inside it too (`system_block`).
+    unsafe {
+        std::ptr::copy(new_raw.add(offset), new, keep);
+        (new as *mut usize).sub(1).write(new_raw as usize);
+    }
+    new
+}
+
+/// Gives a block from [`system_block`] back to the system.
+///
+/// # Safety
+/// `p` came from `system_block(block, _)` with the same `block`, and is given up.
+unsafe fn free_system_block(p: *mut u8, block: usize) {
+    // SAFETY: `system_block` wrote the system's address in the word before `p`, and no block's
+    // user writes before its start.
+    let raw = unsafe { (p as *const usize).sub(1).read() } as *mut u8;
+    // SAFETY: `raw` is what System returned for `system_layout(block)`.
+    unsafe { System.dealloc(raw, system_layout(block)) };
 }
 
 /// A cached block of `class` (`block` bytes), if one is free.
@@ -131,8 +207,8 @@ fn evict_near(class: usize, bytes: usize) {
                 };
                 let block = block_of_class(c);
                 CACHED.fetch_sub(block, Ordering::Relaxed);
-                // SAFETY: every cached pointer came from System with this block's layout.
-                unsafe { System.dealloc(p, block_layout(block)) };
+                // SAFETY: every cached block came from `system_block` with its class's size.
+                unsafe { free_system_block(p, block) };
                 freed += block;
             }
             if freed >= bytes || CACHED.load(Ordering::Relaxed) == 0 {
@@ -162,15 +238,8 @@ unsafe fn alloc_block(class: usize, block: usize, zero_bytes: usize) -> *mut u8 
         return p;
     }
     evict_near(class, block);
-    // SAFETY: `block_layout` is a valid layout of nonzero size (a class's block is at least
-    // MIN_CACHED bytes).
-    unsafe {
-        if zero_bytes > 0 {
-            System.alloc_zeroed(block_layout(block))
-        } else {
-            System.alloc(block_layout(block))
-        }
-    }
+    // SAFETY: `block` is the class's block size.
+    unsafe { system_block(block, zero_bytes > 0) }
 }
 
 /// Whether a request goes through the cache: large (and not too large), alignment at most ALIGN.
@@ -217,8 +286,9 @@ unsafe impl GlobalAlloc for CachingAlloc {
             return;
         }
         CACHED.fetch_sub(block, Ordering::Relaxed);
-        // SAFETY: every block of a cacheable request comes from System with its class's layout.
-        unsafe { System.dealloc(ptr, block_layout(block)) };
+        // SAFETY: every block of a cacheable request comes from `system_block` with its class's
+        // size, and the caller gives it up.
+        unsafe { free_system_block(ptr, block) };
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -241,17 +311,17 @@ unsafe impl GlobalAlloc for CachingAlloc {
                 match take_cached(new_class, new_block) {
                     // SAFETY: `ptr` holds at least `keep` bytes (the old size) and `new` at least
                     // `keep` (its block >= new_size); `new` came off a free list, so it is a
-                    // different block from `ptr`, which System allocated with its class's layout.
+                    // different block from `ptr`, which came from `system_block(block, _)`.
                     Some(new) => unsafe {
                         std::ptr::copy_nonoverlapping(ptr, new, keep);
-                        System.dealloc(ptr, block_layout(block));
+                        free_system_block(ptr, block);
                         new
                     },
                     None => {
                         evict_near(new_class, new_block);
-                        // SAFETY: `ptr` is System's block of `block_layout(block)`; the new block
-                        // size is nonzero and at most CACHE_LIMIT, far below isize::MAX.
-                        unsafe { System.realloc(ptr, block_layout(block), new_block) }
+                        // SAFETY: `ptr` came from `system_block(block, _)`; `new_block` is a
+                        // class's block size.
+                        unsafe { grow_system_block(ptr, block, new_block, keep) }
                     }
                 }
             }
@@ -262,10 +332,10 @@ unsafe impl GlobalAlloc for CachingAlloc {
                 let new = unsafe { System.alloc(new_layout) };
                 if !new.is_null() {
                     // SAFETY: both blocks hold at least `keep` bytes and are distinct (`new` is
-                    // fresh); `ptr` is System's block of its class's layout.
+                    // fresh); `ptr` came from `system_block` with its class's size.
                     unsafe {
                         std::ptr::copy_nonoverlapping(ptr, new, keep);
-                        System.dealloc(ptr, block_layout(class_of(layout.size()).1));
+                        free_system_block(ptr, class_of(layout.size()).1);
                     }
                 }
                 new
@@ -305,12 +375,56 @@ mod tests {
         let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
         for class in class_of(MIN_CACHED).0..CLASSES {
             while let Some(p) = take_cached(class, block_of_class(class)) {
-                // SAFETY: a cached block, from System with its class's layout.
-                unsafe { System.dealloc(p, block_layout(block_of_class(class))) };
+                // SAFETY: a cached block, from `system_block` with its class's size.
+                unsafe { free_system_block(p, block_of_class(class)) };
             }
         }
         assert_eq!(CACHED.load(Ordering::Relaxed), 0);
         guard
+    }
+
+    /// This process's resident memory, in bytes (Linux).
+    fn resident() -> Option<usize> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+        Some(kb.trim().trim_end_matches("kB").trim().parse::<usize>().ok()? * 1024)
+    }
+
+    /// A large zeroed request served by the system (an empty cache) comes back untouched: the
+    /// pages are the system's fresh zero pages, not written by the allocator (parameters'
+    /// gradients of a model that is only run are allocated so and never written). Also: aligned,
+    /// zero, and still usable after growing in place or moving.
+    #[test]
+    fn a_fresh_zeroed_block_is_not_written_and_grows_aligned() {
+        let _guard = serial();
+        let size = 1 << 30;
+        let layout = Layout::from_size_align(size, 4).unwrap();
+        let before = resident();
+        // SAFETY: a valid layout of nonzero size.
+        let p = unsafe { CachingAlloc.alloc_zeroed(layout) };
+        assert!(!p.is_null() && (p as usize).is_multiple_of(ALIGN));
+        if let (Some(before), Some(after)) = (before, resident()) {
+            // Other tests run beside this one and may allocate meanwhile; 1 GiB written would be
+            // far above what they do.
+            assert!(after < before + (512 << 20), "{before} -> {after} bytes resident");
+        }
+        // SAFETY: `p` holds `size` zeroed bytes and is ours.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(p, size) };
+        assert!(bytes.iter().step_by(4096).all(|&b| b == 0));
+        for (i, b) in bytes.iter_mut().enumerate().step_by(1 << 20) {
+            *b = (i >> 20) as u8 | 1;
+        }
+        let grown_size = size + size / 2 + 1;
+        // SAFETY: `p` is this allocator's block of `layout`; the new size is nonzero.
+        let q = unsafe { CachingAlloc.realloc(p, layout, grown_size) };
+        assert!(!q.is_null() && (q as usize).is_multiple_of(ALIGN));
+        // SAFETY: `q` holds at least `size` bytes, the first `size` of them kept.
+        let kept = unsafe { std::slice::from_raw_parts(q, size) };
+        for (i, b) in kept.iter().enumerate().step_by(1 << 20) {
+            assert_eq!(*b, (i >> 20) as u8 | 1, "byte {i}");
+        }
+        // SAFETY: `q` is this allocator's block of the grown layout.
+        unsafe { CachingAlloc.dealloc(q, Layout::from_size_align(grown_size, 4).unwrap()) };
     }
 
     #[test]
