@@ -218,6 +218,19 @@ fn evict_near(class: usize, bytes: usize) {
     }
 }
 
+/// Gives every cached block back to the system: for a process whose large buffers will not
+/// come back in the same sizes (a model just loaded and packed, whose f32 copies were dropped).
+/// Harmless where the allocator is not installed (the lists are empty).
+pub fn release_cached() {
+    for class in class_of(MIN_CACHED).0..CLASSES {
+        let block = block_of_class(class);
+        while let Some(p) = take_cached(class, block) {
+            // SAFETY: a cached block, from `system_block` with its class's size, now ours.
+            unsafe { free_system_block(p, block) };
+        }
+    }
+}
+
 /// The block size of a class (the inverse of [`class_of`]; classes of cached blocks only, from
 /// `class_of(MIN_CACHED)` on: below class 8 the formula would shift by a negative amount).
 fn block_of_class(class: usize) -> usize {
@@ -373,12 +386,7 @@ mod tests {
     fn serial() -> std::sync::MutexGuard<'static, ()> {
         static LOCK: Mutex<()> = Mutex::new(());
         let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        for class in class_of(MIN_CACHED).0..CLASSES {
-            while let Some(p) = take_cached(class, block_of_class(class)) {
-                // SAFETY: a cached block, from `system_block` with its class's size.
-                unsafe { free_system_block(p, block_of_class(class)) };
-            }
-        }
+        release_cached();
         assert_eq!(CACHED.load(Ordering::Relaxed), 0);
         guard
     }

@@ -235,6 +235,28 @@ impl PackedB {
         }
     }
 
+    /// `B` (`k x n`) as the products see it, for a narrow format (int8: each value times its
+    /// column's scale; bf16: each value widened), so that a layer can drop its f32 weight and
+    /// still give it back; `None` for f32 panels.
+    pub fn narrow_values(&self) -> Option<Array2<f32>> {
+        let get: &dyn Fn(usize, usize) -> f32 = match &self.panels {
+            Panels::F32(_) => return None,
+            Panels::Int8(q) => &|p, j| q.get(p, j),
+            Panels::Bf16(b) => &|p, j| b.get(p, j),
+        };
+        Some(Array2::from_shape_fn((self.k, self.n), |(p, j)| get(p, j)))
+    }
+
+    /// Rows of `B` (the weight's input width).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Columns of `B` (the weight's output width).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
     /// The number format of the packed values.
     pub fn precision(&self) -> Precision {
         match self.panels {

@@ -102,6 +102,13 @@ impl<T: Scalar> NerModel<T> {
         self.head.prepack();
     }
 
+    /// Drops the f32 copies of weights a model loaded from an int8 or bf16 directory holds in
+    /// that precision once packed ([`NerModel::prepack_as`]): see `BertEncoder::release_weights`.
+    /// The head stays f32.
+    pub fn release_weights(&mut self) {
+        self.encoder.release_weights();
+    }
+
     /// Whether the parameter `name` (a matrix) is stored in the model's precision in an int8 or
     /// bf16 model directory: the word embeddings (a lookup reads its rows) and the weights of the
     /// encoder's dense layers (the ones [`NerModel::prepack_as`] runs in that precision);
@@ -125,16 +132,26 @@ impl<T: Scalar> NerModel<T> {
         Ok(NerModel::with_encoder(config, encoder, rng)?)
     }
 
-    /// A model with every weight 0, to be filled from a checkpoint.
+    /// A model with every weight 0, to be filled from a checkpoint. The encoder's tensors are
+    /// built as zeros with no write (`init::normal` at std 0), so their memory is only taken as
+    /// a load fills them.
     pub fn zeroed(config: ModelConfig) -> Result<Self, ModelError> {
         let mut zero = rand::rngs::mock::StepRng::new(0, 0);
-        let mut model = NerModel::new(config, &mut zero)?;
+        let mut built = config.clone();
+        built.encoder.initializer_range = 0.0;
+        let mut model = NerModel::new(built, &mut zero)?;
+        model.config = config;
         model.zero_all();
         Ok(model)
     }
 
+    /// Sets every weight to 0; one already 0 is read, not written.
     fn zero_all(&mut self) {
-        self.visit_mut("", &mut |_, mut p| p.value.fill(T::zero()));
+        self.visit_mut("", &mut |_, mut p| {
+            if p.value.iter().any(|v| *v != T::zero()) {
+                p.value.fill(T::zero());
+            }
+        });
     }
 
     /// A model around an existing (e.g. pretrained) encoder, with a fresh head.

@@ -174,11 +174,22 @@ pub fn load_weights<T: Scalar>(path: &Path, model: &mut NerModel<T>) -> Result<(
 
 /// Loads a model directory for inference.
 pub fn load_model<T: Scalar>(dir: &Path) -> Result<Predictor<T>, ModelDirError> {
-    let mut predictor = load_unpacked(dir, &dir.join(WEIGHTS_FILE))?;
     // A loaded model is only run: its weights are packed once for the products, in the precision
-    // its directory says.
+    // its directory says. An int8 or bf16 directory's f32 weights are its stored values widened:
+    // each layer is packed as soon as it is read and its f32 copy dropped (the packed values are
+    // all the model needs), so that the load holds one layer at a time in f32.
+    let mut predictor = load_with(dir, &dir.join(WEIGHTS_FILE), |model| {
+        model.encoder.pack_on_load(model.config.precision)
+    })?;
     let precision = predictor.model.config.precision;
-    predictor.model.prepack_as(precision);
+    if precision.is_f32() {
+        predictor.model.prepack_as(precision);
+    } else {
+        // packed as loaded (and packing again would widen every layer back first)
+        predictor.model.head.prepack();
+        predictor.model.release_weights();
+        crate::alloc::release_cached();
+    }
     Ok(predictor)
 }
 
@@ -186,6 +197,16 @@ pub fn load_model<T: Scalar>(dir: &Path) -> Result<Predictor<T>, ModelDirError> 
 /// `weights`, as training uses it: no weight packed for inference (training runs the same
 /// products as a model built from scratch, so that a resumed run continues bit for bit).
 pub fn load_unpacked<T: Scalar>(dir: &Path, weights: &Path) -> Result<Predictor<T>, ModelDirError> {
+    load_with(dir, weights, |_| {})
+}
+
+/// [`load_unpacked`], with `before_load` called on the model between its allocation and the
+/// load of its weights.
+fn load_with<T: Scalar>(
+    dir: &Path,
+    weights: &Path,
+    before_load: impl FnOnce(&mut NerModel<T>),
+) -> Result<Predictor<T>, ModelDirError> {
     if !dir.is_dir() {
         return Err(ModelDirError::NotADirectory {
             path: dir.to_path_buf(),
@@ -207,6 +228,7 @@ pub fn load_unpacked<T: Scalar>(dir: &Path, weights: &Path) -> Result<Predictor<
         path: dir.join(CONFIG_FILE),
         what: e.to_string(),
     })?;
+    before_load(&mut model);
     load_weights(&weights, &mut model)?;
     let tokenizer = match &model.config.tokenization {
         Some(t) => Tokenizer::load_as(dir, t.as_str()),

@@ -2,7 +2,7 @@
 //! compute types (F64, F32, F16, BF16 and integer buffers read into any [`Scalar`]).
 
 use crate::scalar::Scalar;
-use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 use safetensors::{tensor::TensorView, Dtype};
 use std::path::{Path, PathBuf};
 
@@ -105,41 +105,44 @@ fn f16_to_f32(h: u16) -> f32 {
 
 /// Converts one stored tensor to an array of `T`.
 pub fn to_array<T: Scalar>(name: &str, view: &TensorView<'_>) -> Result<ArrayD<T>, TensorReadError> {
-    let b = view.data();
-    let vals: Vec<T> = match view.dtype() {
-        Dtype::F64 => b
-            .chunks_exact(8)
-            .map(|c| T::c(f64::from_le_bytes(c.try_into().unwrap())))
-            .collect(),
-        Dtype::F32 => b
-            .chunks_exact(4)
-            .map(|c| T::c(f32::from_le_bytes(c.try_into().unwrap()) as f64))
-            .collect(),
-        Dtype::F16 => b
-            .chunks_exact(2)
-            .map(|c| T::c(f16_to_f32(u16::from_le_bytes([c[0], c[1]])) as f64))
-            .collect(),
-        Dtype::BF16 => b
-            .chunks_exact(2)
-            .map(|c| T::c(crate::bf16::to_f32(u16::from_le_bytes([c[0], c[1]])) as f64))
-            .collect(),
-        Dtype::I64 => b
-            .chunks_exact(8)
-            .map(|c| T::c(i64::from_le_bytes(c.try_into().unwrap()) as f64))
-            .collect(),
-        Dtype::I32 => b
-            .chunks_exact(4)
-            .map(|c| T::c(i32::from_le_bytes(c.try_into().unwrap()) as f64))
-            .collect(),
-        dtype => {
-            return Err(TensorReadError::Dtype {
-                name: name.to_string(),
-                dtype,
-            })
-        }
-    };
-    Ok(ArrayD::from_shape_vec(IxDyn(view.shape()), vals)
-        .expect("safetensors guarantees shape/data agreement"))
+    let mut a = ArrayD::zeros(IxDyn(view.shape()));
+    decode_into(name, view, a.view_mut())?;
+    Ok(a)
+}
+
+/// Reads one value from its little-endian bytes.
+type Decode = fn(&[u8]) -> f64;
+
+/// The bytes a value takes and how to read one, for the dtypes read as numbers.
+fn decoder(dtype: Dtype) -> Option<(usize, Decode)> {
+    Some(match dtype {
+        Dtype::F64 => (8, |c| f64::from_le_bytes(c.try_into().unwrap())),
+        Dtype::F32 => (4, |c| f32::from_le_bytes(c.try_into().unwrap()) as f64),
+        Dtype::F16 => (2, |c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])) as f64),
+        Dtype::BF16 => (2, |c| {
+            crate::bf16::to_f32(u16::from_le_bytes([c[0], c[1]])) as f64
+        }),
+        Dtype::I64 => (8, |c| i64::from_le_bytes(c.try_into().unwrap()) as f64),
+        Dtype::I32 => (4, |c| i32::from_le_bytes(c.try_into().unwrap()) as f64),
+        _ => return None,
+    })
+}
+
+/// The tensor's values into `out` (its shape; logical order, as the file's row-major bytes).
+fn decode_into<T: Scalar>(
+    name: &str,
+    view: &TensorView<'_>,
+    mut out: ArrayViewMutD<'_, T>,
+) -> Result<(), TensorReadError> {
+    let (size, read) = decoder(view.dtype()).ok_or_else(|| TensorReadError::Dtype {
+        name: name.to_string(),
+        dtype: view.dtype(),
+    })?;
+    debug_assert_eq!(out.shape(), view.shape());
+    for (o, c) in out.iter_mut().zip(view.data().chunks_exact(size)) {
+        *o = T::c(read(c));
+    }
+    Ok(())
 }
 
 /// Reads tensor `name` from a parsed file.
@@ -162,34 +165,52 @@ pub fn read_shaped<T: Scalar>(
     name: &str,
     expected: &[usize],
 ) -> Result<ArrayD<T>, TensorReadError> {
-    let view = st
-        .tensor(name)
-        .map_err(|_| TensorReadError::Missing(name.to_string()))?;
-    let a = match view.dtype() {
-        Dtype::I8 => read_int8(st, name, &view)?,
-        _ => to_array(name, &view)?,
-    };
-    if a.shape() != expected {
-        return Err(TensorReadError::Shape {
-            name: name.to_string(),
-            found: a.shape().to_vec(),
-            expected: expected.to_vec(),
-        });
-    }
+    let mut a = ArrayD::zeros(IxDyn(expected));
+    read_into(st, name, a.view_mut())?;
     Ok(a)
 }
 
-/// An I8 tensor (2-D) times its per-row scales.
-fn read_int8<T: Scalar>(
+/// [`read_shaped`] into `out`, whose shape the tensor must have: no copy of the tensor is made
+/// (a model's largest table is read straight into its parameter).
+pub fn read_into<T: Scalar>(
+    st: &safetensors::SafeTensors<'_>,
+    name: &str,
+    mut out: ArrayViewMutD<'_, T>,
+) -> Result<(), TensorReadError> {
+    let view = st
+        .tensor(name)
+        .map_err(|_| TensorReadError::Missing(name.to_string()))?;
+    if view.shape() != out.shape() {
+        return Err(TensorReadError::Shape {
+            name: name.to_string(),
+            found: view.shape().to_vec(),
+            expected: out.shape().to_vec(),
+        });
+    }
+    if view.dtype() == Dtype::I8 {
+        let scales = int8_scales(st, name, &view)?;
+        let cols = view.shape()[1].max(1);
+        let q = view.data();
+        // logical (row-major) order, as the file's
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = T::c(q[i] as i8 as f64 * scales[i / cols]);
+        }
+        return Ok(());
+    }
+    decode_into(name, &view, out)
+}
+
+/// The per-row scales of an I8 tensor (2-D), checked: one a row, finite, not negative.
+fn int8_scales(
     st: &safetensors::SafeTensors<'_>,
     name: &str,
     view: &TensorView<'_>,
-) -> Result<ArrayD<T>, TensorReadError> {
+) -> Result<ArrayD<f64>, TensorReadError> {
     let bad = |what: String| TensorReadError::Int8 {
         name: name.to_string(),
         what,
     };
-    let &[rows, cols] = view.shape() else {
+    let &[rows, _] = view.shape() else {
         return Err(bad(format!(
             "int8 tensors are 2-D, this one is {:?}",
             view.shape()
@@ -202,11 +223,7 @@ fn read_int8<T: Scalar>(
     if let Some(s) = scales.iter().find(|s| !(s.is_finite() && **s >= 0.0)) {
         return Err(bad(format!("a scale of {s} (scales are finite and >= 0)")));
     }
-    let q = view.data();
-    let vals = (0..rows * cols)
-        .map(|i| T::c(q[i] as i8 as f64 * scales[i / cols]))
-        .collect();
-    Ok(ArrayD::from_shape_vec(IxDyn(&[rows, cols]), vals).expect("rows x cols values"))
+    Ok(scales)
 }
 
 /// A 2-D f32 array as int8 with a symmetric scale per row (`max|row| / 127`, see

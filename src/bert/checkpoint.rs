@@ -189,9 +189,8 @@ pub fn load_params_from_bytes_as<T: Scalar, M: Params<T> + ?Sized>(
             used.insert(tensor_io::scale_name(&name));
         }
         used.insert(name.clone());
-        match tensor_io::read_shaped::<T>(&st, file_name, p.value.shape()) {
-            Ok(a) => p.value.assign(&a),
-            Err(source) => result = Err(tensor_err(source)),
+        if let Err(source) = tensor_io::read_into::<T>(&st, file_name, p.value.view_mut()) {
+            result = Err(tensor_err(source));
         }
     });
     result?;

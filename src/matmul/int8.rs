@@ -115,6 +115,13 @@ impl QuantB {
         self.kp
     }
 
+    /// B's value at row `p`, column `j` as the products use it: its int8 times its column's
+    /// scale.
+    pub fn get(&self, p: usize, j: usize) -> f32 {
+        let i = (j / LANES) * self.kp * LANES + (p / GROUP) * GROUP * LANES + (j % LANES) * GROUP + p % GROUP;
+        self.panels[i] as f32 * self.scales[j]
+    }
+
     /// Bytes the packed weight takes (values, scales and column sums).
     pub fn bytes(&self) -> usize {
         self.panels.len() + 8 * self.scales.len()

@@ -37,6 +37,9 @@ pub struct SelfAttention<T> {
     /// inference ([`SelfAttention::prepack`]): one product reads x once for all three. Dropped by
     /// any mutable walk of the parameters.
     fused_qkv: Option<(PackedB, Array1<T>)>,
+    /// Set by [`SelfAttention::pack_on_load`]: the next mutable walk (the load) packs Q, K and V
+    /// in this precision after it and drops their f32 copies.
+    pack_on_load: Option<Precision>,
 }
 
 /// What the backward needs.
@@ -87,6 +90,9 @@ impl<T: Scalar> SelfAttention<T> {
     /// Packs the Q, K and V weights for inference as one fused operand where the CPU's kernel
     /// can use it (see `matmul::PackedB`); elsewhere each layer keeps its own ([`Linear::prepack`]).
     pub fn prepack(&mut self, precision: Precision) {
+        for l in [&mut self.query, &mut self.key, &mut self.value] {
+            l.unpack();
+        }
         let layers = [&self.query, &self.key, &self.value];
         let wt = ndarray::concatenate(Axis(1), &layers.map(|l| l.weight.value.t()))
             .expect("q, k and v have the same input size");
@@ -97,6 +103,27 @@ impl<T: Scalar> SelfAttention<T> {
             for l in [&mut self.query, &mut self.key, &mut self.value] {
                 l.prepack_as(precision);
             }
+        }
+    }
+
+    /// For a model about to be filled from an int8 or bf16 directory: the walk that loads Q, K
+    /// and V packs them in `precision` right after and drops their f32 copies
+    /// ([`SelfAttention::release_weights`]).
+    pub fn pack_on_load(&mut self, precision: Precision) {
+        self.pack_on_load = Some(precision);
+    }
+
+    /// Drops the f32 Q, K and V weights of a model packed in int8 or bf16 ([`Linear::release_weight`]).
+    /// Under a fused operand each layer first packs its own copy (a quarter of its f32 bytes in
+    /// int8, the same values: the quantisation is per output column), from which a walk of the
+    /// parameters gives its weight back.
+    pub fn release_weights(&mut self) {
+        let precision = self.fused_qkv.as_ref().map(|(p, _)| p.precision());
+        for l in [&mut self.query, &mut self.key, &mut self.value] {
+            if let Some(precision) = precision.filter(|p| !p.is_f32()) {
+                l.prepack_as(precision);
+            }
+            l.release_weight();
         }
     }
 
@@ -111,6 +138,7 @@ impl<T: Scalar> SelfAttention<T> {
             num_heads,
             dropout: Dropout::new(dropout),
             fused_qkv: None,
+            pack_on_load: None,
         }
     }
 
@@ -385,6 +413,11 @@ impl<T: Scalar> Params<T> for SelfAttention<T> {
         self.query.visit_mut(&join(prefix, "query"), f);
         self.key.visit_mut(&join(prefix, "key"), f);
         self.value.visit_mut(&join(prefix, "value"), f);
+        if let Some(precision) = self.pack_on_load.take() {
+            self.prepack(precision);
+            self.release_weights();
+            crate::alloc::release_cached();
+        }
     }
 }
 
@@ -403,6 +436,7 @@ mod tests {
             num_heads: heads,
             dropout: Dropout::new(0.0),
             fused_qkv: None,
+            pack_on_load: None,
         }
     }
 
@@ -431,6 +465,7 @@ mod tests {
             num_heads: 2,
             dropout: Dropout::new(0.3),
             fused_qkv: None,
+            pack_on_load: None,
         };
         let mut proj = fixed_random(Ix2(8, 6), 5);
         // Padded positions carry no loss (as the encoder arranges); real rows 0..4 and 4..6.

@@ -26,12 +26,23 @@ pub struct Linear<T> {
     /// `Wᵀ` packed for inference ([`Linear::prepack`]); dropped by any mutable walk of the
     /// parameters.
     packed: Option<PackedB>,
+    /// Whether the f32 weight was dropped ([`Linear::release_weight`]): `weight` is then 0 x 0
+    /// and the packed int8 or bf16 values are the weight.
+    released: bool,
+    /// Set by [`Linear::pack_on_load`]: the next mutable walk (the load) packs the weight in this
+    /// precision after it and drops the f32 copy.
+    pack_on_load: Option<Precision>,
 }
 
 impl<T: Scalar> Linear<T> {
     /// BERT initialisation: weights ~ N(0, std²), bias 0.
+    /// (std 0: zeros, with no draw and no write.)
     pub fn new(inp: usize, out: usize, std: f64, rng: &mut impl Rng) -> Self {
-        Linear::from_arrays(crate::init::normal((out, inp), std, rng), Array1::zeros(out))
+        let weight = match std {
+            0.0 => Array2::zeros((out, inp).f()),
+            _ => crate::init::normal((out, inp), std, rng),
+        };
+        Linear::from_arrays(weight, Array1::zeros(out))
     }
 
     /// Wraps given weight `[out, in]` (any memory order; stored column-major) and bias `[out]`.
@@ -41,13 +52,20 @@ impl<T: Scalar> Linear<T> {
             bias.len(),
             "Linear: weight rows must equal bias length"
         );
-        let mut value = Array2::zeros(weight.raw_dim().f());
-        value.assign(&weight);
-        let grad = Array2::zeros(weight.raw_dim().f());
+        let value = if weight.t().is_standard_layout() {
+            weight // column-major already
+        } else {
+            let mut value = Array2::zeros(weight.raw_dim().f());
+            value.assign(&weight);
+            value
+        };
+        let grad = Array2::zeros(value.raw_dim().f());
         Linear {
             weight: Param { value, grad },
             bias: Param1::new(bias),
             packed: None,
+            released: false,
+            pack_on_load: None,
         }
     }
 
@@ -62,7 +80,59 @@ impl<T: Scalar> Linear<T> {
     /// [`Linear::prepack`] in `precision`: int8 quantises `Wᵀ` per output channel
     /// (`matmul::int8`), on every CPU; f32 packs it where the CPU's kernel can use it.
     pub fn prepack_as(&mut self, precision: Precision) {
+        self.restore_weight();
         self.packed = PackedB::for_inference(self.weight.value.t(), precision);
+    }
+
+    /// Drops the f32 weight (and its gradient) of a layer packed in int8 or bf16, whose packed
+    /// values are then the weight: for a model loaded from an int8 or bf16 directory, whose f32
+    /// weights were only those values widened (the memory of a model that is only run). Any
+    /// walk of the parameters, training step or repacking gives the weight back from the packed
+    /// values first. Returns whether it was dropped (not for an f32 or absent packing).
+    pub fn release_weight(&mut self) -> bool {
+        let narrow = self.packed.as_ref().is_some_and(|p| !p.precision().is_f32());
+        if narrow && !self.released {
+            self.weight = Param {
+                value: Array2::zeros((0, 0).f()),
+                grad: Array2::zeros((0, 0).f()),
+            };
+            self.released = true;
+        }
+        self.released
+    }
+
+    /// For a model about to be filled from an int8 or bf16 directory: the walk that loads the
+    /// weight packs it in `precision` right after and drops the f32 copy
+    /// ([`Linear::release_weight`]), so that a load holds one layer at a time in f32.
+    pub fn pack_on_load(&mut self, precision: Precision) {
+        self.pack_on_load = Some(precision);
+    }
+
+    /// The weight `[out, in]` (column-major) from the packed values of a released layer.
+    fn narrow_weight(&self) -> Array2<T> {
+        let wt = self
+            .packed
+            .as_ref()
+            .and_then(PackedB::narrow_values)
+            .expect("a released layer keeps its int8 or bf16 packing");
+        // `wt` is `Wᵀ` row-major: its transpose is W column-major, the layout `from_arrays` keeps.
+        wt.mapv(|v| T::c(v as f64)).reversed_axes()
+    }
+
+    /// Drops the packed weight (giving a released layer its f32 weight back first).
+    pub fn unpack(&mut self) {
+        self.restore_weight();
+        self.packed = None;
+    }
+
+    /// Gives a released layer its f32 weight back (and a zero gradient).
+    fn restore_weight(&mut self) {
+        if self.released {
+            let value = self.narrow_weight();
+            let grad = Array2::zeros(value.raw_dim().f());
+            self.weight = Param { value, grad };
+            self.released = false;
+        }
     }
 
     /// The number format of the packed weight (f32 when there is none).
@@ -71,9 +141,15 @@ impl<T: Scalar> Linear<T> {
     }
 
     /// `x Wᵀ` accumulated into `y` (which holds the bias): on the packed weight when there is one.
-    fn product_into(&self, x: ArrayView2<T>, y: ArrayViewMut2<T>) {
+    fn product_into(&self, x: ArrayView2<T>, mut y: ArrayViewMut2<T>) {
         match &self.packed {
             Some(p) if Self::packed_output(&y) => gemm_packed(T::one(), x, p, T::one(), None, y),
+            Some(p) if self.released => {
+                // An output with strided rows and no f32 weight: through a contiguous one.
+                let mut z = y.to_owned();
+                gemm_packed(T::one(), x, p, T::one(), None, z.view_mut());
+                y.assign(&z);
+            }
             _ => gemm(T::one(), x, self.weight.value.t(), T::one(), y),
         }
     }
@@ -85,12 +161,18 @@ impl<T: Scalar> Linear<T> {
 
     /// The input width (`in`).
     pub fn in_features(&self) -> usize {
-        self.weight.value.ncols()
+        match &self.packed {
+            Some(p) if self.released => p.k(),
+            _ => self.weight.value.ncols(),
+        }
     }
 
     /// The output width (`out`).
     pub fn out_features(&self) -> usize {
-        self.weight.value.nrows()
+        match &self.packed {
+            Some(p) if self.released => p.n(),
+            _ => self.weight.value.nrows(),
+        }
     }
 
     /// `y = x Wᵀ + b`; x `[N, in]` -> y `[N, out]`. Backward needs only `x`, which the caller keeps.
@@ -120,12 +202,13 @@ impl<T: Scalar> Linear<T> {
 
     /// `backward` adding dx into `dx` (a residual's gradient, say): no buffer, no extra pass.
     pub fn backward_acc(&mut self, x: ArrayView2<T>, dy: ArrayView2<T>, dx: ArrayViewMut2<T>) {
-        self.backward_params(x, dy);
+        self.backward_params(x, dy); // gives a released weight back
         gemm(T::one(), dy, self.weight.value.view(), T::one(), dx);
     }
 
     /// The parameter half of `backward`, for a first layer whose input needs no gradient.
     pub fn backward_params(&mut self, x: ArrayView2<T>, dy: ArrayView2<T>) {
+        self.restore_weight();
         // dWᵀ += xᵀ dy: the contiguous `[in, out]` view of the column-major gradient.
         matmul_acc(x.t(), dy, self.weight.grad.view_mut().reversed_axes());
         parallel::column_sums_acc(dy, self.bias.grad.view_mut());
@@ -134,13 +217,23 @@ impl<T: Scalar> Linear<T> {
 
 impl<T: Scalar> Params<T> for Linear<T> {
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, ArrayViewD<'_, T>)) {
-        f(&join(prefix, "weight"), self.weight.view_dyn());
+        if self.released {
+            f(&join(prefix, "weight"), self.narrow_weight().view().into_dyn());
+        } else {
+            f(&join(prefix, "weight"), self.weight.view_dyn());
+        }
         f(&join(prefix, "bias"), self.bias.view_dyn());
     }
     fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_, T>)) {
+        self.restore_weight();
         self.packed = None;
         f(&join(prefix, "weight"), self.weight.views_mut_dyn());
         f(&join(prefix, "bias"), self.bias.views_mut_dyn());
+        if let Some(precision) = self.pack_on_load.take() {
+            self.prepack_as(precision);
+            self.release_weight();
+            crate::alloc::release_cached();
+        }
     }
 }
 
@@ -178,6 +271,54 @@ mod tests {
         let doubled = l.forward(x.view());
         let want = &plain * 2.0 - &l.bias.value;
         assert!((doubled - want).iter().all(|d| d.abs() < 1e-4));
+    }
+
+    /// A layer packed in int8 or bf16 drops its f32 weight and runs as before; its walks see the
+    /// packed values as its weight, a mutable walk gives that weight back for good, and
+    /// repacking works from it. An f32 packing is never released.
+    #[test]
+    fn a_released_weight_runs_walks_and_comes_back_as_its_packed_values() {
+        let w: Array2<f32> = fixed_random(Ix2(40, 70), 1).mapv(|v| v as f32);
+        let b: Array1<f32> = fixed_random(ndarray::Ix1(40), 2).mapv(|v| v as f32);
+        let x: Array2<f32> = fixed_random(Ix2(5, 70), 3).mapv(|v| v as f32);
+        for precision in [Precision::Int8, Precision::Bf16] {
+            let mut l = Linear::from_arrays(w.clone(), b.clone());
+            l.prepack_as(Precision::F32);
+            assert!(!l.release_weight(), "an f32 packing keeps the weight");
+            l.prepack_as(precision);
+            let before = l.forward(x.view());
+            let seen = |l: &Linear<f32>| {
+                let mut seen = Vec::new();
+                l.visit("", &mut |name, v| {
+                    if name == "weight" {
+                        seen.push(v.to_owned().into_dimensionality::<Ix2>().unwrap());
+                    }
+                });
+                seen.pop().unwrap()
+            };
+            assert_eq!(seen(&l), w, "before release a walk sees the f32 weight");
+            assert!(l.release_weight());
+            let narrow = seen(&l);
+            assert!((&narrow - &w).iter().all(|d| d.abs() < 0.02), "{precision}");
+            assert_eq!(l.weight.value.len(), 0);
+            assert_eq!((l.in_features(), l.out_features()), (70, 40));
+            assert_eq!(l.forward(x.view()), before, "{precision}");
+            // a strided output (every other column of a wider buffer)
+            let mut wide = Array2::<f32>::zeros((5, 80));
+            l.forward_into(x.view(), wide.slice_mut(ndarray::s![.., ..;2]));
+            assert_eq!(wide.slice(ndarray::s![.., ..;2]), before);
+            l.visit_mut("", &mut |_, _| {});
+            assert!(l.packed.is_none() && !l.released);
+            assert_eq!(l.weight.value, narrow);
+            assert!(l.weight.value.t().is_standard_layout() && l.weight.grad.shape() == [40, 70]);
+            l.prepack_as(precision);
+            assert!(l.release_weight());
+            // Repacking from the weight it gives back: the same values, up to the rounding of
+            // a scale recomputed from them.
+            l.prepack_as(precision);
+            let again = l.forward(x.view());
+            assert!((&again - &before).iter().all(|d| d.abs() < 1e-5), "{precision}");
+        }
     }
 
     #[test]

@@ -128,6 +128,46 @@ fn an_int8_directory_loads_with_no_flag_and_scores_as_int8() {
         max_diff(&at_load, &from_file) > 0.0,
         "the word embeddings were not stored in int8"
     );
+    // Loaded for inference, the int8 directory holds no f32 copy of what it stores in int8 (each
+    // layer packed as it is read), and predicts as a model loaded whole in f32 and then packed.
+    let loaded = gp_lite::model_dir::load_model::<f32>(&int8_dir).unwrap();
+    let enc = &loaded.model.encoder;
+    assert_eq!(enc.embeddings.word.weight.value.len(), 0);
+    assert!(enc.embeddings.word.vocab() > 0);
+    for l in &enc.layers {
+        let (a, f) = (&l.attention, &l.ffn);
+        for w in [
+            &a.query,
+            &a.key,
+            &a.value,
+            &l.attention_output,
+            &f.intermediate,
+            &f.output,
+        ] {
+            assert_eq!(w.weight.value.len(), 0);
+        }
+    }
+    let weights = int8_dir.join("model.safetensors");
+    let mut whole = gp_lite::model_dir::load_unpacked::<f32>(&int8_dir, &weights).unwrap();
+    whole.model.prepack_as(gp_lite::precision::Precision::Int8);
+    assert!(!whole.model.encoder.layers[0].ffn.output.weight.value.is_empty());
+    let texts: Vec<&str> = TEXTS.lines().collect();
+    let opts = gp_lite::predict::PredictOptions {
+        threshold: -1e9,
+        ..Default::default()
+    };
+    let mut ws = gp_lite::infer::Workspace::new();
+    let (a, b) = (
+        loaded.predict(&texts, &opts, &mut ws).unwrap(),
+        whole.predict(&texts, &opts, &mut ws).unwrap(),
+    );
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+        // the word embeddings quantised again from their widened values: a scale may move by
+        // a rounding
+        assert_eq!((x.start, x.end, &x.label), (y.start, y.end, &y.label));
+        assert!((x.score - y.score).abs() < 1e-4, "{} vs {}", x.score, y.score);
+    }
 
     // Back to f32: the int8 values written out in f32 score as the int8 directory run in f32,
     // and, run in int8, exactly as the int8 directory (the same values quantise the same).
