@@ -1,8 +1,9 @@
 //! Embedding table: `y[i] = W[ids[i]]`; the backward scatter-adds into the rows that were used.
 
 use crate::param::{join, Param2, ParamMut, Params};
+use crate::precision::Precision;
 use crate::scalar::Scalar;
-use ndarray::{Array2, ArrayView2, ArrayViewD, Axis, Zip};
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewD, Axis, Zip};
 use rand::Rng;
 use rayon::prelude::*;
 
@@ -12,41 +13,69 @@ const COLUMN_BLOCK: usize = 64;
 /// A lookup table of `[vocab, dim]` rows.
 #[derive(Clone, Debug)]
 pub struct Embedding<T> {
-    /// `[vocab, dim]` (0 x 0 while the table is held in int8: [`Embedding::quantize_rows`])
+    /// `[vocab, dim]` (0 x 0 while the table is held narrow: [`Embedding::narrow_rows`])
     pub weight: Param2<T>,
-    /// The table in int8 with a scale a row, in place of `weight`, for a model that is only run.
-    int8: Option<Int8Rows>,
-    /// Set by [`Embedding::int8_on_load`]: the next mutable walk (the load) quantises the table
-    /// after it ([`Embedding::quantize_rows`]).
-    int8_on_load: bool,
+    /// The table in int8 or bf16, in place of `weight`, for a model that is only run.
+    narrow: Option<NarrowTable>,
+    /// Set by [`Embedding::narrow_on_load`]: the next mutable walk (the load) narrows the table
+    /// after it ([`Embedding::narrow_rows`]).
+    narrow_on_load: Option<Precision>,
 }
 
-/// A table quantised per row (symmetric, `matmul::int8::quantize_symmetric`): row `r` is
-/// `values[r * dim..][..dim]` times `scales[r]`.
+/// A table held in a narrow format, row-major.
 #[derive(Clone, Debug)]
-struct Int8Rows {
+struct NarrowTable {
+    rows: usize,
     dim: usize,
-    values: Vec<i8>,
-    scales: Vec<f32>,
+    values: NarrowValues,
 }
 
-impl Int8Rows {
-    /// Row `r` widened: `q * scale` each.
-    fn row(&self, r: usize) -> impl Iterator<Item = f32> + '_ {
-        let scale = self.scales[r];
-        self.values[r * self.dim..][..self.dim]
-            .iter()
-            .map(move |&q| q as f32 * scale)
+#[derive(Clone, Debug)]
+enum NarrowValues {
+    /// Quantised per row (symmetric, `matmul::int8::quantize_symmetric`): value `q` of row `r`
+    /// stands for `q * scales[r]`.
+    Int8 { values: Vec<i8>, scales: Vec<f32> },
+    /// Rounded to bf16 (to nearest even).
+    Bf16(Vec<u16>),
+}
+
+impl NarrowTable {
+    /// `rows` in `precision` (int8 or bf16).
+    fn new<'a>(
+        rows: impl ExactSizeIterator<Item = ArrayView1<'a, f32>>,
+        dim: usize,
+        precision: Precision,
+    ) -> Self {
+        let n = rows.len();
+        let values = match precision {
+            Precision::Int8 => {
+                let (mut values, mut scales) = (Vec::with_capacity(n * dim), Vec::with_capacity(n));
+                for row in rows {
+                    let (scale, q) = crate::matmul::int8::quantize_symmetric(row.iter().copied());
+                    values.extend(q);
+                    scales.push(scale);
+                }
+                NarrowValues::Int8 { values, scales }
+            }
+            Precision::Bf16 | Precision::F32 => NarrowValues::Bf16(
+                rows.flat_map(|r| r.into_iter().map(|&v| crate::bf16::from_f32(v)))
+                    .collect(),
+            ),
+        };
+        NarrowTable { rows: n, dim, values }
+    }
+
+    /// Row `r`, column `c`, widened.
+    fn get(&self, r: usize, c: usize) -> f32 {
+        match &self.values {
+            NarrowValues::Int8 { values, scales } => values[r * self.dim + c] as f32 * scales[r],
+            NarrowValues::Bf16(values) => crate::bf16::to_f32(values[r * self.dim + c]),
+        }
     }
 
     /// The whole table widened.
     fn table<T: Scalar>(&self) -> Array2<T> {
-        let rows = self.scales.len();
-        let values = (0..rows)
-            .flat_map(|r| self.row(r))
-            .map(|v| T::c(v as f64))
-            .collect();
-        Array2::from_shape_vec((rows, self.dim), values).expect("rows x dim values")
+        Array2::from_shape_fn((self.rows, self.dim), |(r, c)| T::c(self.get(r, c) as f64))
     }
 }
 
@@ -60,56 +89,57 @@ impl<T: Scalar> Embedding<T> {
     pub fn from_array(weight: Array2<T>) -> Self {
         Embedding {
             weight: Param2::new(weight),
-            int8: None,
-            int8_on_load: false,
+            narrow: None,
+            narrow_on_load: None,
         }
     }
 
-    /// For a model about to be filled from an int8 directory: the walk that loads the table
-    /// quantises it right after, so that a load never holds it in f32 beside the rest.
-    pub fn int8_on_load(&mut self) {
-        self.int8_on_load = true;
+    /// For a model about to be filled from an int8 or bf16 directory: the walk that loads the
+    /// table narrows it right after ([`Embedding::narrow_rows`]), so that a load never holds it
+    /// in f32 beside the rest.
+    pub fn narrow_on_load(&mut self, precision: Precision) {
+        self.narrow_on_load = Some(precision);
     }
 
-    /// Holds the table in int8, a scale a row, and drops the f32 one (and its gradient): for
-    /// a model loaded from an int8 directory, whose table is stored so (its f32 values are
-    /// those of the file widened, so quantising them again gives the file's integers). A
-    /// lookup widens the rows it reads; any walk of the parameters or backward pass gives the
-    /// f32 table back first. f32 tables only (an f64 model keeps its table).
-    pub fn quantize_rows(&mut self) {
-        if self.int8.is_some() || T::view_f32(self.weight.value.view()).is_none() {
+    /// Holds the table in `precision` and drops the f32 one (and its gradient): int8 with a
+    /// scale a row, or bf16; f32 keeps it. For a model loaded from an int8 or bf16 directory,
+    /// whose table is stored so (its f32 values are those of the file widened, so narrowing them
+    /// again gives the file's values). A lookup widens the rows it reads; any walk of the
+    /// parameters or backward pass gives the f32 table back first. f32 tables only (an f64
+    /// model keeps its table).
+    pub fn narrow_rows(&mut self, precision: Precision) {
+        let Some(table) = T::view_f32(self.weight.value.view()) else {
+            return;
+        };
+        if self.narrow.is_some() || precision.is_f32() {
             return;
         }
-        let dim = self.dim();
-        let mut values = Vec::with_capacity(self.weight.value.len());
-        let mut scales = Vec::with_capacity(self.vocab());
-        for row in self.weight.value.rows() {
-            let (scale, q) = crate::matmul::int8::quantize_symmetric(row.iter().map(|v| v.f64() as f32));
-            values.extend(q);
-            scales.push(scale);
-        }
-        self.int8 = Some(Int8Rows { dim, values, scales });
+        self.narrow = Some(NarrowTable::new(
+            table.rows().into_iter(),
+            table.ncols(),
+            precision,
+        ));
         self.weight = Param2::new(Array2::zeros((0, 0)));
     }
 
-    /// Gives an int8 table its f32 one back (and a zero gradient).
+    /// Gives a narrow table its f32 one back (and a zero gradient).
     fn restore(&mut self) {
-        if let Some(t) = self.int8.take() {
+        if let Some(t) = self.narrow.take() {
             self.weight = Param2::new(t.table());
         }
     }
 
     /// Rows of the table (ids are below it).
     pub fn vocab(&self) -> usize {
-        match &self.int8 {
-            Some(t) => t.scales.len(),
+        match &self.narrow {
+            Some(t) => t.rows,
             None => self.weight.value.nrows(),
         }
     }
 
     /// The width of a row.
     pub fn dim(&self) -> usize {
-        match &self.int8 {
+        match &self.narrow {
             Some(t) => t.dim,
             None => self.weight.value.ncols(),
         }
@@ -125,10 +155,10 @@ impl<T: Scalar> Embedding<T> {
     /// `y[i] += W[ids[i]]` (sums several embeddings in one pass over `y`).
     pub fn forward_acc(&self, ids: &[u32], y: &mut Array2<T>) {
         assert_eq!(y.nrows(), ids.len(), "Embedding: output rows differ from ids");
-        if let Some(t) = &self.int8 {
+        if let Some(t) = &self.narrow {
             return Zip::from(y.rows_mut()).and(ids).par_for_each(|mut row, &id| {
-                for (y, w) in row.iter_mut().zip(t.row(id as usize)) {
-                    *y += T::c(w as f64);
+                for (c, y) in row.iter_mut().enumerate() {
+                    *y += T::c(t.get(id as usize, c) as f64);
                 }
             });
         }
@@ -160,7 +190,7 @@ impl<T: Scalar> Embedding<T> {
 
 impl<T: Scalar> Params<T> for Embedding<T> {
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, ArrayViewD<'_, T>)) {
-        match &self.int8 {
+        match &self.narrow {
             Some(t) => f(&join(prefix, "weight"), t.table::<T>().view().into_dyn()),
             None => f(&join(prefix, "weight"), self.weight.view_dyn()),
         }
@@ -168,8 +198,8 @@ impl<T: Scalar> Params<T> for Embedding<T> {
     fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_, T>)) {
         self.restore();
         f(&join(prefix, "weight"), self.weight.views_mut_dyn());
-        if std::mem::take(&mut self.int8_on_load) {
-            self.quantize_rows();
+        if let Some(precision) = self.narrow_on_load.take() {
+            self.narrow_rows(precision);
             crate::alloc::release_cached();
         }
     }
@@ -187,37 +217,51 @@ mod tests {
         assert_eq!(e.forward(&[2, 0, 2]), array![[5.0, 6.0], [1.0, 2.0], [5.0, 6.0]]);
     }
 
-    /// A table held in int8 looks rows up as their int8 values times the row's scale, walks as
-    /// that table, and a mutable walk or a backward pass gives the f32 table back.
+    /// A table held in int8 or bf16 looks rows up as their narrow values widened (int8: times
+    /// the row's scale), walks as that table, and a mutable walk or a backward pass gives the f32
+    /// table back.
     #[test]
-    fn an_int8_table_looks_up_walks_and_comes_back() {
+    fn a_narrow_table_looks_up_walks_and_comes_back() {
         let table: Array2<f32> = fixed_random(Ix2(7, 5), 1).mapv(|v| v as f32);
-        let mut e = Embedding::from_array(table.clone());
-        e.quantize_rows();
-        assert_eq!((e.vocab(), e.dim(), e.weight.value.len()), (7, 5, 0));
-        let mut walked = Array2::zeros((0, 0));
-        e.visit("", &mut |_, v| {
-            walked = v.to_owned().into_dimensionality::<Ix2>().unwrap()
-        });
-        for (r, row) in table.rows().into_iter().enumerate() {
-            let (scale, q) = crate::matmul::int8::quantize_symmetric(row.iter().copied());
-            let want: Vec<f32> = q.iter().map(|&q| q as f32 * scale).collect();
-            assert_eq!(walked.row(r).to_vec(), want);
+        for precision in [Precision::Int8, Precision::Bf16] {
+            let mut e = Embedding::from_array(table.clone());
+            e.narrow_rows(precision);
+            assert_eq!((e.vocab(), e.dim(), e.weight.value.len()), (7, 5, 0));
+            let mut walked = Array2::zeros((0, 0));
+            e.visit("", &mut |_, v| {
+                walked = v.to_owned().into_dimensionality::<Ix2>().unwrap()
+            });
+            for (r, row) in table.rows().into_iter().enumerate() {
+                let want: Vec<f32> = match precision {
+                    Precision::Int8 => {
+                        let (scale, q) = crate::matmul::int8::quantize_symmetric(row.iter().copied());
+                        q.iter().map(|&q| q as f32 * scale).collect()
+                    }
+                    _ => row
+                        .iter()
+                        .map(|&v| crate::bf16::to_f32(crate::bf16::from_f32(v)))
+                        .collect(),
+                };
+                assert_eq!(walked.row(r).to_vec(), want, "{precision}");
+            }
+            assert!((&walked - &table).iter().all(|d| d.abs() < 0.01));
+            let ids = [3u32, 0, 3, 6];
+            let y = e.forward(&ids);
+            for (i, &id) in ids.iter().enumerate() {
+                assert_eq!(y.row(i), walked.row(id as usize));
+            }
+            e.backward(&ids, y.view());
+            assert_eq!(e.weight.value, walked);
+            assert_eq!(e.weight.grad.row(0), y.row(1));
+            let mut f = Embedding::from_array(table.clone());
+            f.narrow_rows(precision);
+            f.visit_mut("", &mut |_, _| {});
+            assert_eq!(f.weight.value, walked);
+            assert_eq!(f.forward(&ids), y);
+            // f32 keeps the table
+            f.narrow_rows(Precision::F32);
+            assert_eq!(f.weight.value, walked);
         }
-        assert!((&walked - &table).iter().all(|d| d.abs() < 0.01));
-        let ids = [3u32, 0, 3, 6];
-        let y = e.forward(&ids);
-        for (i, &id) in ids.iter().enumerate() {
-            assert_eq!(y.row(i), walked.row(id as usize));
-        }
-        e.backward(&ids, y.view());
-        assert_eq!(e.weight.value, walked);
-        assert_eq!(e.weight.grad.row(0), y.row(1));
-        let mut f = Embedding::from_array(table);
-        f.quantize_rows();
-        f.visit_mut("", &mut |_, _| {});
-        assert_eq!(f.weight.value, walked);
-        assert_eq!(f.forward(&ids), y);
     }
 
     #[test]
