@@ -102,13 +102,6 @@ impl<T: Scalar> NerModel<T> {
         self.head.prepack();
     }
 
-    /// Drops the f32 copies of weights a model loaded from an int8 or bf16 directory holds in
-    /// that precision once packed ([`NerModel::prepack_as`]): see `BertEncoder::release_weights`.
-    /// The head stays f32.
-    pub fn release_weights(&mut self) {
-        self.encoder.release_weights();
-    }
-
     /// Whether the parameter `name` (a matrix) is stored in the model's precision in an int8 or
     /// bf16 model directory: the word embeddings (a lookup reads its rows) and the weights of the
     /// encoder's dense layers (the ones [`NerModel::prepack_as`] runs in that precision);

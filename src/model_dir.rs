@@ -187,7 +187,6 @@ pub fn load_model<T: Scalar>(dir: &Path) -> Result<Predictor<T>, ModelDirError> 
     } else {
         // packed as loaded (and packing again would widen every layer back first)
         predictor.model.head.prepack();
-        predictor.model.release_weights();
         crate::alloc::release_cached();
     }
     Ok(predictor)

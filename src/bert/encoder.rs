@@ -129,8 +129,7 @@ impl<T: Scalar> BertEncoder<T> {
 
     /// For a model about to be filled from an int8 or bf16 directory: each dense layer packs its
     /// weight in `precision` as soon as the load has read it and drops the f32 copy, and the
-    /// word embeddings are narrowed as soon as read (the state `release_weights` leaves, reached
-    /// with one layer at a time in f32).
+    /// word embeddings are narrowed as soon as read: a load holds one layer at a time in f32.
     pub fn pack_on_load(&mut self, precision: Precision) {
         if precision.is_f32() {
             return;
@@ -142,21 +141,6 @@ impl<T: Scalar> BertEncoder<T> {
             layer.pack_on_load(precision);
         }
         self.embeddings.word.narrow_on_load(precision);
-    }
-
-    /// For a model loaded from an int8 or bf16 directory and packed in its precision: drops the
-    /// f32 copies of the dense layers' weights (the packed values are the weights: see
-    /// `Linear::release_weight`), and holds the word embeddings in that precision too
-    /// (`Embedding::narrow_rows`). Walking the parameters gives every f32 value back.
-    pub fn release_weights(&mut self) {
-        if let Some(p) = &mut self.project {
-            p.release_weight();
-        }
-        for layer in &mut self.layers {
-            layer.release_weights();
-        }
-        let precision = self.precision();
-        self.embeddings.word.narrow_rows(precision);
     }
 
     /// The precision of the dense layers' products ([`BertEncoder::prepack`]; f32 before).

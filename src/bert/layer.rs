@@ -97,14 +97,6 @@ impl<T: Scalar> BertLayer<T> {
         self.ffn.output.pack_on_load(precision);
     }
 
-    /// Drops the f32 copies of the weights packed in int8 or bf16 ([`Linear::release_weight`]).
-    pub fn release_weights(&mut self) {
-        self.attention.release_weights();
-        self.attention_output.release_weight();
-        self.ffn.intermediate.release_weight();
-        self.ffn.output.release_weight();
-    }
-
     /// A layer of `cfg`'s sizes, weights drawn from N(0, `initializer_range`²), biases 0,
     /// norms at weight 1 and bias 0.
     pub fn new(cfg: &BertConfig, act: Gelu, rng: &mut impl Rng) -> Self {
