@@ -1,11 +1,13 @@
 //! Runs the bench workload's pieces in a loop for profilers (callgrind, perf):
-//! `profile_step CONFIG MODE BATCH LEN ITERS [THREADS]`, MODE = train | infer | infer-int8 |
-//! infer-bf16.
+//! `profile_step CONFIG MODE BATCH LEN ITERS [THREADS]`, MODE = train | train-bf16 | infer |
+//! infer-int8 | infer-bf16.
 //! E.g. `valgrind --tool=callgrind --toggle-collect='gp_lite::bench::ScoreOnly::run*' \
 //!   target/release/examples/profile_step small infer 1 50 3`.
 
 use gp_lite::bench::{bench_model, random_batch, ScoreOnly};
+use gp_lite::matmul::products_in;
 use gp_lite::optim::adamw::AdamWConfig;
+use gp_lite::precision::Precision;
 use gp_lite::trainer::Trainer;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -15,7 +17,8 @@ static ALLOC: gp_lite::alloc::CachingAlloc = gp_lite::alloc::CachingAlloc;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: profile_step CONFIG train|infer|infer-int8|infer-bf16 BATCH LEN ITERS [THREADS]";
+    let usage =
+        "usage: profile_step CONFIG train|train-bf16|infer|infer-int8|infer-bf16 BATCH LEN ITERS [THREADS]";
     assert!(args.len() >= 6, "{usage}");
     let (config, mode) = (args[1].as_str(), args[2].as_str());
     let num = |i: usize| args[i].parse::<usize>().expect(usage);
@@ -26,13 +29,20 @@ fn main() {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let batch = random_batch(b, n, &mut rng);
     pool.install(|| match mode {
-        "train" => {
+        "train" | "train-bf16" => {
             let mut t = Trainer::new(model, AdamWConfig::default(), None);
             let mut drop = ChaCha8Rng::seed_from_u64(1);
+            let precision = if mode == "train" {
+                Precision::F32
+            } else {
+                Precision::Bf16
+            };
             let start = std::time::Instant::now();
-            for _ in 0..iters {
-                t.step(&batch, 2e-5, &mut drop).expect("valid batch");
-            }
+            products_in(precision, || {
+                for _ in 0..iters {
+                    t.step(&batch, 2e-5, &mut drop).expect("valid batch");
+                }
+            });
             println!(
                 "{:.3} ms/step",
                 start.elapsed().as_secs_f64() * 1e3 / iters as f64
@@ -40,9 +50,9 @@ fn main() {
         }
         "infer" | "infer-int8" | "infer-bf16" => {
             let precision = match mode {
-                "infer" => gp_lite::precision::Precision::F32,
-                "infer-int8" => gp_lite::precision::Precision::Int8,
-                _ => gp_lite::precision::Precision::Bf16,
+                "infer" => Precision::F32,
+                "infer-int8" => Precision::Int8,
+                _ => Precision::Bf16,
             };
             let mut infer = ScoreOnly::new(model.config.encoder.hidden_size, &mut rng);
             let mut model = model;

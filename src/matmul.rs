@@ -15,6 +15,11 @@
 //! products ([`gemm_packed`]) read the packed panels as they are.
 //! `GP_LITE_MATMUL=portable` in the environment (read once, see [`crate::cpu`]) keeps every
 //! product on matrixmultiply, to compare the two.
+//!
+//! Training in bf16 ([`products_in`]): inside its scope every f32 product of [`gemm`] and
+//! [`gemm_batched`] on the pool's threads rounds both operands to bf16 and sums in f32 on the
+//! kernel of [`bf16`] (B packed on each call), so that one switch covers the forward and backward
+//! products of every layer; f64 products (the gradient checks) never change.
 
 use crate::scalar::Scalar;
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis};
@@ -29,6 +34,106 @@ pub mod int8;
 mod portable;
 
 use crate::precision::Precision;
+use std::cell::Cell;
+
+thread_local! {
+    /// The number format this thread's f32 general products run in ([`products_in`]).
+    static PRODUCTS: Cell<Precision> = const { Cell::new(Precision::F32) };
+    /// The buffer [`gemm_bf16`] packs B into, reused from call to call.
+    static PACKED_B: Cell<Vec<u16>> = const { Cell::new(Vec::new()) };
+}
+
+/// The number format the f32 products of [`gemm`] run in on this thread: f32, or bf16 inside
+/// [`products_in`].
+pub fn product_precision() -> Precision {
+    PRODUCTS.get()
+}
+
+/// Runs `f` with every f32 product of [`gemm`] and [`gemm_batched`] in `precision` on the threads
+/// of the current rayon pool (the global one outside any pool) and on the calling thread, then
+/// gives each thread its setting back. `Precision::Bf16`: both operands rounded to bf16 (nearest
+/// even), their products summed in f32 ([`bf16`]); the output, alpha, beta and everything
+/// outside the products stay f32. Two scopes of different precisions must not share a pool at
+/// the same time.
+///
+/// # Panics
+/// For `Precision::Int8`: int8 is for frozen weights ([`PackedB::for_inference`]) only.
+pub fn products_in<R>(precision: Precision, f: impl FnOnce() -> R) -> R {
+    assert!(
+        precision != Precision::Int8,
+        "products_in: general products run in f32 or bf16, not int8"
+    );
+    /// Gives every thread its previous setting back, also when `f` panics.
+    struct Restore {
+        workers: Vec<Precision>,
+        caller: Precision,
+    }
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let workers = &self.workers;
+            rayon::broadcast(|ctx| PRODUCTS.set(workers[ctx.index()]));
+            PRODUCTS.set(self.caller);
+        }
+    }
+    let caller = PRODUCTS.replace(precision);
+    let workers = rayon::broadcast(|_| PRODUCTS.replace(precision));
+    let _restore = Restore {
+        // The caller may be one of the workers: its own previous value is `caller`.
+        workers: workers
+            .into_iter()
+            .map(|p| if p == precision { caller } else { p })
+            .collect(),
+        caller,
+    };
+    f()
+}
+
+/// True when this f32 product runs on the bf16 kernel ([`products_in`]): the output's rows must
+/// be contiguous (the kernel's epilogue writes whole rows).
+fn bf16_product<T: Scalar>(c: &ArrayViewMut2<T>) -> bool {
+    product_precision() == Precision::Bf16 && (c.ncols() == 1 || c.strides()[1] == 1)
+}
+
+/// `c = alpha a·b + beta c` with a and b rounded to bf16 and the products summed in f32: B
+/// packed for this call, the rows of c split over threads as in [`gemm`].
+fn gemm_bf16(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>, beta: f32, mut c: ArrayViewMut2<f32>) {
+    let (m, k) = a.dim();
+    let (k2, n) = b.dim();
+    assert_eq!(k, k2, "matmul: inner dimensions differ ({m}x{k} · {k2}x{n})");
+    assert_eq!(
+        c.dim(),
+        (m, n),
+        "matmul: output is {:?}, expected ({m}, {n})",
+        c.dim()
+    );
+    if empty_product(k, beta, &mut c) {
+        return;
+    }
+    // B is packed on every call, into this thread's buffer (taken, so that a product run
+    // nested in this one on the same thread packs into a buffer of its own).
+    let packed = bf16::Bf16B::pack_reusing(b, PACKED_B.take());
+    bf16::split::gemm_parallel(alpha, a, &packed, beta, None, c, PARALLEL_MIN_MACS);
+    PACKED_B.set(packed.into_buffer());
+}
+
+/// Runs the product on the bf16 kernel when [`bf16_product`] says so; false when it did not.
+fn try_bf16<T: Scalar>(
+    alpha: T,
+    a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    beta: T,
+    c: &mut ArrayViewMut2<T>,
+) -> bool {
+    if !bf16_product(c) {
+        return false;
+    }
+    let (Some(a), Some(b), Some(c)) = (T::view_f32(a), T::view_f32(b), T::view_f32_mut(c.view_mut())) else {
+        return false; // f64: the gradient checks' products stay f64
+    };
+    // The scalars convert exactly (T is f32).
+    gemm_bf16(alpha.f64() as f32, a, b, beta.f64() as f32, c);
+    true
+}
 
 /// Products below this many multiply-adds run on one thread (splitting costs more than it saves).
 const PARALLEL_MIN_MACS: usize = 1 << 18;
@@ -76,7 +181,7 @@ fn gemm_serial<T: Scalar>(alpha: T, a: ArrayView2<T>, b: ArrayView2<T>, beta: T,
         "matmul: output is {:?}, expected ({m}, {n})",
         c.dim()
     );
-    if empty_product(k, beta, &mut c) {
+    if empty_product(k, beta, &mut c) || try_bf16(alpha, a, b, beta, &mut c) {
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -120,7 +225,8 @@ pub fn gemm<T: Scalar>(alpha: T, a: ArrayView2<T>, b: ArrayView2<T>, beta: T, mu
     let (m, k) = a.dim();
     let n = b.ncols();
     let threads = rayon::current_num_threads();
-    if threads <= 1 || m * n * k < PARALLEL_MIN_MACS {
+    if threads <= 1 || m * n * k < PARALLEL_MIN_MACS || bf16_product(&c) {
+        // (the bf16 path packs B once and splits the rows itself)
         return gemm_serial(alpha, a, b, beta, c);
     }
     // Split the larger of m and n into one block per thread (rounded to 8 for the kernel).
@@ -833,6 +939,128 @@ mod tests {
                 "does not run"
             }
         );
+    }
+
+    /// `x` rounded to bf16, in f64.
+    fn bf16_of(x: &Array2<f32>) -> Array2<f64> {
+        x.mapv(|v| crate::bf16::round(v) as f64)
+    }
+
+    /// Inside `products_in(Bf16)` every f32 product, whatever its operands' layouts, alpha and
+    /// beta, is the product of the bf16-rounded operands summed in f32: within f32 summation
+    /// error of the f64 product of the rounded values, and measurably off the f32 product. Outside
+    /// the scope the same calls give the f32 product's bits again; f64 products never change.
+    #[test]
+    fn bf16_scope_rounds_the_operands_of_every_f32_product() {
+        let (m, k, n) = (37, 70, 45);
+        let a = seq(m, k, 0.31).mapv(|x| x as f32 * 1.37);
+        let b = seq(k, n, 0.17).mapv(|x| x as f32 * 0.91);
+        let want_f32 = naive(a.mapv(f64::from).view(), b.mapv(f64::from).view());
+        let want = naive(bf16_of(&a).view(), bf16_of(&b).view());
+        let (at, bt) = (a.t().to_owned(), b.t().to_owned());
+        let init = seq(m, n, 0.5).mapv(|x| x as f32);
+        let layouts = [
+            (a.view(), b.view()),
+            (at.t(), b.view()),
+            (a.view(), bt.t()),
+            (at.t(), bt.t()),
+        ];
+        let f32_bits: Vec<Array2<f32>> = layouts
+            .iter()
+            .map(|(a, b)| {
+                let mut c = init.clone();
+                gemm(2.0, *a, *b, 1.0, c.view_mut());
+                c
+            })
+            .collect();
+        // In a pool of its own: a scope on the global pool would reach the other tests' products.
+        let pool = thread_pool(1).unwrap();
+        pool.install(|| {
+            products_in(Precision::Bf16, || {
+                assert_eq!(product_precision(), Precision::Bf16);
+                for (a, b) in layouts {
+                    let mut c = init.clone();
+                    gemm(2.0, a, b, 1.0, c.view_mut());
+                    let err = worst_error(&c, 2.0, &want, 1.0, &init);
+                    assert!(err < 1e-5, "strides {:?} {:?}: {err}", a.strides(), b.strides());
+                    let off = worst_error(&c, 2.0, &want_f32, 1.0, &init);
+                    assert!(off > 1e-4, "not rounded: {off}");
+                    let c = matmul(a, b);
+                    assert!(worst_error(&c, 1.0, &want, 0.0, &init) < 1e-5);
+                }
+                let c64 = matmul(a.mapv(f64::from).view(), b.mapv(f64::from).view());
+                assert!(
+                    (c64 - &want_f32).iter().all(|x| x.abs() < 1e-12),
+                    "f64 products stay f64"
+                );
+            })
+        });
+        assert_eq!(pool.install(product_precision), Precision::F32);
+        for ((a, b), bits) in layouts.iter().zip(&f32_bits) {
+            let mut c = init.clone();
+            gemm(2.0, *a, *b, 1.0, c.view_mut());
+            assert_eq!(&c, bits, "f32 again after the scope");
+        }
+    }
+
+    /// The scope reaches every thread of the pool (a product split over 2 threads and batched
+    /// products in parallel are rounded too), gives the same bits as one thread, and is undone
+    /// on every thread, also when the scope panics.
+    #[test]
+    fn bf16_scope_covers_the_pool_and_is_undone_on_every_thread() {
+        let (m, k, n) = (300, 96, 200); // above PARALLEL_MIN_MACS: split over the threads
+        let a = seq(m, k, 0.11).mapv(|x| x as f32);
+        let b = seq(k, n, 0.13).mapv(|x| x as f32);
+        let want = naive(bf16_of(&a).view(), bf16_of(&b).view());
+        let zero = Array2::zeros((m, n));
+        // Pools of their own: a scope on the global pool would reach the other tests' products.
+        let one = thread_pool(1)
+            .unwrap()
+            .install(|| products_in(Precision::Bf16, || matmul(a.view(), b.view())));
+        let pool = thread_pool(2).unwrap();
+        pool.install(|| {
+            let two = products_in(Precision::Bf16, || matmul(a.view(), b.view()));
+            assert!(worst_error(&two, 1.0, &want, 0.0, &zero) < 1e-5);
+            assert_eq!(two, one, "the split changes no bits");
+            let xs = Array4::from_shape_fn((2, 3, 20, 30), |(i, j, p, q)| {
+                ((i * 5 + j * 3 + p * 7 + q) as f32 * 0.1).sin()
+            });
+            let ys = Array4::from_shape_fn((2, 3, 30, 10), |(i, j, p, q)| {
+                ((i + j * 11 + p * 3 + q * 2) as f32 * 0.2).cos()
+            });
+            let mut cs = Array4::zeros((2, 3, 20, 10));
+            products_in(Precision::Bf16, || {
+                gemm_batched(1.0, xs.view(), ys.view(), 0.0, cs.view_mut())
+            });
+            for i in 0..2 {
+                for j in 0..3 {
+                    let (x, y) = (
+                        xs.slice(ndarray::s![i, j, .., ..]).to_owned(),
+                        ys.slice(ndarray::s![i, j, .., ..]).to_owned(),
+                    );
+                    let w = naive(bf16_of(&x).view(), bf16_of(&y).view());
+                    let got = cs.slice(ndarray::s![i, j, .., ..]).to_owned();
+                    assert!(
+                        worst_error(&got, 1.0, &w, 0.0, &Array2::zeros((20, 10))) < 1e-5,
+                        "head ({i}, {j})"
+                    );
+                }
+            }
+            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                products_in(Precision::Bf16, || panic!("inside the scope"))
+            }));
+            assert!(panicked.is_err());
+            let settings = rayon::broadcast(|_| product_precision());
+            assert_eq!(settings, vec![Precision::F32; 2], "every worker back to f32");
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "not int8")]
+    fn int8_general_products_are_refused() {
+        thread_pool(1)
+            .unwrap()
+            .install(|| products_in(Precision::Int8, || ()));
     }
 
     #[test]

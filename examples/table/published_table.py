@@ -2,10 +2,12 @@
 """Reruns the method's published comparison (../shared/docs/method.md section 8) with gp-lite.
 
 Cells (one recipe per dataset, seed 42, best dev epoch kept):
-  cluener  (dev)          e5-small-zh, one token per character: gp, gp-norope, egp, crf, and gp-subwords
+  cluener  (dev)          e5-small-zh, one token per character: gp, gp-norope, egp, crf, and gp-subwords;
+                          for issue 23 also egp-norope, additive, additive-norope
   peoples  (test)         e5-small-zh, one token per character: gp, gp-norope, egp, crf
   cmeee    (dev, nested)  e5-small-zh, one token per character: gp, gp-norope, egp, crf (flattened)
-  genia    (test, nested) minilm-l6: gp, egp
+  genia    (test, nested) minilm-l6: gp, egp; for issue 23 also gp-norope, egp-norope, additive,
+                          additive-norope
 
 Usage:
   examples/table/published_table.py train [--datasets cluener genia] [--cells gp crf] [--rounds 1]
@@ -24,7 +26,8 @@ Usage:
       each round trains every cell for one epoch on the first `--texts` training texts (the
       dataset's recipe, no dev set), one after the other, and each cell keeps its best round's
       tokens/s, so that a neighbour loading the machine for a while does not decide a ratio.
-      The long runs' own tokens/s (in `table`) mix epochs run at different times.
+      The long runs' own tokens/s (in `table`) mix epochs run at different times. Also prints
+      each cell's peak resident memory (the training process's maximum RSS, best round).
 
 Environment: SHARED (default ../shared), GP_LITE (default target/release/gp-lite),
 RUNS (default runs/table).
@@ -61,12 +64,17 @@ DATASETS = {
 CHARS = ["--tokenization", "chars"]
 CELLS = {
     "cluener": {"gp": CHARS, "gp-norope": CHARS + ["--no-rope"], "egp": CHARS + ["--head", "egp"],
-                "crf": CHARS + ["--head", "crf"], "gp-subwords": ["--tokenization", "subwords"]},
+                "crf": CHARS + ["--head", "crf"], "gp-subwords": ["--tokenization", "subwords"],
+                "egp-norope": CHARS + ["--head", "egp", "--no-rope"],
+                "additive": CHARS + ["--head", "additive"],
+                "additive-norope": CHARS + ["--head", "additive", "--no-rope"]},
     "peoples": {"gp": CHARS, "gp-norope": CHARS + ["--no-rope"], "egp": CHARS + ["--head", "egp"],
                 "crf": CHARS + ["--head", "crf"]},
     "cmeee": {"gp": CHARS, "gp-norope": CHARS + ["--no-rope"], "egp": CHARS + ["--head", "egp"],
               "crf": CHARS + ["--head", "crf"]},
-    "genia": {"gp": [], "egp": ["--head", "egp"]},
+    "genia": {"gp": [], "egp": ["--head", "egp"], "gp-norope": ["--no-rope"],
+              "egp-norope": ["--head", "egp", "--no-rope"], "additive": ["--head", "additive"],
+              "additive-norope": ["--head", "additive", "--no-rope"]},
 }
 
 
@@ -139,24 +147,37 @@ def cmd_speed(a):
             ext = os.path.splitext(d["train"])[1] or ".txt"
             train = os.path.join(tmp, "train" + ext)
             first_texts(f"{SHARED}/{d['train']}", train, a.texts)
-            best = {}
+            best, rss = {}, {}
             for _ in range(a.rounds):
                 for cell in cells:
                     out = os.path.join(tmp, cell)
                     args = [GP_LITE, "train", "--init", d["encoder"], "--train", train, "--out", out,
                             "--threads", str(a.threads), "--overwrite"] + RECIPE + CELLS[ds][cell]
                     args[args.index("--epochs") + 1] = "1"
-                    subprocess.run(args, check=True, capture_output=True)
+                    peak = run_peak_rss(args)
                     with open(os.path.join(out, "training.json")) as f:
                         e = json.load(f)["epochs"][0]
                     best[cell] = max(best.get(cell, 0.0), e["train_tokens"] / e["seconds"])
+                    rss[cell] = min(rss.get(cell, peak), peak)
         base = best.get("crf")
         for cell in cells:
             ratio = f"{best[cell] / base:.2f}x" if base else "n/a (no CRF cell)"
-            rows.append(f"| {ds} | {cell} | {best[cell]:.0f} | {ratio} |")
-    print(f"| dataset | cell | train tokens/s (best of {a.rounds}) | train speed vs CRF |")
-    print("|---|---|---|---|")
+            rows.append(f"| {ds} | {cell} | {best[cell]:.0f} | {ratio} | {rss[cell] / 1e6:.0f} MB |")
+    print(f"| dataset | cell | train tokens/s (best of {a.rounds}) | train speed vs CRF | peak RSS |")
+    print("|---|---|---|---|---|")
     print("\n".join(rows))
+
+
+def run_peak_rss(args):
+    """Runs `args` to completion and returns its peak resident memory in bytes (Linux: ru_maxrss
+    of this child alone, in KiB)."""
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = p.stderr.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise subprocess.CalledProcessError(p.returncode, args, stderr=err)
+    return usage.ru_maxrss * 1024
 
 
 def run_json(args):

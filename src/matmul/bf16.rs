@@ -17,6 +17,7 @@
 //! differ by the f32 rounding of the sums; each kernel is deterministic. `GP_LITE_KERNEL=avx512`
 //! keeps AMX off.
 
+mod round;
 pub mod split;
 
 use ndarray::{ArrayView2, ArrayViewMut2};
@@ -49,17 +50,31 @@ pub struct Bf16B {
 impl Bf16B {
     /// Rounds and packs `b` (`k x n`).
     pub fn new(b: ArrayView2<f32>) -> Bf16B {
+        Bf16B::pack_reusing(b, Vec::new())
+    }
+
+    /// [`Bf16B::new`] into `buffer` (a product's operand packed on every call reuses its
+    /// allocation; see [`Bf16B::into_buffer`]).
+    pub fn pack_reusing(b: ArrayView2<f32>, mut buffer: Vec<u16>) -> Bf16B {
         let (k, n) = b.dim();
         let kp = k.next_multiple_of(K_STEP);
-        let mut panels = vec![0u16; n.div_ceil(LANES) * kp * LANES];
-        for (j, col) in b.columns().into_iter().enumerate() {
-            let panel = &mut panels[(j / LANES) * kp * LANES..];
-            for (p, &v) in col.iter().enumerate() {
-                // pair p / 2, lane j % 16, value p % 2 of the lane
-                panel[(p / PAIR) * PAIR * LANES + (j % LANES) * PAIR + p % PAIR] = crate::bf16::from_f32(v);
-            }
+        // pack_b writes every value, so the buffer only grows (a shorter length, then a longer
+        // one, would write zeros that pack_b overwrites)
+        let len = n.div_ceil(LANES) * kp * LANES;
+        if buffer.len() < len {
+            buffer.resize(len, 0);
         }
-        Bf16B { kp, n, panels }
+        round::pack_b(b, kp, &mut buffer[..len]);
+        Bf16B {
+            kp,
+            n,
+            panels: buffer,
+        }
+    }
+
+    /// The packed values' buffer, for the next [`Bf16B::pack_reusing`].
+    pub fn into_buffer(self) -> Vec<u16> {
+        self.panels
     }
 
     /// k rounded up to a multiple of [`K_STEP`]: the row length A is rounded to.
@@ -74,8 +89,7 @@ impl Bf16B {
 
     /// B's value at row `p`, column `j` (as f32, exactly the bf16 it holds).
     pub fn get(&self, p: usize, j: usize) -> f32 {
-        let i = (j / LANES) * self.kp * LANES + (p / PAIR) * PAIR * LANES + (j % LANES) * PAIR + p % PAIR;
-        crate::bf16::to_f32(self.panels[i])
+        crate::bf16::to_f32(self.panels[round::panel_index(self.kp, p, j)])
     }
 }
 
@@ -86,6 +100,8 @@ pub struct Bf16A {
     values: Vec<u16>,
     stride: usize,
     rows: usize,
+    /// A transposed block's rounded columns, reused ([`round::transposed_rows`]).
+    scratch: Vec<u16>,
 }
 
 impl Bf16A {
@@ -103,59 +119,32 @@ impl Bf16A {
         let rows = m.next_multiple_of(ROW_STEP);
         self.stride = kp;
         self.rows = m;
-        self.values.clear();
-        self.values.resize(rows * kp, 0);
-        for (row, dst) in a.rows().into_iter().zip(self.values.chunks_exact_mut(kp)) {
-            match row.as_slice() {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: the CPU has AVX-512F (cpu::avx512); dst holds kp >= k values.
-                Some(r) if crate::cpu::avx512() => unsafe { round_avx512(r, &mut dst[..k]) },
-                Some(r) => round_portable(r.iter().copied(), dst),
-                None => round_portable(row.iter().copied(), dst),
-            }
+        // Every value is written below (padding with zeros), so the buffer only grows and is
+        // not cleared first.
+        if self.values.len() < rows * kp {
+            self.values.resize(rows * kp, 0);
         }
-    }
-}
-
-/// `src` rounded to bf16 into `dst` ([`crate::bf16::from_f32`]), plain loops.
-fn round_portable(src: impl Iterator<Item = f32>, dst: &mut [u16]) {
-    for (d, v) in dst.iter_mut().zip(src) {
-        *d = crate::bf16::from_f32(v);
-    }
-}
-
-/// [`round_portable`] 16 values an instruction, the same integer operations (so the same bits,
-/// NaN included).
-///
-/// # Safety
-/// The CPU must have AVX-512F; `dst` and `src` have one length.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn round_avx512(src: &[f32], dst: &mut [u16]) {
-    use std::arch::x86_64::*;
-    let n = src.len();
-    assert_eq!(dst.len(), n);
-    let (one, half, quiet) = (
-        _mm512_set1_epi32(1),
-        _mm512_set1_epi32(0x7fff),
-        _mm512_set1_epi32(0x40),
-    );
-    for i in (0..n).step_by(16) {
-        let mask = if i + 16 <= n {
-            u16::MAX
-        } else {
-            ((1u32 << (n - i)) - 1) as u16
-        };
-        // SAFETY: the mask covers only indices i..n, inside src and dst (asserted above).
-        unsafe {
-            let x = _mm512_maskz_loadu_ps(mask, src.as_ptr().add(i));
-            let bits = _mm512_castps_si512(x);
-            let top = _mm512_srli_epi32::<16>(bits);
-            let round = _mm512_add_epi32(half, _mm512_and_si512(top, one));
-            let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, round));
-            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
-            let h = _mm512_mask_blend_epi32(nan, rounded, _mm512_or_si512(top, quiet));
-            _mm512_mask_cvtepi32_storeu_epi16(dst.as_mut_ptr().add(i).cast(), mask, h);
+        let (filled, pad) = self.values[..rows * kp].split_at_mut(m * kp);
+        pad.fill(0);
+        if a.strides()[0] == 1 && m > 1 && k > 1 {
+            // Column-major A (a transposed activation, in a weight's gradient): 16 rows at a
+            // time, through a scratch block.
+            for (q, dst) in filled.chunks_mut(ROW_STEP * kp).enumerate() {
+                let rows = dst.len() / kp;
+                round::transposed_rows(a, q * ROW_STEP, rows, dst, kp, &mut self.scratch);
+            }
+            filled.chunks_exact_mut(kp).for_each(|r| r[k..].fill(0));
+            return;
+        }
+        for (row, dst) in a.rows().into_iter().zip(filled.chunks_exact_mut(kp)) {
+            match row.as_slice() {
+                Some(r) => round::row(r, &mut dst[..k]),
+                None => dst
+                    .iter_mut()
+                    .zip(row.iter())
+                    .for_each(|(d, &v)| *d = crate::bf16::from_f32(v)),
+            }
+            dst[k..].fill(0);
         }
     }
 }
@@ -199,15 +188,25 @@ struct Epilogue<'a> {
 impl Epilogue<'_> {
     /// `out[j] = alpha acc[j] + beta out[j] + bias[j0 + j]`; `out` is not read when beta = 0.
     fn write(&self, acc: &[f32], j0: usize, out: &mut [f32]) {
-        for (j, (o, &sum)) in out.iter_mut().zip(acc).enumerate() {
-            let mut v = self.alpha * sum;
-            if self.beta != 0.0 {
-                v += self.beta * *o;
+        let (alpha, beta) = (self.alpha, self.beta);
+        let acc = &acc[..out.len()];
+        // One loop per case, so that each vectorises (the same operations in the same order).
+        match self.bias.map(|b| &b[j0..j0 + out.len()]) {
+            None if beta == 0.0 => out.iter_mut().zip(acc).for_each(|(o, &s)| *o = alpha * s),
+            None => out
+                .iter_mut()
+                .zip(acc)
+                .for_each(|(o, &s)| *o = alpha * s + beta * *o),
+            Some(b) if beta == 0.0 => {
+                for ((o, &s), &b) in out.iter_mut().zip(acc).zip(b) {
+                    *o = alpha * s + b;
+                }
             }
-            if let Some(b) = self.bias {
-                v += b[j0 + j];
+            Some(b) => {
+                for ((o, &s), &b) in out.iter_mut().zip(acc).zip(b) {
+                    *o = alpha * s + beta * *o + b;
+                }
             }
-            *o = v;
         }
     }
 }

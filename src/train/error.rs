@@ -101,6 +101,17 @@ pub enum TrainError {
         /// Batches of the epoch in this run.
         steps: usize,
     },
+    /// `--resume` with another `--precision` than the interrupted run's (its steps would not be
+    /// the ones an uninterrupted run takes).
+    #[error("{}: the interrupted run trained in {was}, this one asks for {now} (resume with --precision {was})", out.display())]
+    ResumePrecision {
+        /// The run's directory.
+        out: PathBuf,
+        /// The interrupted run's precision.
+        was: crate::precision::Precision,
+        /// This run's.
+        now: crate::precision::Precision,
+    },
     /// `--resume` of a run that already has all its epochs.
     #[error("{}: the run already completed {done} of {epochs} epochs", out.display())]
     AlreadyDone {

@@ -3,6 +3,7 @@
 use super::record::EpochRecord;
 use crate::batch::Boundaries;
 use crate::head::{self, HeadConfig, HeadOptions};
+use crate::precision::Precision;
 use crate::tokenize::Tokenization;
 use std::path::PathBuf;
 
@@ -73,6 +74,10 @@ pub struct TrainOptions {
     /// Also save the resume state every this many optimizer steps inside an epoch (`None`: at
     /// epochs' ends only), so that `--resume` continues from there.
     pub checkpoint_every: Option<usize>,
+    /// The number format of the training products ([`crate::matmul::products_in`]): f32, or
+    /// bf16 operands summed in f32 (master weights, optimizer state and everything outside the
+    /// products stay f32). Int8 is refused.
+    pub precision: Precision,
 }
 
 impl Default for TrainOptions {
@@ -100,6 +105,7 @@ impl Default for TrainOptions {
             min_char_count: 1,
             stop_after: None,
             checkpoint_every: None,
+            precision: Precision::F32,
         }
     }
 }

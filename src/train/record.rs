@@ -1,5 +1,6 @@
 //! training.json: how a model was made, epoch by epoch.
 
+use crate::precision::Precision;
 use serde::{Deserialize, Serialize};
 
 /// Figures of one epoch (kept in training.json).
@@ -35,6 +36,9 @@ pub struct TrainingRecord {
     pub seed: u64,
     /// Worker threads used.
     pub threads: usize,
+    /// The number format of the training products (f32 when absent, as before bf16 training).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
     /// The training data file.
     pub train_file: String,
     /// The dev data file, if any.

@@ -16,6 +16,7 @@ use crate::evaluate::evaluate_dataset;
 use crate::model_dir;
 use crate::optim::adamw::AdamWConfig;
 use crate::optim::schedule::LinearSchedule;
+use crate::precision::Precision;
 use crate::predict::PredictOptions;
 use crate::sample::Sample;
 use crate::tokenize::Tokenizer;
@@ -44,7 +45,9 @@ pub fn train(
         None => opts.epochs,
     };
     for epoch in run.first_epoch..last {
-        let stats = run.epoch(epoch, on_event)?;
+        // The steps' products in the run's precision; dev evaluation in f32, as the saved f32
+        // model will be used.
+        let stats = crate::matmul::products_in(opts.precision, || run.epoch(epoch, on_event))?;
         let report = run.evaluate(dev)?;
         run.save(epoch, stats, report, on_event)?;
     }
@@ -70,6 +73,13 @@ fn check_inputs(opts: &TrainOptions, train: &Dataset, dev: Option<&Dataset>) -> 
         if value == 0 {
             return Err(TrainError::option(option, 0, "must be positive"));
         }
+    }
+    if opts.precision == Precision::Int8 {
+        return Err(TrainError::option(
+            "--precision",
+            opts.precision,
+            "training runs in f32 or bf16 (int8 is for a trained model: `gp-lite quantize`)",
+        ));
     }
     let positive = |l: f64| l.is_finite() && l > 0.0;
     for (option, lr) in [("--lr", Some(opts.lr)), ("--head-lr", opts.head_lr)] {
@@ -143,6 +153,7 @@ impl<'a> Run<'a> {
             prepared.left_out,
             model.config.head.kind,
         )));
+        record.precision = opts.precision;
         record.train_examples = train.examples.len();
         record.train_windows = prepared.samples.len();
         record.unaligned_spans = prepared.unaligned;
@@ -194,6 +205,13 @@ impl<'a> Run<'a> {
         state: ResumeState,
         on_event: &mut dyn FnMut(Event),
     ) -> Result<(), TrainError> {
+        if state.record.precision != self.opts.precision {
+            return Err(TrainError::ResumePrecision {
+                out: self.out.to_path_buf(),
+                was: state.record.precision,
+                now: self.opts.precision,
+            });
+        }
         (self.first_epoch, self.step, self.best_f1) = (state.epochs_done, state.step, state.best_f1);
         self.in_epoch = state.in_epoch;
         // The figures of the epochs already done, so that training.json and the final

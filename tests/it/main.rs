@@ -2,6 +2,7 @@
 
 mod architecture;
 mod bf16;
+mod bf16_training;
 mod bio_output;
 mod c_api;
 mod cli;

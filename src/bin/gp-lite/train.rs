@@ -123,6 +123,11 @@ pub struct TrainArgs {
     /// continues from there (a copy of the weights and optimizer state, replaced each time).
     #[arg(long, value_name = "STEPS")]
     checkpoint_every: Option<usize>,
+    /// Number format of the training products: f32, or bf16 (both operands of every forward and
+    /// backward product rounded to bf16, sums in f32; weights, optimizer state and everything
+    /// else stay f32, and the model is saved in f32)
+    #[arg(long, default_value = "f32")]
+    precision: gp_lite::precision::Precision,
     /// Replace an existing --out directory.
     #[arg(long)]
     overwrite: bool,
@@ -219,6 +224,7 @@ pub fn run(a: TrainArgs) -> Res<()> {
         min_char_count: a.min_char_count,
         stop_after: a.stop_after,
         checkpoint_every: a.checkpoint_every,
+        precision: a.precision,
     };
     let pool = pool(a.threads)?;
     let record = TrainingRecord {
