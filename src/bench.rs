@@ -208,8 +208,8 @@ pub fn run(config: &str, threads: usize, steps: usize, precisions: &[Precision])
         // Inference runs on the trained encoder packed as `gp-lite predict` packs a loaded model.
         let encoder = &mut trained[i].2.encoder;
         encoder.prepack(precision);
-        let lat_ms = timed(steps * 3, 3, || infer.run(&encoder, &b1));
-        let thr_ms = timed(steps, 2, || infer.run(&encoder, &b32));
+        let lat_ms = timed(steps * 3, 3, || infer.run(encoder, &b1));
+        let thr_ms = timed(steps, 2, || infer.run(encoder, &b32));
         out.push(BenchResult {
             implementation: "gp-lite".into(),
             version: env!("CARGO_PKG_VERSION").into(),

@@ -1008,20 +1008,25 @@ mod tests {
     /// on every thread, also when the scope panics.
     #[test]
     fn bf16_scope_covers_the_pool_and_is_undone_on_every_thread() {
-        let (m, k, n) = (300, 96, 200); // above PARALLEL_MIN_MACS: split over the threads
-        let a = seq(m, k, 0.11).mapv(|x| x as f32);
-        let b = seq(k, n, 0.13).mapv(|x| x as f32);
-        let want = naive(bf16_of(&a).view(), bf16_of(&b).view());
-        let zero = Array2::zeros((m, n));
         // Pools of their own: a scope on the global pool would reach the other tests' products.
-        let one = thread_pool(1)
-            .unwrap()
-            .install(|| products_in(Precision::Bf16, || matmul(a.view(), b.view())));
         let pool = thread_pool(2).unwrap();
+        // Above PARALLEL_MIN_MACS, split by rows, then by columns (A rounded by both threads),
+        // A row-major and column-major.
+        for (m, k, n) in [(300, 96, 200), (120, 600, 700)] {
+            let a = seq(m, k, 0.11).mapv(|x| x as f32);
+            let at = a.t().to_owned();
+            let b = seq(k, n, 0.13).mapv(|x| x as f32);
+            let want = naive(bf16_of(&a).view(), bf16_of(&b).view());
+            let zero = Array2::zeros((m, n));
+            for a in [a.view(), at.t()] {
+                let product = || products_in(Precision::Bf16, || matmul(a, b.view()));
+                let one = thread_pool(1).unwrap().install(product);
+                let two = pool.install(product);
+                assert!(worst_error(&two, 1.0, &want, 0.0, &zero) < 1e-5, "{m}x{k}x{n}");
+                assert_eq!(two, one, "{m}x{k}x{n}: the split changes no bits");
+            }
+        }
         pool.install(|| {
-            let two = products_in(Precision::Bf16, || matmul(a.view(), b.view()));
-            assert!(worst_error(&two, 1.0, &want, 0.0, &zero) < 1e-5);
-            assert_eq!(two, one, "the split changes no bits");
             let xs = Array4::from_shape_fn((2, 3, 20, 30), |(i, j, p, q)| {
                 ((i * 5 + j * 3 + p * 7 + q) as f32 * 0.1).sin()
             });

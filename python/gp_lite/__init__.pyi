@@ -73,5 +73,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress: Optional[Callable[[Dict[str, Any]], None]] = None,
+    precision: str = "f32",
 ) -> Dict[str, Any]:
-    """Trains as `gp-lite train` does and writes the model to `out`; returns training.json."""
+    """Trains as `gp-lite train` does and writes the model to `out`; returns training.json.
+    `precision="bf16"` runs the training products on bf16 operands (`--precision bf16`)."""

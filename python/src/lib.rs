@@ -281,7 +281,8 @@ fn event_dict<'py>(py: Python<'py>, e: &Event) -> PyResult<Bound<'py, PyDict>> {
     epochs = None, batch_size = None, lr = None, head_lr = None, warmup = 0.1,
     weight_decay = 0.01, max_grad_norm = 1.0, max_len = 256, dropout = None, seed = 42,
     threads = 0, tokenization = "auto", head_size = 64, rope = true, min_char_count = 1,
-    stop_after = None, checkpoint_every = None, resume = false, overwrite = false, progress = None
+    stop_after = None, checkpoint_every = None, resume = false, overwrite = false, progress = None,
+    precision = "f32"
 ))]
 #[allow(clippy::too_many_arguments)]
 fn train<'py>(
@@ -313,6 +314,7 @@ fn train<'py>(
     resume: bool,
     overwrite: bool,
     progress: Option<Py<PyAny>>,
+    precision: &str,
 ) -> PyResult<Bound<'py, PyAny>> {
     if init.is_some() && config.is_some() {
         return Err(err(
@@ -354,6 +356,7 @@ fn train<'py>(
         min_char_count,
         stop_after,
         checkpoint_every,
+        precision: precision.parse().map_err(err)?,
         ..defaults
     };
     let pool = pool(threads)?;

@@ -108,3 +108,11 @@ def test_a_callback_exception_is_raised_after_training(tmp_path):
         raise ValueError("from the callback")
     with pytest.raises(ValueError, match="from the callback"):
         gp_lite.train(TRAIN, tmp_path / "m", epochs=1, threads=1, progress=boom)
+
+
+def test_bf16_training_is_recorded_and_int8_training_refused(tmp_path):
+    record = gp_lite.train(TRAIN, tmp_path / "bf16", epochs=2, threads=1, precision="bf16")
+    assert record["precision"] == "bf16"
+    assert record["epochs"][-1]["train_loss"] < record["epochs"][0]["train_loss"]
+    with pytest.raises(Exception, match="f32 or bf16"):
+        gp_lite.train(TRAIN, tmp_path / "int8", epochs=1, threads=1, precision="int8")

@@ -64,7 +64,7 @@ impl Bf16B {
         if buffer.len() < len {
             buffer.resize(len, 0);
         }
-        round::pack_b(b, kp, &mut buffer[..len]);
+        round::pack_b_parallel(b, kp, &mut buffer[..len]);
         Bf16B {
             kp,
             n,
@@ -105,47 +105,78 @@ pub struct Bf16A {
 }
 
 impl Bf16A {
-    /// `a`'s rows rounded for a weight of `kp` (padded) rows.
+    /// `a`'s rows rounded for a weight of `kp` (padded) rows, split over the current rayon
+    /// pool's threads by blocks of rows when large (threads that share A's rows, in a product
+    /// split by columns, round them once, here).
     pub fn new(a: ArrayView2<f32>, kp: usize) -> Bf16A {
         let mut r = Bf16A::default();
-        r.fill(a, kp);
+        let (m, k) = a.dim();
+        let threads = rayon::current_num_threads();
+        let block = m.div_ceil(threads.max(1)).next_multiple_of(ROW_STEP);
+        if threads <= 1 || m * k < 1 << 16 || block >= m {
+            r.fill(a, kp);
+            return r;
+        }
+        use rayon::prelude::*;
+        let filled = r.reserve(m, k, kp);
+        filled
+            .par_chunks_mut(block * kp)
+            .enumerate()
+            .for_each(|(q, dst)| {
+                let rows = a.slice(ndarray::s![q * block..q * block + dst.len() / kp, ..]);
+                round_rows(rows, kp, dst, &mut Vec::new());
+            });
         r
     }
 
     /// Rounds `a`'s rows into `self`, reusing its buffer.
     pub fn fill(&mut self, a: ArrayView2<f32>, kp: usize) {
         let (m, k) = a.dim();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        round_rows(a, kp, self.reserve(m, k, kp), &mut scratch);
+        self.scratch = scratch;
+    }
+
+    /// Sizes the buffer for `m` rows of `kp` values (the padding rows zero) and returns the
+    /// first `m` rows, for the caller to write every value of. The buffer only grows and is not
+    /// cleared first.
+    fn reserve(&mut self, m: usize, k: usize, kp: usize) -> &mut [u16] {
         assert!(k <= kp, "bf16: a row of {k} values for a weight of {kp} rows");
         let rows = m.next_multiple_of(ROW_STEP);
         self.stride = kp;
         self.rows = m;
-        // Every value is written below (padding with zeros), so the buffer only grows and is
-        // not cleared first.
         if self.values.len() < rows * kp {
             self.values.resize(rows * kp, 0);
         }
         let (filled, pad) = self.values[..rows * kp].split_at_mut(m * kp);
         pad.fill(0);
-        if a.strides()[0] == 1 && m > 1 && k > 1 {
-            // Column-major A (a transposed activation, in a weight's gradient): 16 rows at a
-            // time, through a scratch block.
-            for (q, dst) in filled.chunks_mut(ROW_STEP * kp).enumerate() {
-                let rows = dst.len() / kp;
-                round::transposed_rows(a, q * ROW_STEP, rows, dst, kp, &mut self.scratch);
-            }
-            filled.chunks_exact_mut(kp).for_each(|r| r[k..].fill(0));
-            return;
+        filled
+    }
+}
+
+/// `a`'s rows rounded into `dst` (`kp` values a row, zeros past k): row by row, or, for a
+/// column-major `a` (a transposed activation, in a weight's gradient), 16 rows at a time through
+/// `scratch`.
+fn round_rows(a: ArrayView2<f32>, kp: usize, dst: &mut [u16], scratch: &mut Vec<u16>) {
+    let (m, k) = a.dim();
+    assert_eq!(dst.len(), m * kp);
+    if a.strides()[0] == 1 && m > 1 && k > 1 {
+        for (q, block) in dst.chunks_mut(ROW_STEP * kp).enumerate() {
+            let rows = block.len() / kp;
+            round::transposed_rows(a, q * ROW_STEP, rows, block, kp, scratch);
         }
-        for (row, dst) in a.rows().into_iter().zip(filled.chunks_exact_mut(kp)) {
-            match row.as_slice() {
-                Some(r) => round::row(r, &mut dst[..k]),
-                None => dst
-                    .iter_mut()
-                    .zip(row.iter())
-                    .for_each(|(d, &v)| *d = crate::bf16::from_f32(v)),
-            }
-            dst[k..].fill(0);
+        dst.chunks_exact_mut(kp).for_each(|r| r[k..].fill(0));
+        return;
+    }
+    for (row, d) in a.rows().into_iter().zip(dst.chunks_exact_mut(kp)) {
+        match row.as_slice() {
+            Some(r) => round::row(r, &mut d[..k]),
+            None => d
+                .iter_mut()
+                .zip(row.iter())
+                .for_each(|(d, &v)| *d = crate::bf16::from_f32(v)),
         }
+        d[k..].fill(0);
     }
 }
 

@@ -20,7 +20,7 @@ pub fn panel_index(kp: usize, p: usize, j: usize) -> usize {
 pub fn pack_b(b: ArrayView2<f32>, kp: usize, panels: &mut [u16]) {
     let (k, n) = b.dim();
     let width = n.div_ceil(LANES) * LANES;
-    assert!(k <= kp && kp % PAIR == 0 && panels.len() == width / LANES * kp * LANES);
+    assert!(k <= kp && kp.is_multiple_of(PAIR) && panels.len() == width / LANES * kp * LANES);
     if b.strides()[1] == 1 && n > 1 {
         let row = |p: usize| (p < k).then(|| b.row(p).to_slice().expect("contiguous rows"));
         for g in 0..kp / PAIR {
@@ -43,6 +43,25 @@ pub fn pack_b(b: ArrayView2<f32>, kp: usize, panels: &mut [u16]) {
             panels[panel_index(kp, p, j)] = h;
         }
     }
+}
+
+/// [`pack_b`] split over the current rayon pool's threads by blocks of whole panels (B's
+/// columns), when B is large enough for the split to pay: training packs B on every product,
+/// and a serial packing would leave the other threads waiting.
+pub fn pack_b_parallel(b: ArrayView2<f32>, kp: usize, panels: &mut [u16]) {
+    use rayon::prelude::*;
+    let (k, n) = b.dim();
+    let threads = rayon::current_num_threads();
+    let per_thread = n.div_ceil(LANES).div_ceil(threads);
+    if threads <= 1 || k * n < 1 << 16 || per_thread == 0 {
+        return pack_b(b, kp, panels);
+    }
+    let block = per_thread * kp * LANES;
+    panels.par_chunks_mut(block).enumerate().for_each(|(q, dst)| {
+        let j0 = q * per_thread * LANES;
+        let j1 = (j0 + per_thread * LANES).min(n);
+        pack_b(b.slice(ndarray::s![.., j0..j1]), kp, dst);
+    });
 }
 
 /// Rows `2g` and `2g + 1` of B (None: zeros, past k) into pair `g` of every panel, the lanes
@@ -263,6 +282,26 @@ mod tests {
                 pack_b(view, kp, &mut got);
                 let same = got.iter().zip(&want).all(|(g, w)| g == w);
                 assert!(same, "k {k} n {n} strides {:?}", view.strides());
+            }
+        }
+    }
+
+    /// Split over threads by blocks of panels (a partial last panel included), both memory
+    /// orders give the serial packing's values.
+    #[test]
+    fn the_parallel_packing_writes_the_serial_one() {
+        let pool = crate::matmul::thread_pool(3).unwrap();
+        for (k, n) in [(300, 250), (257, 1000), (64, 4097)] {
+            let b = values(k, n);
+            let kp = k.next_multiple_of(32);
+            let len = n.div_ceil(LANES) * kp * LANES;
+            let bt = b.t().to_owned();
+            for view in [b.view(), bt.t()] {
+                let mut want = vec![0u16; len];
+                pack_b(view, kp, &mut want);
+                let mut got = vec![0x5555u16; len];
+                pool.install(|| pack_b_parallel(view, kp, &mut got));
+                assert!(got == want, "k {k} n {n} strides {:?}", view.strides());
             }
         }
     }
