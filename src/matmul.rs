@@ -95,20 +95,9 @@ fn bf16_product<T: Scalar>(c: &ArrayViewMut2<T>) -> bool {
 }
 
 /// `c = alpha a·b + beta c` with a and b rounded to bf16 and the products summed in f32: B
-/// packed for this call, the rows of c split over threads as in [`gemm`].
-fn gemm_bf16(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>, beta: f32, mut c: ArrayViewMut2<f32>) {
-    let (m, k) = a.dim();
-    let (k2, n) = b.dim();
-    assert_eq!(k, k2, "matmul: inner dimensions differ ({m}x{k} · {k2}x{n})");
-    assert_eq!(
-        c.dim(),
-        (m, n),
-        "matmul: output is {:?}, expected ({m}, {n})",
-        c.dim()
-    );
-    if empty_product(k, beta, &mut c) {
-        return;
-    }
+/// packed for this call, the rows of c split over threads as in [`gemm`]. The caller
+/// ([`gemm_serial`]) has checked the shapes and done the empty products.
+fn gemm_bf16(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>, beta: f32, c: ArrayViewMut2<f32>) {
     // B is packed on every call, into this thread's buffer (taken, so that a product run
     // nested in this one on the same thread packs into a buffer of its own).
     let packed = bf16::Bf16B::pack_reusing(b, PACKED_B.take());
