@@ -63,28 +63,24 @@ pub fn products_in<R>(precision: Precision, f: impl FnOnce() -> R) -> R {
         precision != Precision::Int8,
         "products_in: general products run in f32 or bf16, not int8"
     );
-    /// Gives every thread its previous setting back, also when `f` panics.
+    /// Gives every thread its previous setting back, also when `f` panics: the caller first,
+    /// then the workers (so that a caller which is one of them ends with its own value).
     struct Restore {
         workers: Vec<Precision>,
         caller: Precision,
     }
     impl Drop for Restore {
         fn drop(&mut self) {
+            PRODUCTS.set(self.caller);
             let workers = &self.workers;
             rayon::broadcast(|ctx| PRODUCTS.set(workers[ctx.index()]));
-            PRODUCTS.set(self.caller);
         }
     }
-    let caller = PRODUCTS.replace(precision);
     let workers = rayon::broadcast(|_| PRODUCTS.replace(precision));
-    let _restore = Restore {
-        // The caller may be one of the workers: its own previous value is `caller`.
-        workers: workers
-            .into_iter()
-            .map(|p| if p == precision { caller } else { p })
-            .collect(),
-        caller,
-    };
+    // The caller's previous value, when it is not a worker of the pool (when it is, this reads
+    // the `precision` just set, and the workers' restore gives its own back).
+    let caller = PRODUCTS.replace(precision);
+    let _restore = Restore { workers, caller };
     f()
 }
 
@@ -1046,6 +1042,18 @@ mod tests {
             assert!(panicked.is_err());
             let settings = rayon::broadcast(|_| product_precision());
             assert_eq!(settings, vec![Precision::F32; 2], "every worker back to f32");
+            // nested scopes give each thread the outer scope's setting back
+            products_in(Precision::Bf16, || {
+                products_in(Precision::F32, || {
+                    assert_eq!(rayon::broadcast(|_| product_precision()), vec![Precision::F32; 2]);
+                });
+                assert_eq!(
+                    rayon::broadcast(|_| product_precision()),
+                    vec![Precision::Bf16; 2]
+                );
+                assert_eq!(product_precision(), Precision::Bf16);
+            });
+            assert_eq!(rayon::broadcast(|_| product_precision()), vec![Precision::F32; 2]);
         });
     }
 
