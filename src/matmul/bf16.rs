@@ -124,7 +124,7 @@ impl Bf16A {
             .enumerate()
             .for_each(|(q, dst)| {
                 let rows = a.slice(ndarray::s![q * block..q * block + dst.len() / kp, ..]);
-                round_rows(rows, kp, dst, &mut Vec::new());
+                round::rows(rows, kp, dst, &mut Vec::new());
             });
         r
     }
@@ -133,7 +133,7 @@ impl Bf16A {
     pub fn fill(&mut self, a: ArrayView2<f32>, kp: usize) {
         let (m, k) = a.dim();
         let mut scratch = std::mem::take(&mut self.scratch);
-        round_rows(a, kp, self.reserve(m, k, kp), &mut scratch);
+        round::rows(a, kp, self.reserve(m, k, kp), &mut scratch);
         self.scratch = scratch;
     }
 
@@ -151,32 +151,6 @@ impl Bf16A {
         let (filled, pad) = self.values[..rows * kp].split_at_mut(m * kp);
         pad.fill(0);
         filled
-    }
-}
-
-/// `a`'s rows rounded into `dst` (`kp` values a row, zeros past k): row by row, or, for a
-/// column-major `a` (a transposed activation, in a weight's gradient), 16 rows at a time through
-/// `scratch`.
-fn round_rows(a: ArrayView2<f32>, kp: usize, dst: &mut [u16], scratch: &mut Vec<u16>) {
-    let (m, k) = a.dim();
-    assert_eq!(dst.len(), m * kp);
-    if a.strides()[0] == 1 && m > 1 && k > 1 {
-        for (q, block) in dst.chunks_mut(ROW_STEP * kp).enumerate() {
-            let rows = block.len() / kp;
-            round::transposed_rows(a, q * ROW_STEP, rows, block, kp, scratch);
-        }
-        dst.chunks_exact_mut(kp).for_each(|r| r[k..].fill(0));
-        return;
-    }
-    for (row, d) in a.rows().into_iter().zip(dst.chunks_exact_mut(kp)) {
-        match row.as_slice() {
-            Some(r) => round::row(r, &mut d[..k]),
-            None => d
-                .iter_mut()
-                .zip(row.iter())
-                .for_each(|(d, &v)| *d = crate::bf16::from_f32(v)),
-        }
-        d[k..].fill(0);
     }
 }
 

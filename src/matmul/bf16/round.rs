@@ -149,6 +149,32 @@ unsafe fn row_avx512(src: &[f32], dst: &mut [u16]) {
     }
 }
 
+/// `a`'s rows rounded into `dst` (`kp` values a row, zeros past k): row by row, or, for a
+/// column-major `a` (a transposed activation, in a weight's gradient), 16 rows at a time through
+/// `scratch`.
+pub fn rows(a: ArrayView2<f32>, kp: usize, dst: &mut [u16], scratch: &mut Vec<u16>) {
+    let (m, k) = a.dim();
+    assert_eq!(dst.len(), m * kp);
+    if a.strides()[0] == 1 && m > 1 && k > 1 {
+        for (q, block) in dst.chunks_mut(LANES * kp).enumerate() {
+            let rows = block.len() / kp;
+            transposed_rows(a, q * LANES, rows, block, kp, scratch);
+        }
+        dst.chunks_exact_mut(kp).for_each(|r| r[k..].fill(0));
+        return;
+    }
+    for (values, d) in a.rows().into_iter().zip(dst.chunks_exact_mut(kp)) {
+        match values.as_slice() {
+            Some(r) => row(r, &mut d[..k]),
+            None => d
+                .iter_mut()
+                .zip(values.iter())
+                .for_each(|(d, &v)| *d = from_f32(v)),
+        }
+        d[k..].fill(0);
+    }
+}
+
 /// Rows `i0..i0 + rows` of a column-major `a` (`rows <= 16`, `a[i, p]` at `i + p * ld`)
 /// rounded into `dst`, one row of `stride` values each (values past k are left alone): each
 /// column's values of those rows are read at once, rounded into a scratch block, and written out
