@@ -29,7 +29,13 @@ Usage (from the repository root):
   torch_reference.py --model ../shared/models/e5-small-zh \\
       --train ../shared/data/mrc/drcd_dev.json --train ../shared/data/mrc/cmrc2018_trial.json \\
       --dev ../shared/data/mrc/cmrc2018_dev.json --out reader_torch.json \\
-      [--limit-train N] [--limit-dev N] [--epochs E] [--device cpu|cuda] [--threads N]
+      [--limit-train N] [--limit-dev N] [--epochs E] [--lr LR] [--head-lr LR] [--warmup F]
+      [--device cpu|cuda] [--threads N] [--checkpoint DIR [--checkpoint-every STEPS]]
+
+--checkpoint DIR saves the model, optimizer, schedule position, random state and record every
+--checkpoint-every steps and at each epoch's end (DIR/state.pt, replaced atomically); the same
+command run again resumes from it (the epoch's batch order is a function of the seed and the
+epoch, so the batches already done are skipped). A run of hours on one core can so span sessions.
 """
 import argparse
 import importlib.util
@@ -191,6 +197,10 @@ def main():
     ap.add_argument("--limit-dev", type=int)
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--lr", type=float)
+    ap.add_argument("--head-lr", type=float, help="the head's learning rate (default: --lr)")
+    ap.add_argument("--warmup", type=float, help="warmup fraction of the steps (default 0.1)")
+    ap.add_argument("--checkpoint", help="directory to save to and resume from")
+    ap.add_argument("--checkpoint-every", type=int, default=40)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int)
     a = ap.parse_args()
@@ -202,6 +212,8 @@ def main():
     torch.manual_seed(RECIPE["seed"])
     device = torch.device(a.device)
     epochs, lr = a.epochs or RECIPE["epochs"], a.lr or RECIPE["lr"]
+    head_lr = a.head_lr or lr
+    warmup_frac = RECIPE["warmup"] if a.warmup is None else a.warmup
     bs, max_len, max_ans, max_q = RECIPE["batch_size"], RECIPE["max_len"], RECIPE["max_answer_len"], RECIPE["max_question_len"]
 
     tok = table.PerChar(os.path.join(a.model, "tokenizer.json"))
@@ -236,16 +248,18 @@ def main():
     GlobalPointer, _ = table.make_heads()
     head = GlobalPointer(cfg.hidden_size, 1, RECIPE["head_size"], cfg.initializer_range).to(device)
     total = math.ceil(len(samples) / bs) * epochs
-    warmup = math.floor(RECIPE["warmup"] * total + 0.5)
+    warmup = math.floor(warmup_frac * total + 0.5)
     groups = {}
     for prefix, module in (("", encoder), ("head.", head)):
         for name, p in module.named_parameters():
             wd = RECIPE["weight_decay"] if table.decays(prefix + name) else 0.0
-            groups.setdefault(wd, []).append(p)
-    opt = torch.optim.AdamW([dict(params=ps, weight_decay=wd) for wd, ps in groups.items()], lr=0.0,
+            groups.setdefault((wd, prefix == "head."), []).append(p)
+    opt = torch.optim.AdamW([dict(params=ps, weight_decay=wd, base_lr=head_lr if is_head else lr)
+                             for (wd, is_head), ps in groups.items()], lr=0.0,
                             betas=RECIPE["betas"], eps=RECIPE["eps"])
     params = [p for g in opt.param_groups for p in g["params"]]
-    record = dict(recipe={**RECIPE, "epochs": epochs, "lr": lr}, train=a.train, dev=a.dev,
+    record = dict(recipe={**RECIPE, "epochs": epochs, "lr": lr, "head_lr": head_lr, "warmup": warmup_frac},
+                  train=a.train, dev=a.dev,
                   train_questions=len(train_rows), train_windows=len(samples), answers=counts,
                   dev_questions=len(dev_rows), dev_answers=dev_counts, device=str(device),
                   torch=torch.__version__, epochs=[], best_epoch=None, best_dev_f1=None)
@@ -289,18 +303,46 @@ def main():
         head.train()
         return 100 * sum(ems) / len(ems), 100 * sum(f1s) / len(f1s)
 
-    step = 0
+    state_path = os.path.join(a.checkpoint, "state.pt") if a.checkpoint else None
+    # Where the run stands: epochs finished, batches of the current epoch done, its loss so far.
+    pos = dict(step=0, epoch=0, batch=0, loss_sum=0.0, seconds=0.0)
+
+    def save():
+        if not state_path:
+            return
+        os.makedirs(a.checkpoint, exist_ok=True)
+        torch.save(dict(encoder=encoder.state_dict(), head=head.state_dict(), opt=opt.state_dict(),
+                        pos=pos, record=record, rng=torch.get_rng_state(), recipe=record["recipe"],
+                        samples=len(samples)), state_path + ".tmp")
+        os.replace(state_path + ".tmp", state_path)
+
+    if state_path and os.path.exists(state_path):
+        saved = torch.load(state_path, weights_only=False)
+        if saved["recipe"] != record["recipe"] or saved["samples"] != len(samples):
+            sys.exit(f"{state_path}: saved by a run of another recipe or data ({saved['recipe']}, "
+                     f"{saved['samples']} windows); give another --checkpoint directory")
+        encoder.load_state_dict(saved["encoder"])
+        head.load_state_dict(saved["head"])
+        opt.load_state_dict(saved["opt"])
+        torch.set_rng_state(saved["rng"])
+        pos, record = saved["pos"], saved["record"]
+        print(f"resumed from {state_path}: epoch {pos['epoch'] + 1}, batch {pos['batch']}, step {pos['step']}",
+              flush=True)
+
     lengths = [len(s[0]) for s in samples]
     encoder.train()
     head.train()
-    for epoch in range(epochs):
-        started = time.time()
+    for epoch in range(pos["epoch"], epochs):
+        started = time.time() - pos["seconds"]
         rng = np.random.default_rng(RECIPE["seed"] ^ (0x5EED0000 + epoch))
-        loss_sum, batches = 0.0, table.bucketed_batches(lengths, bs, rng)
-        for idx in batches:
+        batches = table.bucketed_batches(lengths, bs, rng)
+        for b_index, idx in enumerate(batches):
+            if b_index < pos["batch"]:
+                continue
+            step = pos["step"]
             batch = [samples[k] for k in idx]
             for g in opt.param_groups:
-                g["lr"] = lr * table.lr_factor(step, warmup, total)
+                g["lr"] = g["base_lr"] * table.lr_factor(step, warmup, total)
             s = forward([b[0] for b in batch], [b[1] for b in batch])
             n = s.shape[1]
             allowed = allowed_mask(torch, [b[2] for b in batch], [b[3] for b in batch], n, max_ans, device)
@@ -314,15 +356,24 @@ def main():
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, RECIPE["max_grad_norm"])
             opt.step()
-            step += 1
-            loss_sum += loss.item()
+            pos.update(step=step + 1, batch=b_index + 1, loss_sum=pos["loss_sum"] + loss.item(),
+                       seconds=time.time() - started)
+            if pos["step"] % 20 == 0:
+                print(f"epoch {epoch + 1} step {pos['batch']}/{len(batches)} loss {loss.item():.4f}", flush=True)
+            if pos["step"] % a.checkpoint_every == 0:
+                save()
         seconds = time.time() - started
+        if pos["batch"] == len(batches):
+            save()  # the epoch's training is kept even if the evaluation is interrupted
         dev_em, dev_f1 = evaluate()
-        rec = dict(epoch=epoch + 1, train_loss=loss_sum / len(batches), seconds=seconds, dev_em=dev_em, dev_f1=dev_f1)
+        rec = dict(epoch=epoch + 1, train_loss=pos["loss_sum"] / len(batches), seconds=seconds, dev_em=dev_em,
+                   dev_f1=dev_f1)
         record["epochs"].append(rec)
         if record["best_dev_f1"] is None or dev_f1 > record["best_dev_f1"]:
             record["best_epoch"], record["best_dev_f1"] = epoch + 1, dev_f1
         print(json.dumps(rec), flush=True)
+        pos.update(epoch=epoch + 1, batch=0, loss_sum=0.0, seconds=0.0)
+        save()
         if a.out:
             with open(a.out, "w") as f:
                 json.dump(record, f, indent=1)
