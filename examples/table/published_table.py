@@ -14,8 +14,9 @@ Usage:
                                          [--threads 2]
       Runs `--rounds` more epochs of every cell, round robin (one epoch of each cell, then the
       next epoch of each), so that all cells of a dataset always have the same number of epochs
-      done; each epoch is an invocation of `gp-lite train --stop-after 1 [--resume]`, so the runs
-      can be stopped at any time and continued in a later session.
+      done; each epoch is an invocation of `gp-lite train --stop-after 1 --checkpoint-every 100
+      [--resume]`, so the runs can be stopped at any time, mid-epoch too, and continued in a
+      later session.
   examples/table/published_table.py table [--datasets ...]
       Evaluates every cell's best model on the dataset's evaluation split, times `gp-lite
       predict` on its texts, and prints a Markdown table (F1, epochs done, best epoch, training
@@ -82,6 +83,11 @@ def cell_dir(ds, cell):
     return os.path.join(RUNS, ds, cell)
 
 
+def started(ds, cell):
+    """Whether the cell has a checkpoint to resume from (after an epoch or mid-epoch)."""
+    return os.path.exists(os.path.join(cell_dir(ds, cell), "resume", "state.json"))
+
+
 def epochs_done(ds, cell):
     try:
         with open(os.path.join(cell_dir(ds, cell), "resume", "state.json")) as f:
@@ -95,8 +101,8 @@ def train_one_epoch(ds, cell, threads):
     out = cell_dir(ds, cell)
     args = [GP_LITE, "train", "--init", d["encoder"], "--train", f"{SHARED}/{d['train']}",
             "--dev", f"{SHARED}/{d['dev']}", "--out", out, "--threads", str(threads),
-            "--stop-after", "1"] + RECIPE + CELLS[ds][cell]
-    if epochs_done(ds, cell) > 0:
+            "--stop-after", "1", "--checkpoint-every", "100"] + RECIPE + CELLS[ds][cell]
+    if started(ds, cell):
         args.append("--resume")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     print("+", " ".join(args), flush=True)
