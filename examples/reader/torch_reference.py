@@ -363,8 +363,7 @@ def main():
             if pos["step"] % a.checkpoint_every == 0:
                 save()
         seconds = time.time() - started
-        if pos["batch"] == len(batches):
-            save()  # the epoch's training is kept even if the evaluation is interrupted
+        save()  # the epoch's training is kept even if the evaluation is interrupted
         dev_em, dev_f1 = evaluate()
         rec = dict(epoch=epoch + 1, train_loss=pos["loss_sum"] / len(batches), seconds=seconds, dev_em=dev_em,
                    dev_f1=dev_f1)

@@ -83,14 +83,14 @@ def cell_dir(ds, cell):
     return os.path.join(RUNS, ds, cell)
 
 
-def started(ds, cell):
-    """Whether the cell has a checkpoint to resume from (after an epoch or mid-epoch)."""
-    return os.path.exists(os.path.join(cell_dir(ds, cell), "resume", "state.json"))
+def resume_state(ds, cell):
+    """The cell's checkpoint record, written after each epoch and mid-epoch."""
+    return os.path.join(cell_dir(ds, cell), "resume", "state.json")
 
 
 def epochs_done(ds, cell):
     try:
-        with open(os.path.join(cell_dir(ds, cell), "resume", "state.json")) as f:
+        with open(resume_state(ds, cell)) as f:
             return json.load(f)["epochs_done"]
     except FileNotFoundError:
         return 0
@@ -102,7 +102,7 @@ def train_one_epoch(ds, cell, threads):
     args = [GP_LITE, "train", "--init", d["encoder"], "--train", f"{SHARED}/{d['train']}",
             "--dev", f"{SHARED}/{d['dev']}", "--out", out, "--threads", str(threads),
             "--stop-after", "1", "--checkpoint-every", "100"] + RECIPE + CELLS[ds][cell]
-    if started(ds, cell):
+    if os.path.exists(resume_state(ds, cell)):
         args.append("--resume")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     print("+", " ".join(args), flush=True)

@@ -17,21 +17,23 @@ thread_local! {
     static PACKED_B: Cell<Vec<u16>> = const { Cell::new(Vec::new()) };
 }
 
-/// The number format the f32 products of [`gemm`](crate::matmul::gemm) run in on this thread: f32, or bf16 inside
-/// [`products_in`].
+/// The number format the f32 products of [`gemm`](crate::matmul::gemm) run in on this thread:
+/// f32, or bf16 inside [`products_in`].
 pub fn product_precision() -> Precision {
     PRODUCTS.get()
 }
 
-/// Runs `f` with every f32 product of [`gemm`](crate::matmul::gemm) and [`gemm_batched`](crate::matmul::gemm_batched) in `precision` on the threads
-/// of the current rayon pool (the global one outside any pool) and on the calling thread, then
-/// gives each thread its setting back. `Precision::Bf16`: both operands rounded to bf16 (nearest
+/// Runs `f` with every f32 product of [`gemm`](crate::matmul::gemm) and
+/// [`gemm_batched`](crate::matmul::gemm_batched) in `precision` on the threads of the current
+/// rayon pool (the global one outside any pool) and on the calling thread, then gives each
+/// thread its setting back. `Precision::Bf16`: both operands rounded to bf16 (nearest
 /// even), their products summed in f32 ([`bf16`]); the output, alpha, beta and everything
 /// outside the products stay f32. Two scopes of different precisions must not share a pool at
 /// the same time.
 ///
 /// # Panics
-/// For `Precision::Int8`: int8 is for frozen weights ([`PackedB::for_inference`](crate::matmul::PackedB::for_inference)) only.
+/// For `Precision::Int8`: int8 is for frozen weights
+/// ([`PackedB::for_inference`](crate::matmul::PackedB::for_inference)) only.
 pub fn products_in<R>(precision: Precision, f: impl FnOnce() -> R) -> R {
     assert!(
         precision != Precision::Int8,
