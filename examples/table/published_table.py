@@ -11,10 +11,10 @@ Cells (one recipe per dataset, seed 42, best dev epoch kept):
 
 Usage:
   examples/table/published_table.py train [--datasets cluener genia] [--cells gp crf] [--rounds 1]
-                                         [--threads 2]
+                                         [--upto N] [--threads 2]
       Runs `--rounds` more epochs of every cell, round robin (one epoch of each cell, then the
       next epoch of each), so that all cells of a dataset always have the same number of epochs
-      done; each epoch is an invocation of `gp-lite train --stop-after 1 --checkpoint-every 100
+      done; a cell with `--upto` epochs done (default: the recipe's 3) is skipped; each epoch is an invocation of `gp-lite train --stop-after 1 --checkpoint-every 100
       [--resume]`, so the runs can be stopped at any time, mid-epoch too, and continued in a
       later session.
   examples/table/published_table.py table [--datasets ...]
@@ -111,7 +111,7 @@ def train_one_epoch(ds, cell, threads):
 
 
 def cmd_train(a):
-    total = int(RECIPE[RECIPE.index("--epochs") + 1])
+    total = min(a.upto, int(RECIPE[RECIPE.index("--epochs") + 1]))
     for _ in range(a.rounds):
         for ds in a.datasets:
             for cell in CELLS[ds]:
@@ -242,6 +242,7 @@ def main():
         s.add_argument("--cells", nargs="+", help="only these cells (e.g. gp crf); default all")
         if name == "train":
             s.add_argument("--rounds", type=int, default=3)
+            s.add_argument("--upto", type=int, default=3, help="stop each cell at this many epochs")
         if name == "speed":
             s.add_argument("--rounds", type=int, default=2)
             s.add_argument("--texts", type=int, default=400)
