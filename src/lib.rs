@@ -46,6 +46,7 @@ pub(crate) mod gradcheck;
 pub mod head;
 pub mod infer;
 pub mod init;
+pub mod lockstep;
 pub mod loss;
 pub mod matmul;
 pub mod metrics;

@@ -27,6 +27,7 @@ pub mod amx;
 pub mod avx512;
 pub mod bf16;
 pub mod int8;
+mod packed_split;
 mod portable;
 mod product_precision;
 use product_precision::{bf16_product, try_bf16};
@@ -41,9 +42,9 @@ pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, rayon::ThreadPoo
 }
 
 /// The builder of [`thread_pool`], for callers that configure more (the C interface joins its
-/// workers through a spawn handler).
+/// workers through a spawn handler). Its threads can form lockstep teams ([`crate::lockstep`]).
 pub fn thread_pool_builder(threads: usize) -> rayon::ThreadPoolBuilder {
-    let mut b = rayon::ThreadPoolBuilder::new();
+    let mut b = crate::lockstep::enrol(rayon::ThreadPoolBuilder::new());
     if threads > 0 {
         b = b.num_threads(threads);
     }
@@ -269,6 +270,16 @@ impl PackedB {
         }
     }
 
+    /// Where a block of columns may start (the panel width of the format), for
+    /// [`gemm_packed_columns`].
+    pub fn column_align(&self) -> usize {
+        match self.panels {
+            Panels::F32(_) => packed_split::F32_PANEL,
+            Panels::Int8(_) => 4 * int8::LANES,
+            Panels::Bf16(_) => 4 * bf16::LANES,
+        }
+    }
+
     /// `(k, n)`: the shape of B.
     pub fn dim(&self) -> (usize, usize) {
         (self.k, self.n)
@@ -301,13 +312,77 @@ pub fn gemm_packed<T: Scalar>(
         "gemm_packed: output is {:?}, expected ({m}, {n})",
         c.dim()
     );
+    let Some((alpha, a, beta, bias, c)) = packed_operands(alpha, a, beta, bias, c, n, 0) else {
+        return;
+    };
+    match &b.panels {
+        Panels::F32(p) => packed_split::f32_parallel(alpha, a, p, beta, bias, c, PARALLEL_MIN_MACS),
+        Panels::Int8(q) => packed_split::int8_parallel(alpha, a, q, beta, bias, c, PARALLEL_MIN_MACS),
+        Panels::Bf16(h) => bf16::split::gemm_parallel(alpha, a, h, beta, bias, c, PARALLEL_MIN_MACS),
+    }
+}
+
+/// Columns `j0..j0 + c.ncols()` of [`gemm_packed`], on the calling thread: `c` holds just those
+/// columns, `bias` (when given) the whole row's `n` values, and `j0` is a multiple of
+/// [`PackedB::column_align`]. One thread's share of a product that a lockstep team
+/// ([`crate::lockstep`]) splits by columns.
+pub fn gemm_packed_columns<T: Scalar>(
+    alpha: T,
+    a: ArrayView2<T>,
+    b: &PackedB,
+    beta: T,
+    bias: Option<ArrayView1<T>>,
+    c: ArrayViewMut2<T>,
+    j0: usize,
+) {
+    let (m, k) = a.dim();
+    assert_eq!(
+        k, b.k,
+        "gemm_packed_columns: inner dimensions differ ({m}x{k} · {}x{})",
+        b.k, b.n
+    );
+    assert!(
+        c.nrows() == m && j0 + c.ncols() <= b.n,
+        "gemm_packed_columns: output {:?} from column {j0}, B has {} columns",
+        c.dim(),
+        b.n
+    );
+    let Some((alpha, a, beta, bias, c)) = packed_operands(alpha, a, beta, bias, c, b.n, j0) else {
+        return;
+    };
+    match &b.panels {
+        Panels::F32(p) => packed_split::f32_columns(alpha, a, p, j0, beta, bias, c),
+        Panels::Int8(q) => int8::gemm_serial(int8::Kernel::best(), alpha, a, q, j0, beta, bias, c),
+        Panels::Bf16(h) => bf16::gemm_serial(bf16::Kernel::best(), alpha, a, h, j0, beta, bias, c),
+    }
+}
+
+/// The f32 operands of a packed product whose output `c` holds B's columns `j0..`: the
+/// scalars, `a`, and the bias cut to `c`'s columns; `None` when the product is done by then (no
+/// inner dimension: `c = beta c + bias`).
+#[allow(clippy::type_complexity)]
+fn packed_operands<'a, 'v, 'c, T: Scalar>(
+    alpha: T,
+    a: ArrayView2<'a, T>,
+    beta: T,
+    bias: Option<ArrayView1<'v, T>>,
+    c: ArrayViewMut2<'c, T>,
+    n: usize,
+    j0: usize,
+) -> Option<(
+    f32,
+    ArrayView2<'a, f32>,
+    f32,
+    Option<&'v [f32]>,
+    ArrayViewMut2<'c, f32>,
+)> {
     // A PackedB exists only for f32, so T is f32 here.
     let (Some(a), Some(mut c)) = (T::view_f32(a), T::view_f32_mut(c)) else {
         panic!("gemm_packed: f32 only")
     };
     let bias = bias.map(|v| T::view_f32(v).expect("gemm_packed: f32 only"));
     assert!(
-        n == 1 || c.strides()[1] == 1,
+        c.ncols() <= 1 || c.strides()[1] == 1,
         "gemm_packed: the output's rows must be contiguous"
     );
     if let Some(v) = &bias {
@@ -318,125 +393,16 @@ pub fn gemm_packed<T: Scalar>(
             v.len()
         );
     }
+    let bias = bias.map(|v| &v.to_slice().expect("gemm_packed: contiguous bias")[j0..j0 + c.ncols()]);
     // The scalars convert exactly (T is f32).
     let (alpha, beta) = (alpha.f64() as f32, beta.f64() as f32);
-    if empty_product(k, beta, &mut c) {
-        if let Some(v) = &bias {
-            c += v;
+    if empty_product(a.ncols(), beta, &mut c) {
+        if let Some(v) = bias {
+            c += &ArrayView1::from(v);
         }
-        return;
+        return None;
     }
-    let bias = bias.map(|v| v.to_slice().expect("gemm_packed: contiguous bias"));
-    let panels = match &b.panels {
-        Panels::F32(p) => p,
-        Panels::Int8(q) => return int8_parallel(alpha, a, q, beta, bias, c),
-        Panels::Bf16(h) => return bf16::split::gemm_parallel(alpha, a, h, beta, bias, c, PARALLEL_MIN_MACS),
-    };
-    let threads = rayon::current_num_threads();
-    if threads <= 1 || m * n * k < PARALLEL_MIN_MACS {
-        return packed_serial(alpha, a, panels, beta, bias, c);
-    }
-    if m >= n {
-        let rows = m.div_ceil(threads).next_multiple_of(8).min(m);
-        c.axis_chunks_iter_mut(Axis(0), rows)
-            .into_par_iter()
-            .zip(a.axis_chunks_iter(Axis(0), rows).into_par_iter())
-            .for_each(|(cb, ab)| packed_serial(alpha, ab, panels, beta, bias, cb));
-    } else {
-        // Column blocks of whole panels: block q starts at panel q * (cols / NR).
-        #[cfg(target_arch = "x86_64")]
-        let nr = avx512::NR;
-        #[cfg(not(target_arch = "x86_64"))]
-        let nr = 32;
-        let cols = n.div_ceil(threads).next_multiple_of(nr);
-        let per_panel = k * nr;
-        c.axis_chunks_iter_mut(Axis(1), cols)
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(q, cb)| {
-                let first = q * cols / nr;
-                let panels = &panels[first * per_panel..(first + cb.ncols().div_ceil(nr)) * per_panel];
-                let bias = bias.map(|v| &v[q * cols..q * cols + cb.ncols()]);
-                packed_serial(alpha, a, panels, beta, bias, cb)
-            });
-    }
-}
-
-/// [`gemm_packed`] on an int8 weight, split over threads like the f32 one: blocks of rows, or of
-/// whole panels of columns when `c` has more columns than rows.
-fn int8_parallel(
-    alpha: f32,
-    a: ArrayView2<f32>,
-    b: &int8::QuantB,
-    beta: f32,
-    bias: Option<&[f32]>,
-    mut c: ArrayViewMut2<f32>,
-) {
-    let kernel = int8::Kernel::best();
-    let (m, n) = c.dim();
-    let threads = rayon::current_num_threads();
-    if threads <= 1 || m * n * a.ncols() < PARALLEL_MIN_MACS {
-        return int8::gemm_serial(kernel, alpha, a, b, 0, beta, bias, c);
-    }
-    if m >= n {
-        let rows = m.div_ceil(threads).next_multiple_of(4).min(m);
-        c.axis_chunks_iter_mut(Axis(0), rows)
-            .into_par_iter()
-            .zip(a.axis_chunks_iter(Axis(0), rows).into_par_iter())
-            .for_each(|(cb, ab)| int8::gemm_serial(kernel, alpha, ab, b, 0, beta, bias, cb));
-    } else {
-        // A's rows are quantised once, here, and shared by the column blocks.
-        let rows = int8::QuantA::new(kernel, a, b.kp());
-        let cols = n.div_ceil(threads).next_multiple_of(4 * int8::LANES);
-        c.axis_chunks_iter_mut(Axis(1), cols)
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(q, cb)| {
-                let j0 = q * cols;
-                let bias = bias.map(|v| &v[j0..j0 + cb.ncols()]);
-                int8::gemm_quantized(kernel, alpha, &rows, b, j0, beta, bias, cb)
-            });
-    }
-}
-
-/// One thread's share of [`gemm_packed`]: `panels` hold exactly `c`'s columns.
-fn packed_serial(
-    alpha: f32,
-    a: ArrayView2<f32>,
-    panels: &[f32],
-    beta: f32,
-    bias: Option<&[f32]>,
-    mut c: ArrayViewMut2<f32>,
-) {
-    let (m, k) = a.dim();
-    let n = c.ncols();
-    let (sa, rsc) = (a.strides(), c.strides()[0]);
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: the CPU has AVX-512F (a PackedB exists only where `packed_kernel()` said so), the
-    // views describe valid memory for their shapes, `c`'s rows are contiguous (gemm_packed
-    // checked it) and `c` is unique, and `panels` holds B's columns of `c` as pack_panels lays
-    // them out (the kernel checks the length); `bias`, when given, has `c`'s n values.
-    unsafe {
-        avx512::sgemm(
-            m,
-            k,
-            n,
-            alpha,
-            a.as_ptr(),
-            sa[0],
-            sa[1],
-            panels,
-            beta,
-            bias.map_or(std::ptr::null(), |v| v.as_ptr()),
-            c.as_mut_ptr(),
-            rsc,
-        );
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!(
-        "PackedB::new returns None off x86-64 ({m}x{k}x{n}, {alpha}, {beta}, {} panels, {rsc}, {bias:?})",
-        panels.len()
-    );
+    Some((alpha, a, beta, bias, c))
 }
 
 /// `a · b` into a new array.

@@ -278,9 +278,7 @@ impl<T: Scalar> BertEncoder<T> {
             x = p.forward(x.view());
         }
         let mut scratch = InferenceScratch::default();
-        for layer in &self.layers {
-            layer.forward_inference(&mut x, &input.lengths, &mut scratch);
-        }
+        BertLayer::forward_inference_stack(&self.layers, &mut x, &input.lengths, &mut scratch);
         Ok(x)
     }
 
@@ -487,6 +485,45 @@ mod tests {
             let (want, _) = enc32.forward(&input, None::<&mut ChaCha8Rng>).unwrap();
             let worst = (&got - &want).iter().fold(0.0f32, |m, d| m.max(d.abs()));
             assert!(worst < 1e-5, "{act} f32: worst difference {worst}");
+        }
+    }
+
+    #[test]
+    fn a_lockstep_team_gives_the_bits_of_the_layer_by_layer_path() {
+        let cases = [(tiny_config(), tiny_input()), (family_config(), family_input())];
+        for (cfg, input) in cases {
+            for precision in [Precision::F32, Precision::Int8, Precision::Bf16] {
+                let mut enc = BertEncoder::<f32>::new(&cfg, &mut ChaCha8Rng::seed_from_u64(7)).unwrap();
+                enc.prepack(precision);
+                if precision.is_f32() && !crate::matmul::packed_kernel() {
+                    continue; // no packed f32 weights on this CPU: no team to compare
+                }
+                assert!(enc.layers.iter().all(BertLayer::packed), "{precision}");
+                let mut embedded = enc.embeddings.forward_inference(&input);
+                if let Some(p) = &enc.project {
+                    embedded = p.forward(embedded.view());
+                }
+                let mut want = embedded.clone();
+                let mut scratch = InferenceScratch::default();
+                for layer in &enc.layers {
+                    layer.forward_inference(&mut want, &input.lengths, &mut scratch);
+                }
+                for threads in [2, 3] {
+                    let pool = crate::matmul::thread_pool(threads).unwrap();
+                    // a team forms in this pool, so the stack below runs as one
+                    assert!(pool.install(|| crate::lockstep::lockstep(|_| {})));
+                    let mut got = embedded.clone();
+                    pool.install(|| {
+                        BertLayer::forward_inference_stack(
+                            &enc.layers,
+                            &mut got,
+                            &input.lengths,
+                            &mut InferenceScratch::default(),
+                        )
+                    });
+                    assert_eq!(got, want, "{precision}, {threads} threads");
+                }
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 //! forward on reused scratch buffers.
 
 use crate::bert::config::BertConfig;
+use crate::lockstep::{lockstep, Part, Shared};
 use crate::nn::attention::{AttentionCache, SelfAttention};
 use crate::nn::dropout::{Dropout, DropoutMask};
 use crate::nn::feed_forward::{FeedForward, FeedForwardCache};
@@ -11,8 +12,23 @@ use crate::nn::{Gelu, LayerNorm, Linear};
 use crate::param::{join, ParamMut, Params};
 use crate::precision::Precision;
 use crate::scalar::Scalar;
-use ndarray::{Array2, ArrayView2, ArrayViewD, Ix2};
+use ndarray::{s, Array2, ArrayView2, ArrayViewD, Ix2};
 use rand::Rng;
+
+/// Batches of at most this many rows (texts x padded length) run the layers' inference as one
+/// lockstep team; larger ones split each step over rayon. Measured on minilm, int8, 2 threads
+/// (docs/speed.md): the team is 1.35x faster at 200 rows and 8-15% slower at 512 (each thread
+/// quantises all of A's rows; a split by rows does not).
+const LOCKSTEP_MAX_ROWS: usize = 256;
+
+/// The buffers of a layer's inference, shared by a lockstep team.
+struct Team<'a, T> {
+    x: Shared<'a, T>,
+    qkv: Shared<'a, T>,
+    ctx: Shared<'a, T>,
+    a: Shared<'a, T>,
+    inter: Shared<'a, T>,
+}
 
 /// `encoder.layer.N`: attention and feed-forward sublayers, each followed by residual + LN.
 #[derive(Clone, Debug)]
@@ -166,6 +182,108 @@ impl<T: Scalar> BertLayer<T> {
         self.ffn.act.forward_inplace(inter.view_mut());
         self.ffn.output.forward_into(inter.view(), a.view_mut());
         self.output_norm.forward_residual_inplace(x.view_mut(), a.view());
+    }
+
+    /// `layers` in turn over x (see [`forward_inference`](Self::forward_inference)), as one
+    /// lockstep team of the pool's threads ([`crate::lockstep`]) where the batch is small
+    /// enough and every product packed: each product split by columns, attention by (text,
+    /// head), GELU on each thread's own columns, the LayerNorms by rows, a barrier between
+    /// stages. The same values either way.
+    pub fn forward_inference_stack(
+        layers: &[BertLayer<T>],
+        x: &mut Array2<T>,
+        lengths: &[usize],
+        scratch: &mut InferenceScratch<T>,
+    ) {
+        let (rows, h) = x.dim();
+        let team = rows <= LOCKSTEP_MAX_ROWS && layers.iter().all(BertLayer::packed);
+        if let (true, Some(first)) = (team, layers.first()) {
+            scratch.ensure(rows, h, first.ffn.intermediate.out_features());
+            let InferenceScratch { ctx, a, inter, qkv } = scratch;
+            let m = Team {
+                x: Shared::new(x.view_mut()),
+                qkv: Shared::new(qkv.view_mut()),
+                ctx: Shared::new(ctx.view_mut()),
+                a: Shared::new(a.view_mut()),
+                inter: Shared::new(inter.view_mut()),
+            };
+            let done = lockstep(|p| {
+                for (i, layer) in layers.iter().enumerate() {
+                    if i > 0 {
+                        p.sync();
+                    }
+                    // SAFETY: the stages of one layer keep the rule (`stages`), and a barrier
+                    // separates the last stage of a layer from the first of the next.
+                    unsafe { layer.stages(p, &m, lengths) };
+                }
+            });
+            if done {
+                return;
+            }
+        }
+        for layer in layers {
+            layer.forward_inference(x, lengths, scratch);
+        }
+    }
+
+    /// Whether every product of the layer has a packed weight (a lockstep team needs them).
+    pub(crate) fn packed(&self) -> bool {
+        let linears = [&self.attention_output, &self.ffn.intermediate, &self.ffn.output];
+        let alone = Part::alone();
+        self.attention.qkv_columns(&alone).is_some() && linears.iter().all(|l| l.columns(&alone).is_some())
+    }
+
+    /// This thread's share of the layer over the team's buffers, stage by stage.
+    ///
+    /// # Safety
+    /// Every thread of the team calls it with the same buffers, which no thread touches
+    /// otherwise until it returns; the layer is [`packed`](Self::packed).
+    unsafe fn stages(&self, p: &Part, m: &Team<T>, lengths: &[usize]) {
+        let Team {
+            x,
+            qkv,
+            ctx,
+            a,
+            inter,
+        } = m;
+        let (rows, nh, dh) = (x.dim().0, self.attention.num_heads, self.attention.head_dim());
+        let n = rows / lengths.len();
+        let (ffn1, ffn2) = (&self.ffn.intermediate, &self.ffn.output);
+        let cols = |l: &Linear<T>| l.columns(p).expect("a packed layer");
+        // SAFETY: (every access below) each thread writes only its own block (its columns of a
+        // product, its (text, head) jobs' context columns, its rows of a LayerNorm), and a
+        // matrix read whole was last written before a `sync` and is not written again until
+        // the next one.
+        unsafe {
+            let c = self.attention.qkv_columns(p).expect("a packed layer");
+            self.attention
+                .qkv_columns_forward(x.view(), qkv.cols_mut(c.clone()), c.start);
+            p.sync();
+            for job in p.block(lengths.len() * nh, 1) {
+                let (b, h) = (job / nh, job % nh);
+                let block = ctx.block_mut(b * n..(b + 1) * n, h * dh..(h + 1) * dh);
+                self.attention.head_context_of(qkv.view(), lengths, b, h, block);
+            }
+            p.sync();
+            let c = cols(&self.attention_output);
+            self.attention_output
+                .forward_columns(ctx.view(), a.cols_mut(c.clone()), c.start);
+            p.sync();
+            let r = p.block(rows, 1);
+            self.attention_norm
+                .forward_residual_rows(x.rows_mut(r.clone()), a.view().slice_move(s![r, ..]));
+            p.sync();
+            let c = cols(ffn1);
+            ffn1.forward_columns(x.view(), inter.cols_mut(c.clone()), c.start);
+            self.ffn.act.forward_block(inter.cols_mut(c));
+            p.sync();
+            let c = cols(ffn2);
+            ffn2.forward_columns(inter.view(), a.cols_mut(c.clone()), c.start);
+            p.sync();
+            let r = p.block(rows, 1);
+            self.output_norm
+                .forward_residual_rows(x.rows_mut(r.clone()), a.view().slice_move(s![r, ..]));
+        }
     }
 
     /// Accumulates every parameter gradient of the layer and returns dx.

@@ -5,7 +5,8 @@
 //! dropout, `C = P V`. Padded query rows give context 0 and receive no gradient; padded keys get
 //! probability 0. Q, K, V stay `[B*n, H]`; heads are strided views, never copied.
 
-use crate::matmul::{gemm, gemm_packed, PackedB};
+use crate::lockstep::Part;
+use crate::matmul::{gemm, gemm_packed, gemm_packed_columns, PackedB};
 use crate::nn::dropout::Dropout;
 use crate::nn::linear::Linear;
 use crate::nn::softmax::{softmax_row, softmax_row_backward};
@@ -19,6 +20,7 @@ use ndarray::{
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// The query, key and value projections of `attention.self`.
 #[derive(Clone, Debug)]
@@ -55,6 +57,33 @@ pub struct AttentionCache<T> {
     pub probs: Array4<T>,
     /// `[B, heads, n, n]`: dropout mask, when dropout was active
     pub drop_mask: Option<Array4<T>>,
+}
+
+/// One head's context over a text of `l` real rows: `S = Q Kᵀ / √dh` (`scale`), softmax over
+/// the keys, `C = P V` into `c`'s first `l` rows; `c`'s other (padded) rows are set to 0.
+fn head_context<T: Scalar>(
+    scale: T,
+    q: ArrayView2<T>,
+    k: ArrayView2<T>,
+    v: ArrayView2<T>,
+    l: usize,
+    mut c: ArrayViewMut2<T>,
+) {
+    c.slice_mut(s![l.., ..]).fill(T::zero());
+    if l == 0 {
+        return;
+    }
+    let (q, k, v) = (
+        q.slice_move(s![..l, ..]),
+        k.slice_move(s![..l, ..]),
+        v.slice_move(s![..l, ..]),
+    );
+    let mut p = Array2::<T>::zeros((l, l));
+    gemm(scale, q, k.t(), T::zero(), p.view_mut());
+    for row in p.rows_mut() {
+        softmax_row(row, l);
+    }
+    gemm(T::one(), p.view(), v, T::zero(), c.slice_move(s![..l, ..]));
 }
 
 /// `[B*n, H]` as `[B, heads, n, dh]` (a strided view).
@@ -256,7 +285,7 @@ impl<T: Scalar> SelfAttention<T> {
             lengths.iter().all(|&l| l <= n),
             "attention: a length exceeds the padded length"
         );
-        let (nh, dh) = (self.num_heads, self.head_dim());
+        let nh = self.num_heads;
         let (rows, h) = x.dim();
         assert_eq!(
             qkv.dim(),
@@ -273,35 +302,53 @@ impl<T: Scalar> SelfAttention<T> {
                 }
             }
         };
-        for (b, &l) in lengths.iter().enumerate() {
-            ctx.slice_mut(s![b * n + l..(b + 1) * n, ..]).fill(T::zero());
-        }
-        let scale = T::c(1.0 / (dh as f64).sqrt());
-        // [B*n, 3H] as [B, n, 3, heads, dh]; part i of axis 2 as [B, heads, n, dh].
-        let qkv5 = qkv
-            .view()
-            .into_shape_with_order((bsz, n, 3, nh, dh))
-            .expect("qkv is contiguous");
-        let part = |i: usize| qkv5.index_axis(Axis(2), i).permuted_axes([0, 2, 1, 3]);
-        let (q4, k4, v4) = (part(0), part(1), part(2));
         let c_jobs = split_bh(heads_mut(ctx.view_mut(), bsz, nh));
-        c_jobs.into_par_iter().enumerate().for_each(|(job, c)| {
-            let (b, h) = (job / nh, job % nh);
-            let l = lengths[b];
-            if l == 0 {
-                return;
-            }
-            let qh = q4.slice(s![b, h, ..l, ..]);
-            let kh = k4.slice(s![b, h, ..l, ..]);
-            let vh = v4.slice(s![b, h, ..l, ..]);
-            let mut p = Array2::<T>::zeros((l, l));
-            // S = Q Kᵀ / √dh, softmax over the keys, C = P V.
-            gemm(scale, qh, kh.t(), T::zero(), p.view_mut());
-            for row in p.rows_mut() {
-                softmax_row(row, l);
-            }
-            gemm(T::one(), p.view(), vh, T::zero(), c.slice_move(s![..l, ..]));
-        });
+        let qkv = qkv.view();
+        c_jobs
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(job, c)| self.head_context_of(qkv, lengths, job / nh, job % nh, c));
+    }
+
+    /// The columns of the fused `[B*n, 3H]` q | k | v product that `part` computes in a lockstep
+    /// team ([`SelfAttention::qkv_columns_forward`]); `None` where Q, K and V are not fused.
+    pub fn qkv_columns(&self, part: &Part) -> Option<Range<usize>> {
+        let (w, _) = self.fused_qkv.as_ref()?;
+        Some(part.block(w.n(), w.column_align()))
+    }
+
+    /// Columns `j0..j0 + qkv.ncols()` of the fused q | k | v product of x, bias added, on this
+    /// thread (a lockstep team's share of [`SelfAttention::forward_inference`]'s first product).
+    pub fn qkv_columns_forward(&self, x: ArrayView2<T>, qkv: ArrayViewMut2<T>, j0: usize) {
+        let (w, bias) = self
+            .fused_qkv
+            .as_ref()
+            .expect("qkv_columns said the product is fused");
+        gemm_packed_columns(T::one(), x, w, T::zero(), Some(bias.view()), qkv, j0);
+    }
+
+    /// Head `h` of text `b` (texts of `n` rows, `lengths[b]` real) from the `[B*n, 3H]` q | k | v
+    /// rows into `c`, that text's `n` rows of the head's `dh` context columns (padded rows 0).
+    pub fn head_context_of(
+        &self,
+        qkv: ArrayView2<T>,
+        lengths: &[usize],
+        b: usize,
+        h: usize,
+        c: ArrayViewMut2<T>,
+    ) {
+        let (nh, dh) = (self.num_heads, self.head_dim());
+        let n = c.nrows();
+        let rows = qkv.slice(s![b * n..(b + 1) * n, ..]);
+        let part = |i: usize| rows.slice_move(s![.., (i * nh + h) * dh..(i * nh + h + 1) * dh]);
+        head_context(
+            T::c(1.0 / (dh as f64).sqrt()),
+            part(0),
+            part(1),
+            part(2),
+            lengths[b],
+            c,
+        );
     }
 
     /// Accumulates the q/k/v parameter gradients and returns dx `[B*n, H]`. Rows of padded

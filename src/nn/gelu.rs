@@ -3,7 +3,7 @@
 
 use crate::nn::erf::erf_fast_f32;
 use crate::scalar::Scalar;
-use ndarray::{Array2, ArrayView2, ArrayViewMut2, Zip};
+use ndarray::{Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2, Zip};
 
 /// Which GELU formula.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,12 +160,19 @@ impl Gelu {
 
     /// x ← GELU(x) in place (inference: the pre-activation is not kept). Parallel over rows.
     pub fn forward_inplace<T: Scalar>(self, mut x: ArrayViewMut2<T>) {
-        Zip::from(x.rows_mut()).par_for_each(|mut x| {
-            if let (Gelu::Erf, Some(row)) = (self, x.as_slice_mut().and_then(T::as_f32_mut)) {
-                return erf_gelu_f32(row);
-            }
-            Zip::from(x).for_each(|x| *x = self.value(*x));
-        });
+        Zip::from(x.rows_mut()).par_for_each(|x| self.forward_row(x));
+    }
+
+    /// [`forward_inplace`](Self::forward_inplace) on this thread (a lockstep team's block).
+    pub fn forward_block<T: Scalar>(self, mut x: ArrayViewMut2<T>) {
+        x.rows_mut().into_iter().for_each(|x| self.forward_row(x));
+    }
+
+    fn forward_row<T: Scalar>(self, mut x: ArrayViewMut1<T>) {
+        if let (Gelu::Erf, Some(row)) = (self, x.as_slice_mut().and_then(T::as_f32_mut)) {
+            return erf_gelu_f32(row);
+        }
+        Zip::from(x).for_each(|x| *x = self.value(*x));
     }
 
     /// dy ← dy · GELU'(x) in place (the backward, given the pre-activation x).

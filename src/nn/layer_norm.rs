@@ -54,6 +54,22 @@ fn row_stats<T: Scalar>(x: ArrayView1<T>, eps: T) -> (T, T) {
 
 /// Normalises one row into `y`, returning (mean, rstd).
 #[inline]
+/// x ← LayerNorm(x + s) for one row.
+fn residual_norm_row<T: Scalar>(
+    mut x: ArrayViewMut1<T>,
+    s: ArrayView1<T>,
+    w: ArrayView1<T>,
+    b: ArrayView1<T>,
+    eps: T,
+) {
+    Zip::from(&mut x).and(s).for_each(|x, &s| *x += s);
+    let (mean, rstd) = row_stats(x.view(), eps);
+    Zip::from(&mut x)
+        .and(w)
+        .and(b)
+        .for_each(|x, &w, &b| *x = (*x - mean) * rstd * w + b);
+}
+
 fn norm_row<T: Scalar>(
     x: ArrayView1<T>,
     w: ArrayView1<T>,
@@ -289,14 +305,19 @@ impl<T: Scalar> LayerNorm<T> {
     pub fn forward_residual_inplace(&self, mut x: ArrayViewMut2<T>, s: ArrayView2<T>) {
         assert_eq!(x.dim(), s.dim(), "LayerNorm residual: shapes differ");
         let (w, b, eps) = (self.weight.value.view(), self.bias.value.view(), T::c(self.eps));
-        Zip::from(x.rows_mut()).and(s.rows()).par_for_each(|mut x, s| {
-            Zip::from(&mut x).and(s).for_each(|x, &s| *x += s);
-            let (mean, rstd) = row_stats(x.view(), eps);
-            Zip::from(&mut x)
-                .and(w)
-                .and(b)
-                .for_each(|x, &w, &b| *x = (*x - mean) * rstd * w + b);
-        });
+        Zip::from(x.rows_mut())
+            .and(s.rows())
+            .par_for_each(|x, s| residual_norm_row(x, s, w, b, eps));
+    }
+
+    /// [`forward_residual_inplace`](Self::forward_residual_inplace) on this thread: a lockstep
+    /// team's block of rows.
+    pub fn forward_residual_rows(&self, mut x: ArrayViewMut2<T>, s: ArrayView2<T>) {
+        assert_eq!(x.dim(), s.dim(), "LayerNorm residual: shapes differ");
+        let (w, b, eps) = (self.weight.value.view(), self.bias.value.view(), T::c(self.eps));
+        for (x, s) in x.rows_mut().into_iter().zip(s.rows()) {
+            residual_norm_row(x, s, w, b, eps);
+        }
     }
 
     /// Accumulates dw += Σ dy·x̂, db += Σ dy and returns

@@ -8,13 +8,15 @@
 //! A layer of a model loaded for inference also keeps `Wᵀ` packed once ([`Linear::prepack`]),
 //! so that its products do not pack the weight again on every call.
 
-use crate::matmul::{gemm, gemm_packed, matmul_acc, PackedB};
+use crate::lockstep::Part;
+use crate::matmul::{gemm, gemm_packed, gemm_packed_columns, matmul_acc, PackedB};
 use crate::parallel;
 use crate::param::{join, Param, Param1, Param2, ParamMut, Params};
 use crate::precision::Precision;
 use crate::scalar::Scalar;
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, ArrayViewMut2, ShapeBuilder};
 use rand::Rng;
+use std::ops::Range;
 
 /// Parameters of a dense layer.
 #[derive(Clone, Debug)]
@@ -191,6 +193,23 @@ impl<T: Scalar> Linear<T> {
         }
         parallel::assign_rows(y.view_mut(), self.bias.value.view());
         self.product_into(x, y);
+    }
+
+    /// The output columns that `part` computes in a lockstep team
+    /// ([`Linear::forward_columns`]); `None` where the weight is not packed.
+    pub fn columns(&self, part: &Part) -> Option<Range<usize>> {
+        let p = self.packed.as_ref()?;
+        Some(part.block(p.n(), p.column_align()))
+    }
+
+    /// Columns `j0..j0 + y.ncols()` of [`Linear::forward_into`], on this thread (`y` holds just
+    /// them; its rows contiguous), for a block from [`Linear::columns`].
+    pub fn forward_columns(&self, x: ArrayView2<T>, y: ArrayViewMut2<T>, j0: usize) {
+        let p = self
+            .packed
+            .as_ref()
+            .expect("Linear::columns said the weight is packed");
+        gemm_packed_columns(T::one(), x, p, T::zero(), Some(self.bias.value.view()), y, j0);
     }
 
     /// Accumulates dW += dyᵀ x, db += Σ_rows dy and returns dx = dy W.
