@@ -163,15 +163,16 @@ pub struct Shared<'a, T> {
 // blocks, writes and reads separated by barriers) are what makes sharing it sound.
 unsafe impl<T: Send> Send for Shared<'_, T> {}
 // SAFETY: as above.
-unsafe impl<T: Send> Sync for Shared<'_, T> {}
+unsafe impl<T: Send + Sync> Sync for Shared<'_, T> {}
 
 impl<'a, T> Shared<'a, T> {
-    /// `m`, which must have contiguous rows.
+    /// `m`, which must be in standard (row-major, forward) layout: blocks of distinct rows
+    /// and columns are then distinct memory.
     pub fn new(mut m: ArrayViewMut2<'a, T>) -> Shared<'a, T> {
         let (rows, cols) = m.dim();
         assert!(
-            cols <= 1 || m.strides()[1] == 1,
-            "lockstep: a shared matrix needs contiguous rows"
+            m.is_standard_layout(),
+            "lockstep: a shared matrix must be in standard layout"
         );
         Shared {
             ptr: m.as_mut_ptr(),
@@ -200,7 +201,8 @@ impl<'a, T> Shared<'a, T> {
     /// The block `rows` x `cols`, to write.
     ///
     /// # Safety
-    /// No other thread reads or writes any element of the block until the caller's next
+    /// No other view of any element of the block is used while this one lives (on this thread
+    /// or another), and no other thread reads or writes the block until the caller's next
     /// [`Part::sync`].
     pub unsafe fn block_mut(&self, rows: Range<usize>, cols: Range<usize>) -> ArrayViewMut2<'_, T> {
         assert!(
@@ -212,8 +214,12 @@ impl<'a, T> Shared<'a, T> {
             "lockstep: cols out of range"
         );
         let (r, c) = (rows.end - rows.start, cols.end - cols.start);
-        // SAFETY: the block lies inside the matrix (checked above); the caller guarantees that
-        // no other thread touches it while the view lives.
+        if r == 0 || c == 0 {
+            // no element: no pointer to offset (the start may lie past the buffer's end)
+            return ArrayViewMut2::from_shape((r, c), &mut []).expect("an empty view");
+        }
+        // SAFETY: the block lies inside the matrix (checked above) and is not empty; the caller
+        // guarantees that no other view of it is used while this one lives.
         unsafe {
             let first = self.ptr.add(rows.start * self.row_stride + cols.start);
             ArrayViewMut2::from_shape_ptr((r, c).strides((self.row_stride, 1)), first)

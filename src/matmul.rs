@@ -393,15 +393,15 @@ fn packed_operands<'a, 'v, 'c, T: Scalar>(
             v.len()
         );
     }
-    let bias = bias.map(|v| &v.to_slice().expect("gemm_packed: contiguous bias")[j0..j0 + c.ncols()]);
     // The scalars convert exactly (T is f32).
     let (alpha, beta) = (alpha.f64() as f32, beta.f64() as f32);
     if empty_product(a.ncols(), beta, &mut c) {
         if let Some(v) = bias {
-            c += &ArrayView1::from(v);
+            c += &v.slice(ndarray::s![j0..j0 + c.ncols()]);
         }
         return None;
     }
+    let bias = bias.map(|v| &v.to_slice().expect("gemm_packed: contiguous bias")[j0..j0 + c.ncols()]);
     Some((alpha, a, beta, bias, c))
 }
 

@@ -490,7 +490,15 @@ mod tests {
 
     #[test]
     fn a_lockstep_team_gives_the_bits_of_the_layer_by_layer_path() {
-        let cases = [(tiny_config(), tiny_input()), (family_config(), family_input())];
+        // wide enough that every product splits into several column blocks (f32 panels are 32
+        // columns, int8 and bf16 blocks 64): 3H = 384, F = 256, H = 128
+        let mut wide = tiny_config();
+        (wide.hidden_size, wide.intermediate_size) = (128, 256);
+        let cases = [
+            (tiny_config(), tiny_input()),
+            (family_config(), family_input()),
+            (wide, tiny_input()),
+        ];
         for (cfg, input) in cases {
             for precision in [Precision::F32, Precision::Int8, Precision::Bf16] {
                 let mut enc = BertEncoder::<f32>::new(&cfg, &mut ChaCha8Rng::seed_from_u64(7)).unwrap();
@@ -510,10 +518,8 @@ mod tests {
                 }
                 for threads in [2, 3] {
                     let pool = crate::matmul::thread_pool(threads).unwrap();
-                    // a team forms in this pool, so the stack below runs as one
-                    assert!(pool.install(|| crate::lockstep::lockstep(|_| {})));
                     let mut got = embedded.clone();
-                    pool.install(|| {
+                    let team = pool.install(|| {
                         BertLayer::forward_inference_stack(
                             &enc.layers,
                             &mut got,
@@ -521,6 +527,7 @@ mod tests {
                             &mut InferenceScratch::default(),
                         )
                     });
+                    assert!(team, "{precision}, {threads} threads: no team formed");
                     assert_eq!(got, want, "{precision}, {threads} threads");
                 }
             }

@@ -189,14 +189,25 @@ impl<T: Scalar> BertLayer<T> {
     /// enough and every product packed: each product split by columns, attention by (text,
     /// head), GELU on each thread's own columns, the LayerNorms by rows, a barrier between
     /// stages. The same values either way.
+    /// True where the team ran.
     pub fn forward_inference_stack(
         layers: &[BertLayer<T>],
         x: &mut Array2<T>,
         lengths: &[usize],
         scratch: &mut InferenceScratch<T>,
-    ) {
+    ) -> bool {
         let (rows, h) = x.dim();
-        let team = rows <= LOCKSTEP_MAX_ROWS && layers.iter().all(BertLayer::packed);
+        assert!(
+            !lengths.is_empty() && rows.is_multiple_of(lengths.len()),
+            "layers: rows not a multiple of the batch"
+        );
+        assert!(
+            lengths.iter().all(|&l| l <= rows / lengths.len()),
+            "layers: a length exceeds the padded length"
+        );
+        let team = (1..=LOCKSTEP_MAX_ROWS).contains(&rows)
+            && x.is_standard_layout()
+            && layers.iter().all(BertLayer::packed);
         if let (true, Some(first)) = (team, layers.first()) {
             scratch.ensure(rows, h, first.ffn.intermediate.out_features());
             let InferenceScratch { ctx, a, inter, qkv } = scratch;
@@ -218,12 +229,13 @@ impl<T: Scalar> BertLayer<T> {
                 }
             });
             if done {
-                return;
+                return true;
             }
         }
         for layer in layers {
             layer.forward_inference(x, lengths, scratch);
         }
+        false
     }
 
     /// Whether every product of the layer has a packed weight (a lockstep team needs them).

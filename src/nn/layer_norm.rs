@@ -52,8 +52,6 @@ fn row_stats<T: Scalar>(x: ArrayView1<T>, eps: T) -> (T, T) {
     (mean, T::one() / (var + eps).sqrt())
 }
 
-/// Normalises one row into `y`, returning (mean, rstd).
-#[inline]
 /// x ← LayerNorm(x + s) for one row.
 fn residual_norm_row<T: Scalar>(
     mut x: ArrayViewMut1<T>,
@@ -70,6 +68,8 @@ fn residual_norm_row<T: Scalar>(
         .for_each(|x, &w, &b| *x = (*x - mean) * rstd * w + b);
 }
 
+/// Normalises one row into `y`, returning (mean, rstd).
+#[inline]
 fn norm_row<T: Scalar>(
     x: ArrayView1<T>,
     w: ArrayView1<T>,
