@@ -13,6 +13,12 @@
 //! returns false (the caller goes on with its rayon path) on one thread, outside such a pool,
 //! and while another team of the pool runs (two host threads calling into one model). That
 //! keeps a thread from spinning in one team while the thread it waits for spins in another.
+//!
+//! A team needs every thread of the pool. Where a pool thread is running another caller's job
+//! when the team forms (two host threads calling into one model at once), the team's other
+//! threads wait, yielding their cores, until that job ends and the thread joins: calls overlap
+//! less than on the rayon path, never deadlock. A host serving concurrent requests does better
+//! with a pool per request stream, or with batches.
 
 use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
 use std::cell::RefCell;
