@@ -317,8 +317,8 @@ pub fn gemm_packed<T: Scalar>(
     };
     match &b.panels {
         Panels::F32(p) => packed_split::f32_parallel(alpha, a, p, beta, bias, c, PARALLEL_MIN_MACS),
-        Panels::Int8(q) => packed_split::int8_parallel(alpha, a, q, beta, bias, c, PARALLEL_MIN_MACS),
-        Panels::Bf16(h) => bf16::split::gemm_parallel(alpha, a, h, beta, bias, c, PARALLEL_MIN_MACS),
+        Panels::Int8(q) => packed_split::narrow_parallel(alpha, a, q, beta, bias, c, PARALLEL_MIN_MACS),
+        Panels::Bf16(h) => packed_split::narrow_parallel(alpha, a, h, beta, bias, c, PARALLEL_MIN_MACS),
     }
 }
 

@@ -18,7 +18,6 @@
 //! keeps AMX off.
 
 mod round;
-pub mod split;
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 use std::cell::RefCell;

@@ -4,7 +4,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::avx512;
-use super::int8;
+use super::{bf16, int8};
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
@@ -68,41 +68,157 @@ pub fn f32_columns(
     packed_serial(alpha, a, panels, beta, bias, c)
 }
 
-/// `gemm_packed` on an int8 weight, split over threads like the f32 one: blocks of rows, or of
-/// whole panels of columns when `c` has more columns than rows.
-pub fn int8_parallel(
+/// A weight in a narrow format (int8, bf16) whose products quantise or round A's rows first.
+pub trait NarrowB: Sync {
+    /// The instruction set a product runs on, chosen once per product.
+    type Kernel: Copy + Send + Sync;
+    /// A's rows prepared for the kernel (quantised or rounded), shared by column blocks.
+    type Rows: Sync;
+    /// Row blocks are multiples of this (the kernel's tile height, where it has tiles).
+    const ROW_BLOCK: usize;
+    /// Column blocks are multiples of this (whole panels).
+    const COL_BLOCK: usize;
+    /// The fastest kernel the CPU has.
+    fn kernel() -> Self::Kernel;
+    /// `c = alpha a·B + beta c (+ bias)` for B's columns `j0..j0 + c.ncols()`, on this thread.
+    #[allow(clippy::too_many_arguments)]
+    fn serial(
+        &self,
+        k: Self::Kernel,
+        alpha: f32,
+        a: ArrayView2<f32>,
+        j0: usize,
+        beta: f32,
+        bias: Option<&[f32]>,
+        c: ArrayViewMut2<f32>,
+    );
+    /// A's rows prepared once for [`NarrowB::prepared`].
+    fn prepare(&self, k: Self::Kernel, a: ArrayView2<f32>) -> Self::Rows;
+    /// [`NarrowB::serial`] on rows already prepared.
+    #[allow(clippy::too_many_arguments)]
+    fn prepared(
+        &self,
+        k: Self::Kernel,
+        alpha: f32,
+        rows: &Self::Rows,
+        j0: usize,
+        beta: f32,
+        bias: Option<&[f32]>,
+        c: ArrayViewMut2<f32>,
+    );
+}
+
+/// `c = alpha a·B + beta c (+ bias)` on a narrow weight, split over rayon's threads like the f32
+/// one: blocks of rows (each thread prepares its own rows of A), or of whole panels of columns
+/// when `c` has more columns than rows (A's rows prepared once, here, and shared); on one thread
+/// below `min_macs` multiply-adds.
+pub fn narrow_parallel<B: NarrowB>(
     alpha: f32,
     a: ArrayView2<f32>,
-    b: &int8::QuantB,
+    b: &B,
     beta: f32,
     bias: Option<&[f32]>,
     mut c: ArrayViewMut2<f32>,
     min_macs: usize,
 ) {
-    let kernel = int8::Kernel::best();
+    let kernel = B::kernel();
     let (m, n) = c.dim();
     let threads = rayon::current_num_threads();
     if threads <= 1 || m * n * a.ncols() < min_macs {
-        return int8::gemm_serial(kernel, alpha, a, b, 0, beta, bias, c);
+        return b.serial(kernel, alpha, a, 0, beta, bias, c);
     }
     if m >= n {
-        let rows = m.div_ceil(threads).next_multiple_of(4).min(m);
+        let rows = m.div_ceil(threads).next_multiple_of(B::ROW_BLOCK).min(m);
         c.axis_chunks_iter_mut(Axis(0), rows)
             .into_par_iter()
             .zip(a.axis_chunks_iter(Axis(0), rows).into_par_iter())
-            .for_each(|(cb, ab)| int8::gemm_serial(kernel, alpha, ab, b, 0, beta, bias, cb));
+            .for_each(|(cb, ab)| b.serial(kernel, alpha, ab, 0, beta, bias, cb));
     } else {
-        // A's rows are quantised once, here, and shared by the column blocks.
-        let rows = int8::QuantA::new(kernel, a, b.kp());
-        let cols = n.div_ceil(threads).next_multiple_of(4 * int8::LANES);
+        let rows = b.prepare(kernel, a);
+        let cols = n.div_ceil(threads).next_multiple_of(B::COL_BLOCK);
         c.axis_chunks_iter_mut(Axis(1), cols)
             .into_par_iter()
             .enumerate()
             .for_each(|(q, cb)| {
                 let j0 = q * cols;
                 let bias = bias.map(|v| &v[j0..j0 + cb.ncols()]);
-                int8::gemm_quantized(kernel, alpha, &rows, b, j0, beta, bias, cb)
+                b.prepared(kernel, alpha, &rows, j0, beta, bias, cb)
             });
+    }
+}
+
+impl NarrowB for int8::QuantB {
+    type Kernel = int8::Kernel;
+    type Rows = int8::QuantA;
+    const ROW_BLOCK: usize = 4;
+    const COL_BLOCK: usize = 4 * int8::LANES;
+    fn kernel() -> int8::Kernel {
+        int8::Kernel::best()
+    }
+    fn serial(
+        &self,
+        k: int8::Kernel,
+        alpha: f32,
+        a: ArrayView2<f32>,
+        j0: usize,
+        beta: f32,
+        bias: Option<&[f32]>,
+        c: ArrayViewMut2<f32>,
+    ) {
+        int8::gemm_serial(k, alpha, a, self, j0, beta, bias, c)
+    }
+    fn prepare(&self, k: int8::Kernel, a: ArrayView2<f32>) -> int8::QuantA {
+        int8::QuantA::new(k, a, self.kp())
+    }
+    fn prepared(
+        &self,
+        k: int8::Kernel,
+        alpha: f32,
+        rows: &int8::QuantA,
+        j0: usize,
+        beta: f32,
+        bias: Option<&[f32]>,
+        c: ArrayViewMut2<f32>,
+    ) {
+        int8::gemm_quantized(k, alpha, rows, self, j0, beta, bias, c)
+    }
+}
+
+impl NarrowB for bf16::Bf16B {
+    type Kernel = bf16::Kernel;
+    type Rows = bf16::Bf16A;
+    // whole AMX tiles of rows where the rows allow it
+    const ROW_BLOCK: usize = 16;
+    const COL_BLOCK: usize = 4 * bf16::LANES;
+    fn kernel() -> bf16::Kernel {
+        bf16::Kernel::best()
+    }
+    fn serial(
+        &self,
+        k: bf16::Kernel,
+        alpha: f32,
+        a: ArrayView2<f32>,
+        j0: usize,
+        beta: f32,
+        bias: Option<&[f32]>,
+        c: ArrayViewMut2<f32>,
+    ) {
+        bf16::gemm_serial(k, alpha, a, self, j0, beta, bias, c)
+    }
+    fn prepare(&self, _: bf16::Kernel, a: ArrayView2<f32>) -> bf16::Bf16A {
+        bf16::Bf16A::new(a, self.kp())
+    }
+    fn prepared(
+        &self,
+        k: bf16::Kernel,
+        alpha: f32,
+        rows: &bf16::Bf16A,
+        j0: usize,
+        beta: f32,
+        bias: Option<&[f32]>,
+        c: ArrayViewMut2<f32>,
+    ) {
+        bf16::gemm_rounded(k, alpha, rows, self, j0, beta, bias, c)
     }
 }
 

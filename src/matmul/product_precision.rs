@@ -80,7 +80,7 @@ fn gemm_bf16(
     // B is packed on every call, into this thread's buffer (taken, so that a product run
     // nested in this one on the same thread packs into a buffer of its own).
     let packed = bf16::Bf16B::pack_reusing(b, PACKED_B.take());
-    bf16::split::gemm_parallel(alpha, a, &packed, beta, None, c, min_macs);
+    super::packed_split::narrow_parallel(alpha, a, &packed, beta, None, c, min_macs);
     PACKED_B.set(packed.into_buffer());
 }
 
