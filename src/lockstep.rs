@@ -50,18 +50,6 @@ pub struct Part<'a> {
     barrier: &'a SpinBarrier,
 }
 
-impl Part<'static> {
-    /// A team of one (no barrier to wait at), to ask a layer for its blocks outside a team.
-    pub fn alone() -> Part<'static> {
-        static ALONE: SpinBarrier = SpinBarrier::new(1);
-        Part {
-            index: 0,
-            count: 1,
-            barrier: &ALONE,
-        }
-    }
-}
-
 impl Part<'_> {
     /// Waits until every thread of the team has reached this point; what each wrote before
     /// is visible to all after.
@@ -121,7 +109,7 @@ struct SpinBarrier {
 }
 
 impl SpinBarrier {
-    const fn new(count: usize) -> SpinBarrier {
+    fn new(count: usize) -> SpinBarrier {
         SpinBarrier {
             count,
             arrived: AtomicUsize::new(0),

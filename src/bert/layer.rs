@@ -241,8 +241,7 @@ impl<T: Scalar> BertLayer<T> {
     /// Whether every product of the layer has a packed weight (a lockstep team needs them).
     pub(crate) fn packed(&self) -> bool {
         let linears = [&self.attention_output, &self.ffn.intermediate, &self.ffn.output];
-        let alone = Part::alone();
-        self.attention.qkv_columns(&alone).is_some() && linears.iter().all(|l| l.columns(&alone).is_some())
+        self.attention.is_fused() && linears.iter().all(|l| l.is_packed())
     }
 
     /// This thread's share of the layer over the team's buffers, stage by stage.

@@ -310,6 +310,12 @@ impl<T: Scalar> SelfAttention<T> {
             .for_each(|(job, c)| self.head_context_of(qkv, lengths, job / nh, job % nh, c));
     }
 
+    /// Whether Q, K and V are packed as one fused operand (what [`SelfAttention::qkv_columns`]
+    /// needs).
+    pub fn is_fused(&self) -> bool {
+        self.fused_qkv.is_some()
+    }
+
     /// The columns of the fused `[B*n, 3H]` q | k | v product that `part` computes in a lockstep
     /// team ([`SelfAttention::qkv_columns_forward`]); `None` where Q, K and V are not fused.
     pub fn qkv_columns(&self, part: &Part) -> Option<Range<usize>> {

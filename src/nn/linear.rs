@@ -195,6 +195,11 @@ impl<T: Scalar> Linear<T> {
         self.product_into(x, y);
     }
 
+    /// Whether the weight is packed (what [`Linear::columns`] and [`Linear::forward_columns`] need).
+    pub fn is_packed(&self) -> bool {
+        self.packed.is_some()
+    }
+
     /// The output columns that `part` computes in a lockstep team
     /// ([`Linear::forward_columns`]); `None` where the weight is not packed.
     pub fn columns(&self, part: &Part) -> Option<Range<usize>> {
