@@ -299,20 +299,14 @@ pub fn gemm_packed<T: Scalar>(
     bias: Option<ArrayView1<T>>,
     c: ArrayViewMut2<T>,
 ) {
-    let (m, k) = a.dim();
-    let n = b.n;
     assert_eq!(
-        k, b.k,
-        "gemm_packed: inner dimensions differ ({m}x{k} · {}x{n})",
-        b.k
+        c.ncols(),
+        b.n,
+        "gemm_packed: output has {} columns, B {}",
+        c.ncols(),
+        b.n
     );
-    assert_eq!(
-        c.dim(),
-        (m, n),
-        "gemm_packed: output is {:?}, expected ({m}, {n})",
-        c.dim()
-    );
-    let Some((alpha, a, beta, bias, c)) = packed_operands(alpha, a, beta, bias, c, n, 0) else {
+    let Some((alpha, a, beta, bias, c)) = packed_operands(alpha, a, b, beta, bias, c, 0) else {
         return;
     };
     match &b.panels {
@@ -335,19 +329,7 @@ pub fn gemm_packed_columns<T: Scalar>(
     c: ArrayViewMut2<T>,
     j0: usize,
 ) {
-    let (m, k) = a.dim();
-    assert_eq!(
-        k, b.k,
-        "gemm_packed_columns: inner dimensions differ ({m}x{k} · {}x{})",
-        b.k, b.n
-    );
-    assert!(
-        c.nrows() == m && j0 + c.ncols() <= b.n,
-        "gemm_packed_columns: output {:?} from column {j0}, B has {} columns",
-        c.dim(),
-        b.n
-    );
-    let Some((alpha, a, beta, bias, c)) = packed_operands(alpha, a, beta, bias, c, b.n, j0) else {
+    let Some((alpha, a, beta, bias, c)) = packed_operands(alpha, a, b, beta, bias, c, j0) else {
         return;
     };
     match &b.panels {
@@ -357,17 +339,18 @@ pub fn gemm_packed_columns<T: Scalar>(
     }
 }
 
-/// The f32 operands of a packed product whose output `c` holds B's columns `j0..`: the
+/// The f32 operands of a packed product whose output `c` holds B's columns `j0..`, its shapes
+/// checked: the
 /// scalars, `a`, and the bias cut to `c`'s columns; `None` when the product is done by then (no
 /// inner dimension: `c = beta c + bias`).
 #[allow(clippy::type_complexity)]
 fn packed_operands<'a, 'v, 'c, T: Scalar>(
     alpha: T,
     a: ArrayView2<'a, T>,
+    b: &PackedB,
     beta: T,
     bias: Option<ArrayView1<'v, T>>,
     c: ArrayViewMut2<'c, T>,
-    n: usize,
     j0: usize,
 ) -> Option<(
     f32,
@@ -376,6 +359,17 @@ fn packed_operands<'a, 'v, 'c, T: Scalar>(
     Option<&'v [f32]>,
     ArrayViewMut2<'c, f32>,
 )> {
+    let ((m, k), n) = (a.dim(), b.n);
+    assert_eq!(
+        k, b.k,
+        "gemm_packed: inner dimensions differ ({m}x{k} · {}x{n})",
+        b.k
+    );
+    assert!(
+        c.nrows() == m && j0 + c.ncols() <= n,
+        "gemm_packed: output {:?} from column {j0}, expected {m} rows within B's {n} columns",
+        c.dim()
+    );
     // A PackedB exists only for f32, so T is f32 here.
     let (Some(a), Some(mut c)) = (T::view_f32(a), T::view_f32_mut(c)) else {
         panic!("gemm_packed: f32 only")
