@@ -30,6 +30,7 @@ pub mod int8;
 mod packed_split;
 mod portable;
 mod product_precision;
+mod row_blocks;
 use product_precision::{bf16_product, try_bf16};
 pub use product_precision::{product_precision, products_in};
 

@@ -19,6 +19,7 @@
 
 mod round;
 
+use super::row_blocks::row_blocks;
 use ndarray::{ArrayView2, ArrayViewMut2};
 use std::cell::RefCell;
 
@@ -282,27 +283,29 @@ pub fn gemm_rounded(
     }
     let mut acc = [[0f32; NP * LANES]; MR];
     // B's tile (64 columns, 48 KiB at k = 384) stays in L2 while every row of A passes it.
-    for jt in (0..n).step_by(NP * LANES) {
-        let cols = (NP * LANES).min(n - jt);
-        let np = cols.div_ceil(LANES);
-        let b_tile = &panels[(jt / LANES) * panel_len..(jt / LANES + np) * panel_len];
-        for i0 in (0..m).step_by(MR) {
-            let r = MR.min(m - i0);
-            let a_tile = &rows.values[i0 * kp..(i0 + r) * kp];
-            match kernel {
-                Kernel::Portable => tile_portable(a_tile, kp, r, b_tile, np, &mut acc),
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: the CPU has AVX512-BF16 (asserted above); the tile holds r rows of
-                // kp values and np panels of kp * 16 values (sliced above).
-                Kernel::Avx512 => unsafe { tile_avx512(a_tile, kp, r, b_tile, np, &mut acc) },
-                #[cfg(not(target_arch = "x86_64"))]
-                Kernel::Avx512 => unreachable!("cpu::avx512_bf16() is false off x86-64"),
-                Kernel::Amx => unreachable!("AMX products return above"),
-            }
-            for (ri, sums) in acc.iter().take(r).enumerate() {
-                let mut row = c.row_mut(i0 + ri);
-                let out = row.as_slice_mut().expect("contiguous rows");
-                ep.write(&sums[..cols], jt, &mut out[jt..jt + cols]);
+    for rows_block in row_blocks(m, 2 * kp, MR) {
+        for jt in (0..n).step_by(NP * LANES) {
+            let cols = (NP * LANES).min(n - jt);
+            let np = cols.div_ceil(LANES);
+            let b_tile = &panels[(jt / LANES) * panel_len..(jt / LANES + np) * panel_len];
+            for i0 in rows_block.clone().step_by(MR) {
+                let r = MR.min(m - i0);
+                let a_tile = &rows.values[i0 * kp..(i0 + r) * kp];
+                match kernel {
+                    Kernel::Portable => tile_portable(a_tile, kp, r, b_tile, np, &mut acc),
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the CPU has AVX512-BF16 (asserted above); the tile holds r rows of
+                    // kp values and np panels of kp * 16 values (sliced above).
+                    Kernel::Avx512 => unsafe { tile_avx512(a_tile, kp, r, b_tile, np, &mut acc) },
+                    #[cfg(not(target_arch = "x86_64"))]
+                    Kernel::Avx512 => unreachable!("cpu::avx512_bf16() is false off x86-64"),
+                    Kernel::Amx => unreachable!("AMX products return above"),
+                }
+                for (ri, sums) in acc.iter().take(r).enumerate() {
+                    let mut row = c.row_mut(i0 + ri);
+                    let out = row.as_slice_mut().expect("contiguous rows");
+                    ep.write(&sums[..cols], jt, &mut out[jt..jt + cols]);
+                }
             }
         }
     }
@@ -321,33 +324,35 @@ fn gemm_amx(ep: &Epilogue, rows: &Bf16A, kp: usize, panels: &[u16], mut c: Array
     let mut sums = [[0f32; BLOCK]; BLOCK];
     // SAFETY: gemm_rounded asserted cpu::amx_bf16(), which implies the tile state was granted.
     unsafe { crate::matmul::amx::configure() };
-    for jt in (0..n).step_by(BLOCK) {
-        let cols = BLOCK.min(n - jt);
-        let b_tile = &panels[(jt / LANES) * panel_len..];
-        assert!(b_tile.len() >= cols.div_ceil(LANES) * panel_len);
-        for i0 in (0..m).step_by(BLOCK) {
-            let r = BLOCK.min(m - i0);
-            let a_tile = &rows.values[i0 * kp..];
-            // SAFETY: the tiles are configured above. `a_tile` holds r.div_ceil(16) tiles of 16
-            // rows of kp values (rows are padded to a multiple of 16 with zero rows, asserted
-            // above), kp a multiple of 32 (asserted above); `b_tile` holds cols.div_ceil(16)
-            // whole panels of kp * 16 values (asserted above).
-            unsafe {
-                amx::block::<amx::Bf16>(
-                    a_tile.as_ptr().cast(),
-                    2 * kp,
-                    b_tile.as_ptr().cast(),
-                    2 * panel_len,
-                    steps,
-                    r.div_ceil(TILE_ROWS),
-                    cols.div_ceil(LANES),
-                    &mut sums,
-                )
-            };
-            for (ri, s) in sums.iter().take(r).enumerate() {
-                let mut row = c.row_mut(i0 + ri);
-                let out = row.as_slice_mut().expect("contiguous rows");
-                ep.write(&s[..cols], jt, &mut out[jt..jt + cols]);
+    for rows_block in row_blocks(m, 2 * kp, BLOCK) {
+        for jt in (0..n).step_by(BLOCK) {
+            let cols = BLOCK.min(n - jt);
+            let b_tile = &panels[(jt / LANES) * panel_len..];
+            assert!(b_tile.len() >= cols.div_ceil(LANES) * panel_len);
+            for i0 in rows_block.clone().step_by(BLOCK) {
+                let r = BLOCK.min(m - i0);
+                let a_tile = &rows.values[i0 * kp..];
+                // SAFETY: the tiles are configured above. `a_tile` holds r.div_ceil(16) tiles of 16
+                // rows of kp values (rows are padded to a multiple of 16 with zero rows, asserted
+                // above), kp a multiple of 32 (asserted above); `b_tile` holds cols.div_ceil(16)
+                // whole panels of kp * 16 values (asserted above).
+                unsafe {
+                    amx::block::<amx::Bf16>(
+                        a_tile.as_ptr().cast(),
+                        2 * kp,
+                        b_tile.as_ptr().cast(),
+                        2 * panel_len,
+                        steps,
+                        r.div_ceil(TILE_ROWS),
+                        cols.div_ceil(LANES),
+                        &mut sums,
+                    )
+                };
+                for (ri, s) in sums.iter().take(r).enumerate() {
+                    let mut row = c.row_mut(i0 + ri);
+                    let out = row.as_slice_mut().expect("contiguous rows");
+                    ep.write(&s[..cols], jt, &mut out[jt..jt + cols]);
+                }
             }
         }
     }

@@ -27,6 +27,7 @@
 mod activations;
 mod kernel;
 
+use super::row_blocks::row_blocks;
 pub use activations::QuantA;
 pub use kernel::Kernel;
 use ndarray::{ArrayView2, ArrayViewMut2};
@@ -279,28 +280,30 @@ pub fn gemm_quantized(
     assert_eq!(rows.stride, b.kp, "int8 gemm: A quantised for another kernel");
     let mut acc = [[0i32; NP * LANES]; MR];
     // B's tile (64 columns, 24 KiB at k = 384) stays in L1 while every row of A passes it.
-    for jt in (0..n).step_by(NP * LANES) {
-        let cols = (NP * LANES).min(n - jt);
-        let np = cols.div_ceil(LANES);
-        let b_tile = &panels[(jt / LANES) * panel_bytes..(jt / LANES + np) * panel_bytes];
-        for i0 in (0..m).step_by(MR) {
-            let r = MR.min(m - i0);
-            let a_tile = &rows.values[i0 * b.kp..(i0 + r) * b.kp];
-            match kernel {
-                Kernel::Portable => tile_portable(a_tile, b.kp, r, b_tile, np, &mut acc),
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: the CPU has AVX512-VNNI (asserted above); the tile holds r rows of
-                // kp bytes and np panels of kp * 16 bytes (sliced above).
-                Kernel::Vnni => unsafe { tile_vnni(a_tile, b.kp, r, b_tile, np, &mut acc) },
-                #[cfg(not(target_arch = "x86_64"))]
-                Kernel::Vnni => unreachable!("cpu::vnni() is false off x86-64"),
-                Kernel::Amx => unreachable!("AMX products return above"),
-            }
-            for (ri, sums) in acc.iter().take(r).enumerate() {
-                let mut row = c.row_mut(i0 + ri);
-                let out = row.as_slice_mut().expect("contiguous rows");
-                let (scale, zero) = (rows.scales[i0 + ri], rows.zeros[i0 + ri]);
-                ep.write(&sums[..cols], scale, zero, jt, &mut out[jt..jt + cols]);
+    for rows_block in row_blocks(m, b.kp, MR) {
+        for jt in (0..n).step_by(NP * LANES) {
+            let cols = (NP * LANES).min(n - jt);
+            let np = cols.div_ceil(LANES);
+            let b_tile = &panels[(jt / LANES) * panel_bytes..(jt / LANES + np) * panel_bytes];
+            for i0 in rows_block.clone().step_by(MR) {
+                let r = MR.min(m - i0);
+                let a_tile = &rows.values[i0 * b.kp..(i0 + r) * b.kp];
+                match kernel {
+                    Kernel::Portable => tile_portable(a_tile, b.kp, r, b_tile, np, &mut acc),
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the CPU has AVX512-VNNI (asserted above); the tile holds r rows of
+                    // kp bytes and np panels of kp * 16 bytes (sliced above).
+                    Kernel::Vnni => unsafe { tile_vnni(a_tile, b.kp, r, b_tile, np, &mut acc) },
+                    #[cfg(not(target_arch = "x86_64"))]
+                    Kernel::Vnni => unreachable!("cpu::vnni() is false off x86-64"),
+                    Kernel::Amx => unreachable!("AMX products return above"),
+                }
+                for (ri, sums) in acc.iter().take(r).enumerate() {
+                    let mut row = c.row_mut(i0 + ri);
+                    let out = row.as_slice_mut().expect("contiguous rows");
+                    let (scale, zero) = (rows.scales[i0 + ri], rows.zeros[i0 + ri]);
+                    ep.write(&sums[..cols], scale, zero, jt, &mut out[jt..jt + cols]);
+                }
             }
         }
     }
@@ -325,34 +328,36 @@ fn gemm_amx(ep: &Epilogue, rows: &QuantA, kp: usize, panels: &[i8], mut c: Array
     let mut sums = [[0i32; BLOCK]; BLOCK];
     // SAFETY: gemm_serial asserted cpu::amx() for this kernel.
     unsafe { amx::configure() };
-    for jt in (0..n).step_by(BLOCK) {
-        let cols = BLOCK.min(n - jt);
-        let b_tile = &panels[(jt / LANES) * panel_bytes..];
-        for i0 in (0..m).step_by(BLOCK) {
-            let r = BLOCK.min(m - i0);
-            let a_tile = &rows.values[i0 * stride..];
-            // SAFETY: the tiles are configured above. `a_tile` holds r.div_ceil(16) tiles of 16
-            // rows of `stride` bytes (rows were padded to a multiple of 16 with zero rows, and
-            // each row is zero past k); `b_tile` holds cols.div_ceil(16) panels of kp * 16
-            // bytes, and every panel is followed by at least amx::B_SLACK readable bytes (the
-            // next panel, or the slack QuantB::new allocates after the last one).
-            unsafe {
-                amx::block::<amx::Int8>(
-                    a_tile.as_ptr(),
-                    stride,
-                    b_tile.as_ptr().cast(),
-                    panel_bytes,
-                    steps,
-                    r.div_ceil(TILE_ROWS),
-                    cols.div_ceil(LANES),
-                    &mut sums,
-                )
-            };
-            for (ri, s) in sums.iter().take(r).enumerate() {
-                let mut row = c.row_mut(i0 + ri);
-                let out = row.as_slice_mut().expect("contiguous rows");
-                let (scale, zero) = (rows.scales[i0 + ri], rows.zeros[i0 + ri]);
-                ep.write(&s[..cols], scale, zero, jt, &mut out[jt..jt + cols]);
+    for rows_block in row_blocks(m, stride, BLOCK) {
+        for jt in (0..n).step_by(BLOCK) {
+            let cols = BLOCK.min(n - jt);
+            let b_tile = &panels[(jt / LANES) * panel_bytes..];
+            for i0 in rows_block.clone().step_by(BLOCK) {
+                let r = BLOCK.min(m - i0);
+                let a_tile = &rows.values[i0 * stride..];
+                // SAFETY: the tiles are configured above. `a_tile` holds r.div_ceil(16) tiles of 16
+                // rows of `stride` bytes (rows were padded to a multiple of 16 with zero rows, and
+                // each row is zero past k); `b_tile` holds cols.div_ceil(16) panels of kp * 16
+                // bytes, and every panel is followed by at least amx::B_SLACK readable bytes (the
+                // next panel, or the slack QuantB::new allocates after the last one).
+                unsafe {
+                    amx::block::<amx::Int8>(
+                        a_tile.as_ptr(),
+                        stride,
+                        b_tile.as_ptr().cast(),
+                        panel_bytes,
+                        steps,
+                        r.div_ceil(TILE_ROWS),
+                        cols.div_ceil(LANES),
+                        &mut sums,
+                    )
+                };
+                for (ri, s) in sums.iter().take(r).enumerate() {
+                    let mut row = c.row_mut(i0 + ri);
+                    let out = row.as_slice_mut().expect("contiguous rows");
+                    let (scale, zero) = (rows.scales[i0 + ri], rows.zeros[i0 + ri]);
+                    ep.write(&s[..cols], scale, zero, jt, &mut out[jt..jt + cols]);
+                }
             }
         }
     }
