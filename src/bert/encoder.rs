@@ -277,7 +277,10 @@ impl<T: Scalar> BertEncoder<T> {
         if let Some(p) = &self.project {
             x = p.forward(x.view());
         }
-        let widest = self.layers.first().map_or(1, |l| l.ffn.intermediate.out_features());
+        let widest = self
+            .layers
+            .first()
+            .map_or(1, |l| l.ffn.intermediate.out_features());
         let rows = STACK_BYTES_PER_THREAD / (widest.max(1) * std::mem::size_of::<T>());
         let per_pass = rows * rayon::current_num_threads();
         self.encode_layers(&mut x, &input.lengths, per_pass);

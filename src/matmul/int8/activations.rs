@@ -119,9 +119,12 @@ unsafe fn quantize_row_avx512(row: &[f32], dst: &mut [u8]) -> (f32, i32) {
         let v = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
         // MAXPS / MINPS return the second operand for NaN: NaN becomes 0, as in the loop.
         let v = _mm512_min_ps(_mm512_max_ps(v, floor), ceil);
-        let bytes = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v));
+        // VPMOVDB to memory under the mask (AVX-512F; a byte-masked store of a 128-bit
+        // register would need AVX512BW and VL, which `cpu::avx512` does not check).
         // SAFETY: the mask covers only bytes j..n of dst.
-        unsafe { _mm_mask_storeu_epi8(dst.as_mut_ptr().add(j).cast(), mask, bytes) };
+        unsafe {
+            _mm512_mask_cvtepi32_storeu_epi8(dst.as_mut_ptr().add(j).cast(), mask, _mm512_cvtps_epi32(v))
+        };
     }
     (scale, zero as i32)
 }
