@@ -277,12 +277,16 @@ impl<T: Scalar> BertEncoder<T> {
         if let Some(p) = &self.project {
             x = p.forward(x.view());
         }
-        let widest = self
-            .layers
-            .first()
-            .map_or(1, |l| l.ffn.intermediate.out_features());
-        let rows = STACK_BYTES_PER_THREAD / (widest.max(1) * std::mem::size_of::<T>());
-        let per_pass = rows * rayon::current_num_threads();
+        let per_pass = if self.precision().is_f32() {
+            usize::MAX // f32 weights: a second read of them costs what the cache gains
+        } else {
+            let widest = self
+                .layers
+                .first()
+                .map_or(1, |l| l.ffn.intermediate.out_features());
+            let rows = STACK_BYTES_PER_THREAD / (widest.max(1) * std::mem::size_of::<T>());
+            rows * rayon::current_num_threads()
+        };
         self.encode_layers(&mut x, &input.lengths, per_pass);
         Ok(x)
     }
@@ -332,11 +336,13 @@ impl<T: Scalar> BertEncoder<T> {
 }
 
 /// Bytes of the widest activation (the FFN's) that one pass of the layer stack holds per
-/// thread of the pool, at most: a larger batch runs as several passes over blocks of whole
-/// texts, so that each thread's share of the activations stays near its caches instead of
-/// streaming through L3 at every pass over it (the output of every product, GELU, quantising
-/// A). 512 rows of BERT-base (3,072 FFN columns), 1,024 of minilm (1,536). Int8, batch 32 x 64,
-/// one thread: 1.6x on BERT-base (docs/speed.md, "Passes over blocks of texts").
+/// thread of the pool, at most, where the products are int8 or bf16: a larger batch runs as
+/// several passes over blocks of whole texts, so that each thread's share of the activations
+/// stays near its caches instead of streaming through L3 at every pass over it (the output of
+/// every product, GELU, quantising A). 512 rows of BERT-base (3,072 FFN columns), 1,024 of
+/// minilm (1,536). Batch 32 x 64, int8 BERT-base: 1.73x on one thread, 1.33x on two; each pass
+/// reads every weight again, which f32's four bytes a weight make cost as much as the passes
+/// gain (0.95x), so f32 runs one pass (docs/speed.md, "Passes over blocks of texts").
 const STACK_BYTES_PER_THREAD: usize = 6 << 20;
 
 impl<T: Scalar> Params<T> for BertEncoder<T> {
