@@ -91,7 +91,8 @@ pub unsafe fn sgemm(
         // j / NR of `b`, which holds n.div_ceil(NR) panels of k x NR (asserted above). `pack_a`
         // reads `rows` rows of A from row i0 into `buf`, which holds rows.div_ceil(MR) * MR * k
         // values (`need`, as rows <= mc). Each `run` reads R <= rows - i rows of A from row i0 + i
-        // (or R panel rows of `buf` from i * k) and k rows of the panel, and writes R rows of C
+        // (or R panel rows of `buf` from i * k) and k rows of the panel (and prefetches rows
+        // lo..lo + pf_rows <= k of panel j / NR + 1, which exists when j + NR < n), and writes R rows of C
         // in the lanes of `lo` and `hi`, which stop at column n; the CPU has AVX-512F.
         unsafe {
             let mut i0 = 0;
@@ -125,32 +126,42 @@ pub unsafe fn sgemm(
                         lo,
                         hi,
                     };
+                    // The next column tile's panel, fetched toward L2 while this one runs, each
+                    // micro-tile a share of its k rows (at batch 1 a weight is read from memory
+                    // once a product, by few micro-tiles).
+                    let next = (j + NR < n).then(|| panel.add(k * NR));
+                    let share = k.div_ceil(rows.div_ceil(MR));
                     let mut i = 0;
                     while i < rows {
+                        let lo = (i / MR * share).min(k);
+                        let (pf, pf_rows) = match next {
+                            Some(next) => (next.add(lo * NR), share.min(k - lo)),
+                            None => (panel, 0),
+                        };
                         let ci = c.offset((i0 + i) as isize * rsc).add(j);
                         if direct {
                             let ap = a.offset((i0 + i) as isize * rsa);
                             match rows - i {
-                                1 => t.run::<1, false>(ap, rsa, ci),
-                                2 => t.run::<2, false>(ap, rsa, ci),
-                                3 => t.run::<3, false>(ap, rsa, ci),
-                                4 => t.run::<4, false>(ap, rsa, ci),
-                                5 => t.run::<5, false>(ap, rsa, ci),
-                                6 => t.run::<6, false>(ap, rsa, ci),
-                                7 => t.run::<7, false>(ap, rsa, ci),
-                                _ => t.run::<MR, false>(ap, rsa, ci),
+                                1 => t.run::<1, false>(ap, rsa, ci, pf, pf_rows),
+                                2 => t.run::<2, false>(ap, rsa, ci, pf, pf_rows),
+                                3 => t.run::<3, false>(ap, rsa, ci, pf, pf_rows),
+                                4 => t.run::<4, false>(ap, rsa, ci, pf, pf_rows),
+                                5 => t.run::<5, false>(ap, rsa, ci, pf, pf_rows),
+                                6 => t.run::<6, false>(ap, rsa, ci, pf, pf_rows),
+                                7 => t.run::<7, false>(ap, rsa, ci, pf, pf_rows),
+                                _ => t.run::<MR, false>(ap, rsa, ci, pf, pf_rows),
                             }
                         } else {
                             let ap = buf.as_ptr().add(i * k);
                             match rows - i {
-                                1 => t.run::<1, true>(ap, 0, ci),
-                                2 => t.run::<2, true>(ap, 0, ci),
-                                3 => t.run::<3, true>(ap, 0, ci),
-                                4 => t.run::<4, true>(ap, 0, ci),
-                                5 => t.run::<5, true>(ap, 0, ci),
-                                6 => t.run::<6, true>(ap, 0, ci),
-                                7 => t.run::<7, true>(ap, 0, ci),
-                                _ => t.run::<MR, true>(ap, 0, ci),
+                                1 => t.run::<1, true>(ap, 0, ci, pf, pf_rows),
+                                2 => t.run::<2, true>(ap, 0, ci, pf, pf_rows),
+                                3 => t.run::<3, true>(ap, 0, ci, pf, pf_rows),
+                                4 => t.run::<4, true>(ap, 0, ci, pf, pf_rows),
+                                5 => t.run::<5, true>(ap, 0, ci, pf, pf_rows),
+                                6 => t.run::<6, true>(ap, 0, ci, pf, pf_rows),
+                                7 => t.run::<7, true>(ap, 0, ci, pf, pf_rows),
+                                _ => t.run::<MR, true>(ap, 0, ci, pf, pf_rows),
                             }
                         }
                         i += MR;
@@ -346,15 +357,23 @@ impl Tile {
     /// # Safety
     /// The CPU must support AVX-512F. `a` must be valid for the tile's R rows of A: R rows `rsa`
     /// apart, k values each (contiguous), or with `PACKED` a panel of k groups of [`MR`] values;
-    /// `self.b` must hold k rows of [`NR`] values; `c` must be valid for R rows `self.rsc` apart
+    /// `self.b` must hold k rows of [`NR`] values, and `prefetch` `prefetch_rows` rows of NR
+    /// (of another panel, fetched toward L2 as the loop goes: a row a step); `c` must be valid for R rows `self.rsc` apart
     /// in the lanes of `lo` and `hi`, as must `self.bias` (when not null) for one row; `c`
     /// must alias neither `a` nor `self.b`.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn run<const R: usize, const PACKED: bool>(&self, a: *const f32, rsa: isize, c: *mut f32) {
+    unsafe fn run<const R: usize, const PACKED: bool>(
+        &self,
+        a: *const f32,
+        rsa: isize,
+        c: *mut f32,
+        prefetch: *const f32,
+        prefetch_rows: usize,
+    ) {
         // SAFETY: every pointer formed and every load and store stays within what the caller
         // vouched for (see # Safety): A's rows r < R at values p * step < k * step, B's k rows of
-        // NR values, C's and the bias's lanes masked by `lo` and `hi`.
+        // NR values (and the prefetched panel's, which is only read by prefetches), C's and the bias's lanes masked by `lo` and `hi`.
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); 2]; R];
             let mut bp = self.b;
@@ -368,6 +387,11 @@ impl Tile {
             });
             let step = if PACKED { MR } else { 1 };
             for p in 0..self.k {
+                if p < prefetch_rows {
+                    let next = prefetch.add(p * NR);
+                    _mm_prefetch::<_MM_HINT_T1>(next.cast());
+                    _mm_prefetch::<_MM_HINT_T1>(next.add(16).cast());
+                }
                 let b0 = _mm512_loadu_ps(bp);
                 let b1 = _mm512_loadu_ps(bp.add(16));
                 for (acc, row) in acc.iter_mut().zip(&rows) {
