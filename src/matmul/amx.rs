@@ -14,10 +14,13 @@
 //! Tile registers: C in tmm0 (rows 0-15, panel 0), tmm1 (rows 0-15, panel 1), tmm2 (rows 16-31,
 //! panel 0), tmm3 (rows 16-31, panel 1); A in tmm4, tmm5; B in tmm6, tmm7.
 
+use super::row_blocks::row_blocks;
 use std::arch::asm;
 
 /// Rows of a tile.
 pub const TILE_ROWS: usize = 16;
+/// Columns of a tile's sums: one panel of B.
+pub const TILE_COLS: usize = 16;
 /// Bytes of k one tile step takes.
 pub const TILE_K: usize = 64;
 /// Readable bytes a B tile may reach past its panel's last group (a last step of fewer than 16
@@ -68,12 +71,67 @@ pub unsafe fn release() {
 /// f32 sums). Both take 64 bytes of k a row a step, from the same layout of B.
 pub trait TileDot {
     /// The sums' type (4 bytes).
-    type Sum: Copy;
+    type Sum: Copy + Default;
     /// `tmm{c} += tmm{a} · tmm{b}` for the three register pairs [`block`] uses.
     ///
     /// # Safety
     /// The tiles are configured and hold loaded operands.
     unsafe fn dot(which: Pair);
+}
+
+/// An `m x n` product's sums on tiles, 32 x 32 at a time ([`block`]) in blocks of rows that stay
+/// in L2 ([`row_blocks`]): `write(i, j0, sums)` gets row i's sums of columns `j0..j0 +
+/// sums.len()` as each block is done. Configures the tiles and releases them after.
+///
+/// # Safety
+/// The CPU runs `D` ([`crate::cpu::amx`], [`crate::cpu::amx_bf16`]). `a` points at
+/// `m.next_multiple_of(16)` rows of `a_stride` bytes (a multiple of 64, at least `64 * steps`),
+/// zero from k onwards; `b` at `n.div_ceil(16)` panels `panel_bytes` apart, each readable for
+/// `steps * 1024` bytes (for int8, the panel and [`B_SLACK`]).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn products<D: TileDot>(
+    a: *const u8,
+    a_stride: usize,
+    b: *const u8,
+    panel_bytes: usize,
+    steps: usize,
+    m: usize,
+    n: usize,
+    mut write: impl FnMut(usize, usize, &[D::Sum]),
+) {
+    const BLOCK: usize = 2 * TILE_ROWS;
+    let mut sums = [[D::Sum::default(); BLOCK]; BLOCK];
+    // SAFETY: the caller's contract (the CPU has the tiles and Linux granted them).
+    unsafe { configure() };
+    for rows in row_blocks(m, a_stride, BLOCK) {
+        for j0 in (0..n).step_by(BLOCK) {
+            let cols = BLOCK.min(n - j0);
+            for i0 in rows.clone().step_by(BLOCK) {
+                let r = BLOCK.min(m - i0);
+                // SAFETY: the tiles are configured above; by the caller's contract, the
+                // r.div_ceil(16) tiles of A's rows from i0 lie within its m.next_multiple_of(16)
+                // rows, and the cols.div_ceil(16) panels of B from j0 / 16 within its
+                // n.div_ceil(16) panels.
+                unsafe {
+                    block::<D>(
+                        a.add(i0 * a_stride),
+                        a_stride,
+                        b.add(j0 / TILE_COLS * panel_bytes),
+                        panel_bytes,
+                        steps,
+                        r.div_ceil(TILE_ROWS),
+                        cols.div_ceil(TILE_COLS),
+                        &mut sums,
+                    )
+                };
+                for (ri, s) in sums.iter().take(r).enumerate() {
+                    write(i0 + ri, j0, &s[..cols]);
+                }
+            }
+        }
+    }
+    // SAFETY: as configure above.
+    unsafe { release() };
 }
 
 /// The C, A, B tile registers of one product in [`block`].

@@ -316,48 +316,29 @@ pub fn gemm_rounded(
 #[cfg(target_arch = "x86_64")]
 fn gemm_amx(ep: &Epilogue, rows: &Bf16A, kp: usize, panels: &[u16], mut c: ArrayViewMut2<f32>) {
     use crate::matmul::amx::{self, TILE_ROWS};
-    const BLOCK: usize = 2 * TILE_ROWS;
     let (m, n) = c.dim();
     assert!(rows.values.len() >= m.next_multiple_of(TILE_ROWS) * kp && kp.is_multiple_of(K_STEP));
-    let steps = kp / K_STEP;
-    let panel_len = kp * LANES;
-    let mut sums = [[0f32; BLOCK]; BLOCK];
+    assert!(panels.len() >= n.div_ceil(LANES) * kp * LANES);
     // SAFETY: gemm_rounded asserted cpu::amx_bf16(), which implies the tile state was granted.
-    unsafe { crate::matmul::amx::configure() };
-    for rows_block in row_blocks(m, 2 * kp, BLOCK) {
-        for jt in (0..n).step_by(BLOCK) {
-            let cols = BLOCK.min(n - jt);
-            let b_tile = &panels[(jt / LANES) * panel_len..];
-            assert!(b_tile.len() >= cols.div_ceil(LANES) * panel_len);
-            for i0 in rows_block.clone().step_by(BLOCK) {
-                let r = BLOCK.min(m - i0);
-                let a_tile = &rows.values[i0 * kp..];
-                // SAFETY: the tiles are configured above. `a_tile` holds r.div_ceil(16) tiles of 16
-                // rows of kp values (rows are padded to a multiple of 16 with zero rows, asserted
-                // above), kp a multiple of 32 (asserted above); `b_tile` holds cols.div_ceil(16)
-                // whole panels of kp * 16 values (asserted above).
-                unsafe {
-                    amx::block::<amx::Bf16>(
-                        a_tile.as_ptr().cast(),
-                        2 * kp,
-                        b_tile.as_ptr().cast(),
-                        2 * panel_len,
-                        steps,
-                        r.div_ceil(TILE_ROWS),
-                        cols.div_ceil(LANES),
-                        &mut sums,
-                    )
-                };
-                for (ri, s) in sums.iter().take(r).enumerate() {
-                    let mut row = c.row_mut(i0 + ri);
-                    let out = row.as_slice_mut().expect("contiguous rows");
-                    ep.write(&s[..cols], jt, &mut out[jt..jt + cols]);
-                }
-            }
-        }
-    }
-    // SAFETY: as configure above.
-    unsafe { crate::matmul::amx::release() };
+    // A holds m.next_multiple_of(16) rows of kp values (2 kp bytes, a multiple of 64: kp is a
+    // multiple of 32; rows are padded with zero rows; asserted above), and `panels` holds
+    // n.div_ceil(16) whole panels of kp * 16 values (asserted above), kp / 32 whole steps each.
+    unsafe {
+        amx::products::<amx::Bf16>(
+            rows.values.as_ptr().cast(),
+            2 * kp,
+            panels.as_ptr().cast(),
+            2 * kp * LANES,
+            kp / K_STEP,
+            m,
+            n,
+            |i, j0, sums| {
+                let mut row = c.row_mut(i);
+                let out = row.as_slice_mut().expect("contiguous rows");
+                ep.write(sums, j0, &mut out[j0..j0 + sums.len()]);
+            },
+        )
+    };
 }
 
 /// The f32 sums of a tile of `r` rows (`kp` values each) by `np` panels, plain loops: each

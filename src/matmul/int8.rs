@@ -314,7 +314,6 @@ pub fn gemm_quantized(
 #[cfg(target_arch = "x86_64")]
 fn gemm_amx(ep: &Epilogue, rows: &QuantA, kp: usize, panels: &[i8], mut c: ArrayViewMut2<f32>) {
     use super::amx::{self, TILE_K, TILE_ROWS};
-    const BLOCK: usize = 2 * TILE_ROWS;
     let (m, n) = c.dim();
     let stride = rows.stride;
     assert_eq!(
@@ -323,46 +322,29 @@ fn gemm_amx(ep: &Epilogue, rows: &QuantA, kp: usize, panels: &[i8], mut c: Array
         "AMX: A quantised for another kernel"
     );
     assert!(rows.values.len() >= m.next_multiple_of(TILE_ROWS) * stride);
-    let steps = stride / TILE_K;
-    let panel_bytes = kp * LANES;
-    let mut sums = [[0i32; BLOCK]; BLOCK];
-    // SAFETY: gemm_serial asserted cpu::amx() for this kernel.
-    unsafe { amx::configure() };
-    for rows_block in row_blocks(m, stride, BLOCK) {
-        for jt in (0..n).step_by(BLOCK) {
-            let cols = BLOCK.min(n - jt);
-            let b_tile = &panels[(jt / LANES) * panel_bytes..];
-            for i0 in rows_block.clone().step_by(BLOCK) {
-                let r = BLOCK.min(m - i0);
-                let a_tile = &rows.values[i0 * stride..];
-                // SAFETY: the tiles are configured above. `a_tile` holds r.div_ceil(16) tiles of 16
-                // rows of `stride` bytes (rows were padded to a multiple of 16 with zero rows, and
-                // each row is zero past k); `b_tile` holds cols.div_ceil(16) panels of kp * 16
-                // bytes, and every panel is followed by at least amx::B_SLACK readable bytes (the
-                // next panel, or the slack QuantB::new allocates after the last one).
-                unsafe {
-                    amx::block::<amx::Int8>(
-                        a_tile.as_ptr(),
-                        stride,
-                        b_tile.as_ptr().cast(),
-                        panel_bytes,
-                        steps,
-                        r.div_ceil(TILE_ROWS),
-                        cols.div_ceil(LANES),
-                        &mut sums,
-                    )
-                };
-                for (ri, s) in sums.iter().take(r).enumerate() {
-                    let mut row = c.row_mut(i0 + ri);
-                    let out = row.as_slice_mut().expect("contiguous rows");
-                    let (scale, zero) = (rows.scales[i0 + ri], rows.zeros[i0 + ri]);
-                    ep.write(&s[..cols], scale, zero, jt, &mut out[jt..jt + cols]);
-                }
-            }
-        }
-    }
-    // SAFETY: as configure above.
-    unsafe { amx::release() };
+    assert!(panels.len() >= n.div_ceil(LANES) * kp * LANES);
+    // SAFETY: gemm_quantized asserted cpu::amx() for this kernel. A holds m.next_multiple_of(16)
+    // rows of `stride` bytes (a multiple of 64; rows were padded to a multiple of 16 with zero
+    // rows, and each row is zero past k; asserted above); `panels` holds n.div_ceil(16) panels
+    // of kp * 16 bytes (asserted above), and every panel is followed by at least amx::B_SLACK
+    // readable bytes (the next panel, or the slack QuantB::new allocates after the last one).
+    unsafe {
+        amx::products::<amx::Int8>(
+            rows.values.as_ptr(),
+            stride,
+            panels.as_ptr().cast(),
+            kp * LANES,
+            stride / TILE_K,
+            m,
+            n,
+            |i, j0, sums| {
+                let mut row = c.row_mut(i);
+                let out = row.as_slice_mut().expect("contiguous rows");
+                let (scale, zero) = (rows.scales[i], rows.zeros[i]);
+                ep.write(sums, scale, zero, j0, &mut out[j0..j0 + sums.len()]);
+            },
+        )
+    };
 }
 
 /// The i32 sums of a tile of `r` rows (`kp` bytes each) by `np` panels, plain loops.
@@ -499,6 +481,8 @@ mod tests {
             (40, 100, 50),
             (33, 130, 96),
             (17, 768, 16),
+            (300, 40, 70),   // two blocks of rows (row_blocks.rs): 256 + 44
+            (270, 4100, 20), // blocks of 224 rows: A's bytes bound them
         ] {
             let a = random(m, k, 1 + m as u64);
             let bt = random(k, n, 100 + n as u64);

@@ -49,6 +49,8 @@ fn kernels_match_the_f64_product_of_bf16_operands() {
         (33, 130, 96),
         (17, 767, 16),
         (35, 33, 31),
+        (300, 40, 70),   // two blocks of rows (row_blocks.rs): 256 + 44
+        (270, 4100, 20), // blocks of 224 rows: A's bytes bound them
     ] {
         let a = random(m, k, 1 + m as u64);
         let b = random(k, n, 100 + n as u64);
