@@ -80,7 +80,7 @@ pub trait TileDot {
 }
 
 /// An `m x n` product's sums on tiles, 32 x 32 at a time ([`block`]) in blocks of rows that stay
-/// in L2 ([`row_blocks`]): `write(i, j0, sums)` gets row i's sums of columns `j0..j0 +
+/// in L2 (`matmul/row_blocks.rs`): `write(i, j0, sums)` gets row i's sums of columns `j0..j0 +
 /// sums.len()` as each block is done. Configures the tiles and releases them after.
 ///
 /// # Safety
