@@ -341,9 +341,8 @@ pub fn gemm_packed_columns<T: Scalar>(
 }
 
 /// The f32 operands of a packed product whose output `c` holds B's columns `j0..`, its shapes
-/// checked: the
-/// scalars, `a`, and the bias cut to `c`'s columns; `None` when the product is done by then (no
-/// inner dimension: `c = beta c + bias`).
+/// checked: the scalars, `a`, and the bias cut to `c`'s columns; `None` when the product is done
+/// by then (no inner dimension: `c = beta c + bias`).
 #[allow(clippy::type_complexity)]
 fn packed_operands<'a, 'v, 'c, T: Scalar>(
     alpha: T,

@@ -282,7 +282,8 @@ pub fn gemm_rounded(
         return gemm_amx(&ep, rows, kp, panels, c);
     }
     let mut acc = [[0f32; NP * LANES]; MR];
-    // B's tile (64 columns, 48 KiB at k = 384) stays in L2 while every row of A passes it.
+    // B's tile (64 columns, 48 KiB at k = 384) stays in L2 while every row of a block of A
+    // (row_blocks.rs) passes it.
     for rows_block in row_blocks(m, 2 * kp, MR) {
         for jt in (0..n).step_by(NP * LANES) {
             let cols = (NP * LANES).min(n - jt);

@@ -279,7 +279,8 @@ pub fn gemm_quantized(
     }
     assert_eq!(rows.stride, b.kp, "int8 gemm: A quantised for another kernel");
     let mut acc = [[0i32; NP * LANES]; MR];
-    // B's tile (64 columns, 24 KiB at k = 384) stays in L1 while every row of A passes it.
+    // B's tile (64 columns, 24 KiB at k = 384) stays in L1 while every row of a block of A
+    // (row_blocks.rs, in L2) passes it.
     for rows_block in row_blocks(m, b.kp, MR) {
         for jt in (0..n).step_by(NP * LANES) {
             let cols = (NP * LANES).min(n - jt);
